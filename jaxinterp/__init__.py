@@ -1,0 +1,3 @@
+"""jaxinterp: understanding vision networks with pure, composable JAX functions."""
+
+__version__ = "0.1.0"

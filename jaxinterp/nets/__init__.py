@@ -1,0 +1,19 @@
+"""The Net facade and the model zoo.
+
+    net = jaxinterp.nets.get("resnet50")
+    params = net.init(jax.random.key(0))      # or jaxinterp.nets.load("resnet50", path)
+    logits = net.apply(params, x)             # x: (N, H, W, 3) float32 RGB in [0, 1]
+    feats = net.apply(params, x, stop="layer3")
+    logits = net.apply(params, feats, start="layer3")
+    net.apply(params, x, rules=jaxinterp.nets.rules.GUIDED)   # modified backward pass
+"""
+
+from jaxinterp.nets import rules
+from jaxinterp.nets.core import Net, count_params, get, names, register
+from jaxinterp.nets import cnn as _cnn  # noqa: F401  (registers smallcnn, alexnet, vgg16)
+from jaxinterp.nets import resnet as _resnet  # noqa: F401  (registers resnet50)
+from jaxinterp.nets import vit as _vit  # noqa: F401  (registers vit_s16)
+from jaxinterp.nets.weights import load, save, from_state_dict, to_state_dict
+
+__all__ = ["Net", "get", "names", "register", "rules", "load", "save",
+           "from_state_dict", "to_state_dict", "count_params"]

@@ -1,0 +1,255 @@
+"""The Net facade: a static, hashable description of a network with pure ``init`` / ``apply``.
+
+A zoo model is a Flax NNX module that lists its *stages*: named functions
+``(x, rules) -> x`` executed in order.  The names of the stages are the split
+points (``'features.29'``, ``'layer3'``, ``'blocks.11'``), following
+torchvision / timm naming.  The facade splits the module once (``nnx.split``)
+into a static graph and a params pytree (a nested dict of arrays), so
+
+    params = net.init(key)
+    y = net.apply(params, x)                 # logits
+    a = net.apply(params, x, stop="layer3")  # activation at a split point
+    y = net.apply(params, a, start="layer3") # the rest of the net
+
+is a pure function of (params, x) that composes with jit, grad and vmap
+(``jax.vmap(net.apply, (0, None))`` over a stack of params works), and
+``apply(apply(x, stop=l), start=l) == apply(x)`` for every split point l.
+
+Besides split points a net may expose *taps*: values computed inside a stage
+that are not on the main path (the ViT's attention probabilities and keys).
+A tap can be a ``stop`` but never a ``start``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from jaxinterp.nets import layers as L
+from jaxinterp.nets.rules import STANDARD, Rules
+
+__all__ = ["Net", "get", "names", "register"]
+
+Params = dict
+Stage = tuple[str, Callable[[jax.Array, Rules], jax.Array]]
+
+_REGISTRY: dict[str, tuple[type, dict[str, Any]]] = {}
+
+
+def register(name: str, module_cls: type, **defaults) -> None:
+    """Register an NNX model class under ``name`` with default constructor arguments.
+
+    The class is built as ``module_cls(**config, rngs=nnx.Rngs(params=key))`` and must
+    provide ``stages() -> list[(name, fn(x, rules))]`` and the class attributes
+    ``MEAN``, ``STD`` (input normalisation) and ``INPUT_SIZE`` (default (H, W));
+    optionally ``ALIASES`` ({alias: stage}) and ``taps() -> {name: (stage, fn(x, rules))}``.
+    """
+    _REGISTRY[name] = (module_cls, defaults)
+
+
+def names() -> tuple[str, ...]:
+    """Names accepted by :func:`get`."""
+    return tuple(sorted(_REGISTRY))
+
+
+def get(name: str, **config) -> "Net":
+    """The net called ``name`` (see :func:`names`), with optional constructor overrides.
+
+    Args:
+      name: e.g. ``'smallcnn'``, ``'alexnet'``, ``'vgg16'``, ``'resnet50'``, ``'vit_s16'``.
+      **config: constructor arguments, e.g. ``num_classes=20``.
+
+    Returns:
+      A frozen, hashable :class:`Net`.
+    """
+    if name not in _REGISTRY:
+        raise ValueError(f"name: unknown net {name!r}; expected one of {list(names())}")
+    cls, defaults = _REGISTRY[name]
+    unknown = set(config) - set(defaults)
+    if unknown:
+        raise ValueError(f"config: {name} takes no argument(s) {sorted(unknown)}; "
+                         f"expected some of {sorted(defaults)}")
+    merged = {**defaults, **config}
+    return Net(name, tuple(sorted(merged.items())))
+
+
+@functools.lru_cache(maxsize=None)
+def _graph(name: str, config: tuple) -> tuple[Any, Any]:
+    """(graphdef, abstract params) of a net, built once without allocating weights."""
+    cls, _ = _REGISTRY[name]
+    abstract = nnx.eval_shape(lambda: cls(**dict(config), rngs=nnx.Rngs(params=0)))
+    graphdef, state = nnx.split(abstract)
+    return graphdef, nnx.to_pure_dict(state)
+
+
+@dataclasses.dataclass(frozen=True)
+class Net:
+    """A network of the zoo: static, hashable, usable as a ``jax.jit`` static argument.
+
+    Attributes:
+      name: the zoo name.
+      config: constructor arguments as sorted (key, value) pairs.
+    """
+
+    name: str
+    config: tuple = ()
+
+    # -- static description -------------------------------------------------
+
+    @property
+    def module_cls(self) -> type:
+        return _REGISTRY[self.name][0]
+
+    @property
+    def num_classes(self) -> int:
+        """Width of the final output (0 for a headless net, which returns features)."""
+        return dict(self.config).get("num_classes", 0)
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """The (H, W) the net was designed for (any size the stages accept works)."""
+        return self.module_cls.INPUT_SIZE
+
+    @functools.cached_property
+    def _stage_names(self) -> tuple[str, ...]:
+        graphdef, abstract = _graph(self.name, self.config)
+        return tuple(n for n, _ in nnx.merge(graphdef, abstract).stages())
+
+    @functools.cached_property
+    def _aliases(self) -> dict[str, str]:
+        return dict(getattr(self.module_cls, "ALIASES", {}))
+
+    @functools.cached_property
+    def layers(self) -> tuple[str, ...]:
+        """Split points in forward order (an alias follows the stage it names)."""
+        by_target: dict[str, list[str]] = {}
+        for alias, target in self._aliases.items():
+            by_target.setdefault(target, []).append(alias)
+        out = []
+        for n in self._stage_names:
+            out.append(n)
+            out.extend(by_target.get(n, []))
+        return tuple(out)
+
+    @functools.cached_property
+    def taps(self) -> tuple[str, ...]:
+        """Values exposed inside a stage (valid for ``stop`` only), e.g. ViT attention."""
+        graphdef, abstract = _graph(self.name, self.config)
+        module = nnx.merge(graphdef, abstract)
+        return tuple(module.taps()) if hasattr(module, "taps") else ()
+
+    # -- params ---------------------------------------------------------------
+
+    def init(self, key: jax.Array) -> Params:
+        """Random params (torchvision / timm initialisers) as a nested dict of float32 arrays.
+
+        Args:
+          key: a ``jax.random.key``.
+
+        Returns:
+          params: nested dict; leaves are arrays in JAX layout (HWIO kernels).
+        """
+        module = self.module_cls(**dict(self.config), rngs=nnx.Rngs(params=key))
+        return nnx.to_pure_dict(nnx.state(module))
+
+    def abstract_params(self) -> Params:
+        """The params' structure as ``jax.ShapeDtypeStruct`` leaves (no allocation)."""
+        return _graph(self.name, self.config)[1]
+
+    # -- forward --------------------------------------------------------------
+
+    def apply(self, params: Params, x: jax.Array, *, start: str | None = None,
+              stop: str | None = None, rules: Rules | None = None) -> jax.Array:
+        """Run the net, or the part of it between two split points.
+
+        Args:
+          params: from :meth:`init` or :func:`jaxinterp.nets.load`.
+          x: if ``start`` is None, images (N, H, W, 3), float RGB in [0, 1] (the net
+            normalises inside); otherwise the activation at split point ``start``.
+          start: run from just after this split point (None: from the image).
+          stop: return the activation at this split point or tap (None: the output).
+          rules: backward rules (:mod:`jaxinterp.nets.rules`); None = STANDARD.
+
+        Returns:
+          The output (N, num_classes), or the activation at ``stop`` (NHWC for conv
+          layers, (N, tokens, D) for ViT blocks).
+        """
+        rules = STANDARD if rules is None else rules
+        if not isinstance(rules, Rules):
+            raise ValueError(f"rules: expected a jaxinterp.nets.rules.Rules, got {type(rules).__name__}")
+        i0, i1, tap = self._span(start, stop)
+        self._check_input(x, start)
+        graphdef, _ = _graph(self.name, self.config)
+        module = nnx.merge(graphdef, params)
+        stages = module.stages()
+        if start is None:
+            x = L.normalise(x, module.MEAN, module.STD)
+        for _, fn in stages[i0:i1]:
+            x = fn(x, rules)
+        if tap is not None:
+            x = module.taps()[tap][1](x, rules)
+        return x
+
+    def _index(self, name: str, arg: str) -> int:
+        target = self._aliases.get(name, name)
+        try:
+            return self._stage_names.index(target)
+        except ValueError:
+            raise ValueError(f"{arg}: unknown split point {name!r} of {self.name}; "
+                             f"expected one of {list(self.layers)}") from None
+
+    def _span(self, start, stop) -> tuple[int, int, str | None]:
+        """Stage index range [i0, i1) to run and the tap to read at the end (or None)."""
+        i0 = 0 if start is None else self._index(start, "start") + 1
+        tap = None
+        if stop is None:
+            i1 = len(self._stage_names)
+        elif stop in self.taps:
+            graphdef, abstract = _graph(self.name, self.config)
+            stage = nnx.merge(graphdef, abstract).taps()[stop][0]
+            i1, tap = self._index(stage, "stop"), stop
+        else:
+            i1 = self._index(stop, "stop") + 1
+        if i1 < i0:
+            raise ValueError(f"start: split point {start!r} comes after stop {stop!r} "
+                             f"in {self.name}; expected start before stop")
+        return i0, i1, tap
+
+    def _check_input(self, x, start) -> None:
+        if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+            raise ValueError(f"x: expected an array, got {type(x).__name__}")
+        if not jnp.issubdtype(x.dtype, jnp.floating):
+            raise ValueError(f"x: expected a floating dtype (float32), got {x.dtype}")
+        if start is not None:
+            return
+        if x.ndim != 4:
+            raise ValueError(f"x: expected images of rank 4 (N, H, W, 3), got shape {x.shape}")
+        if x.shape[-1] != 3:
+            raise ValueError(f"x: expected 3 RGB channels last (N, H, W, 3), got shape {x.shape}")
+        if not isinstance(x, jax.core.Tracer) and x.size:
+            lo, hi = float(jnp.min(x)), float(jnp.max(x))
+            if not (lo >= 0.0 and hi <= 1.0):
+                raise ValueError(f"x: expected pixel values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+
+    def activation_shape(self, layer: str | None = None,
+                         image_size: tuple[int, int] | None = None) -> tuple[int, ...]:
+        """Shape of the activation at ``layer`` (or the output) for one image, without compute."""
+        hw = self.input_size if image_size is None else tuple(image_size)
+        x = jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
+        out = jax.eval_shape(lambda p, x: self.apply(p, x, stop=layer), self.abstract_params(), x)
+        return tuple(out.shape[1:])
+
+    def __repr__(self) -> str:
+        cfg = ", ".join(f"{k}={v!r}" for k, v in self.config)
+        return f"Net({self.name!r}{', ' + cfg if cfg else ''})"
+
+
+def count_params(params: Params) -> int:
+    """Number of scalars in a params pytree."""
+    return int(sum(np.prod(a.shape) for a in jax.tree.leaves(params)))

@@ -1,0 +1,201 @@
+"""Building blocks of the zoo: pure NHWC functions and the NNX modules that hold weights.
+
+Parameters are stored in JAX layout (conv kernels HWIO, dense kernels (in, out));
+their names follow PyTorch's state-dict names once ``kernel`` / ``scale`` are read
+as ``weight`` and ``mean`` / ``var`` as ``running_mean`` / ``running_var``
+(see :mod:`jaxinterp.nets.weights`).  Every module's ``__call__`` takes the
+static :class:`~jaxinterp.nets.rules.Rules` so that a modified backward pass
+reaches each ReLU, max-pool, linear map and residual sum.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax import lax
+
+from jaxinterp.nets.rules import Rules
+
+# ----------------------------------------------------------------------------
+# Pure functions.
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *,
+           stride: int = 1, padding: int = 0) -> jax.Array:
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+
+    Args:
+      x: (N, H, W, Cin).
+      kernel: (kh, kw, Cin, Cout).
+      bias: (Cout,) or None.
+      stride, padding: symmetric integer stride and zero padding.
+
+    Returns:
+      (N, H', W', Cout) with H' = floor((H + 2 padding - kh) / stride) + 1.
+    """
+    y = lax.conv_general_dilated(
+        x, kernel.astype(x.dtype), (stride, stride), ((padding, padding), (padding, padding)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    if bias is not None:
+        y = y + bias.astype(y.dtype)
+    return y
+
+
+def dense(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None) -> jax.Array:
+    """Affine map x @ kernel + bias over the last axis; kernel is (in, out)."""
+    y = x @ kernel.astype(x.dtype)
+    if bias is not None:
+        y = y + bias.astype(y.dtype)
+    return y
+
+
+def batch_norm_eval(x: jax.Array, scale: jax.Array, bias: jax.Array, mean: jax.Array,
+                    var: jax.Array, eps: float) -> jax.Array:
+    """Inference-mode batch norm (x - mean) / sqrt(var + eps) * scale + bias on the last axis."""
+    inv = (scale * lax.rsqrt(var + eps)).astype(x.dtype)
+    return (x - mean.astype(x.dtype)) * inv + bias.astype(x.dtype)
+
+
+def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
+    """Layer norm over the last axis, as ``torch.nn.LayerNorm`` (biased variance)."""
+    mean = jnp.mean(x, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(x - mean), axis=-1, keepdims=True)
+    return (x - mean) * lax.rsqrt(var + eps) * scale.astype(x.dtype) + bias.astype(x.dtype)
+
+
+@functools.lru_cache(maxsize=None)
+def adaptive_pool_matrix(size_in: int, size_out: int) -> np.ndarray:
+    """(size_out, size_in) averaging matrix of ``torch.nn.AdaptiveAvgPool1d``.
+
+    Output cell i averages inputs floor(i * n / m) .. ceil((i + 1) * n / m) - 1.
+    """
+    p = np.zeros((size_out, size_in), np.float32)
+    for i in range(size_out):
+        lo = (i * size_in) // size_out
+        hi = -((-(i + 1) * size_in) // size_out)
+        p[i, lo:hi] = 1.0 / (hi - lo)
+    return p
+
+
+def adaptive_avg_pool(x: jax.Array, out_hw: tuple[int, int]) -> jax.Array:
+    """``torch.nn.AdaptiveAvgPool2d(out_hw)`` on x (N, H, W, C) -> (N, oh, ow, C).
+
+    Written as two averaging matrices, so it is exact for any input size and linear.
+    """
+    ph = jnp.asarray(adaptive_pool_matrix(x.shape[1], out_hw[0]), x.dtype)
+    pw = jnp.asarray(adaptive_pool_matrix(x.shape[2], out_hw[1]), x.dtype)
+    return jnp.einsum("ih,jw,nhwc->nijc", ph, pw, x, precision=lax.Precision.HIGHEST)
+
+
+def global_avg_pool(x: jax.Array) -> jax.Array:
+    """Spatial mean of x (N, H, W, C) -> (N, C)."""
+    return jnp.mean(x, axis=(1, 2))
+
+
+def flatten_chw(x: jax.Array) -> jax.Array:
+    """Flatten (N, H, W, C) in PyTorch's (C, H, W) order -> (N, C*H*W)."""
+    return jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
+
+
+def normalise(x: jax.Array, mean: tuple[float, ...], std: tuple[float, ...]) -> jax.Array:
+    """(x - mean) / std per channel on the last axis."""
+    return (x - jnp.asarray(mean, x.dtype)) / jnp.asarray(std, x.dtype)
+
+
+# ----------------------------------------------------------------------------
+# Initialisers (those of torchvision / timm, so random nets have sensible scales).
+
+
+def he_normal_fan_out(key, shape):
+    """Kaiming normal, fan-out mode, ReLU gain (torchvision's conv init); shape HWIO."""
+    fan_out = shape[0] * shape[1] * shape[3]
+    return jax.random.normal(key, shape, jnp.float32) * math.sqrt(2.0 / fan_out)
+
+
+def normal(stddev):
+    def init(key, shape):
+        return jax.random.normal(key, shape, jnp.float32) * stddev
+    return init
+
+
+def trunc_normal(stddev):
+    def init(key, shape):
+        return jax.random.truncated_normal(key, -2.0 / stddev, 2.0 / stddev, shape) * stddev
+    return init
+
+
+# ----------------------------------------------------------------------------
+# Modules.
+
+
+class Conv(nnx.Module):
+    """Conv2d holding ``kernel`` (kh, kw, Cin, Cout) and ``bias`` (Cout,)."""
+
+    def __init__(self, cin: int, cout: int, size: int, *, stride: int = 1, padding: int = 0,
+                 bias: bool = True, init=he_normal_fan_out, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(init(rngs.params(), (size, size, cin, cout)))
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if bias else None
+        self.stride = stride
+        self.padding = padding
+
+    def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
+        f = functools.partial(conv2d, stride=self.stride, padding=self.padding)
+        if self.bias is None:
+            return rules.linear(f, x, self.kernel[...])
+        return rules.linear(f, x, self.kernel[...], self.bias[...])
+
+
+class Linear(nnx.Module):
+    """Dense layer holding ``kernel`` (in, out) and ``bias`` (out,)."""
+
+    def __init__(self, cin: int, cout: int, *, bias: bool = True, init=normal(0.01),
+                 rngs: nnx.Rngs):
+        self.kernel = nnx.Param(init(rngs.params(), (cin, cout)))
+        self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if bias else None
+
+    def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
+        if self.bias is None:
+            return rules.linear(dense, x, self.kernel[...])
+        return rules.linear(dense, x, self.kernel[...], self.bias[...])
+
+
+class BatchNorm(nnx.Module):
+    """Inference-mode batch norm over channels (``scale``, ``bias``, ``mean``, ``var``)."""
+
+    def __init__(self, channels: int, *, eps: float = 1e-5):
+        self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
+        self.mean = nnx.BatchStat(jnp.zeros((channels,), jnp.float32))
+        self.var = nnx.BatchStat(jnp.ones((channels,), jnp.float32))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
+        f = functools.partial(batch_norm_eval, eps=self.eps)
+        return rules.linear(f, x, self.scale[...], self.bias[...], self.mean[...], self.var[...])
+
+
+class LayerNorm(nnx.Module):
+    """Layer norm over the last axis (``scale``, ``bias``)."""
+
+    def __init__(self, channels: int, *, eps: float = 1e-6):
+        self.scale = nnx.Param(jnp.ones((channels,), jnp.float32))
+        self.bias = nnx.Param(jnp.zeros((channels,), jnp.float32))
+        self.eps = eps
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return layer_norm(x, self.scale[...], self.bias[...], self.eps)
+
+
+def avg_pool_to(x: jax.Array, out_hw: tuple[int, int], rules: Rules) -> jax.Array:
+    """Adaptive average pooling routed through ``rules.linear`` (it is a linear map)."""
+    return rules.linear(functools.partial(adaptive_avg_pool, out_hw=out_hw), x)
+
+
+def global_pool(x: jax.Array, rules: Rules) -> jax.Array:
+    """Global average pooling (N, H, W, C) -> (N, C) routed through ``rules.linear``."""
+    return rules.linear(global_avg_pool, x)

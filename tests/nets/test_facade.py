@@ -1,0 +1,174 @@
+"""The Net facade: exact splits, purity under jit / vmap, static hashing, input checks."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxinterp import nets
+
+# Small inputs keep every net cheap on a CPU; the adaptive pools make them valid.
+SIZES = {"smallcnn": 32, "alexnet": 64, "vgg16": 32, "resnet50": 32, "vit_s16": 32}
+
+
+@functools.lru_cache(maxsize=None)
+def _net_params(name):
+    net = nets.get(name)
+    return net, net.init(jax.random.key(0))
+
+
+def _images(n, size, seed=1):
+    return jax.random.uniform(jax.random.key(seed), (n, size, size, 3))
+
+
+@pytest.mark.parametrize("name", sorted(SIZES))
+def test_split_is_exact_at_every_layer(name):
+    # Eager execution runs the same kernels op by op, so the split must be bitwise exact.
+    net, params = _net_params(name)
+    x = _images(2, SIZES[name])
+    y = np.asarray(net.apply(params, x))
+    assert np.all(np.isfinite(y)) and np.abs(y).max() > 0
+    for layer in net.layers:
+        y2 = net.apply(params, net.apply(params, x, stop=layer), start=layer)
+        np.testing.assert_array_equal(np.asarray(y2), y, err_msg=layer)
+
+
+def test_split_is_exact_under_jit():
+    net, params = _net_params("resnet50")
+    x = _images(2, 32)
+    apply = jax.jit(net.apply, static_argnames=("start", "stop"))
+    y = np.asarray(apply(params, x))
+    for layer in ("maxpool", "layer2", "layer3.4", "avgpool"):
+        y2 = np.asarray(apply(params, apply(params, x, stop=layer), start=layer))
+        np.testing.assert_allclose(y2, y, rtol=1e-5, atol=1e-6 * np.abs(y).max(), err_msg=layer)
+
+
+def test_start_and_stop_select_a_middle_segment():
+    net, params = _net_params("vgg16")
+    x = _images(1, 32)
+    a = net.apply(params, x, stop="features.9")
+    b = net.apply(params, a, start="features.9", stop="features.23")
+    np.testing.assert_allclose(b, net.apply(params, x, stop="features.23"), rtol=1e-6, atol=1e-6)
+    assert b.shape == (1, 2, 2, 512)
+
+
+def test_alias_is_the_last_block():
+    net, params = _net_params("resnet50")
+    x = _images(1, 32)
+    assert net.layers.index("layer3") == net.layers.index("layer3.5") + 1
+    np.testing.assert_array_equal(net.apply(params, x, stop="layer3"),
+                                  net.apply(params, x, stop="layer3.5"))
+
+
+def test_layer_shapes_follow_torchvision():
+    vgg, resnet, vit = nets.get("vgg16"), nets.get("resnet50"), nets.get("vit_s16")
+    assert vgg.activation_shape("features.29") == (14, 14, 512)
+    assert vgg.activation_shape("features.30") == (7, 7, 512)
+    assert resnet.activation_shape("layer3") == (14, 14, 1024)
+    assert resnet.activation_shape("layer4") == (7, 7, 2048)
+    assert resnet.activation_shape() == (1000,)
+    assert vit.activation_shape("blocks.11") == (197, 384)
+    assert vit.activation_shape("blocks.11.attn") == (6, 197, 197)
+    assert vit.activation_shape("blocks.11.keys") == (197, 384)
+    assert vit.activation_shape() == (384,)
+    assert nets.get("vit_s16", num_classes=1000).activation_shape() == (1000,)
+
+
+def test_vmap_over_a_stack_of_params_equals_a_loop():
+    net = nets.get("smallcnn")
+    keys = jax.random.split(jax.random.key(3), 3)
+    stack = jax.vmap(net.init)(keys)
+    x = _images(2, 32)
+    ys = jax.jit(jax.vmap(net.apply, (0, None)))(stack, x)
+    for i, k in enumerate(keys):
+        np.testing.assert_allclose(ys[i], net.apply(net.init(k), x), rtol=1e-5, atol=1e-6)
+
+
+def test_vmap_over_images_equals_a_loop():
+    net, params = _net_params("smallcnn")
+    x = _images(3, 32)
+    ys = jax.vmap(lambda xi: net.apply(params, xi[None])[0])(x)
+    for i in range(3):
+        np.testing.assert_allclose(ys[i], net.apply(params, x[i:i + 1])[0], rtol=1e-5, atol=1e-6)
+
+
+def test_net_is_static_and_hashable():
+    a, b = nets.get("vgg16"), nets.get("vgg16")
+    assert a == b and hash(a) == hash(b)
+    assert nets.get("vgg16", num_classes=10) != a
+    net, params = _net_params("smallcnn")
+
+    @functools.partial(jax.jit, static_argnums=0)
+    def logits(net, params, x):
+        return net.apply(params, x)
+
+    assert logits(net, params, _images(1, 32)).shape == (1, 8)
+
+
+def test_init_is_deterministic_and_key_dependent():
+    net = nets.get("smallcnn")
+    p0, p1, p2 = net.init(jax.random.key(0)), net.init(jax.random.key(0)), net.init(jax.random.key(1))
+    leaves = zip(jax.tree.leaves(p0), jax.tree.leaves(p1), jax.tree.leaves(p2))
+    assert all(np.array_equal(a, b) for a, b, _ in leaves)
+    assert not np.array_equal(p0["features"]["0"]["kernel"], p2["features"]["0"]["kernel"])
+
+
+def test_normalisation_is_inside_the_net():
+    # The first conv sees (x - mean) / std: compare with a NumPy conv of the normalised image.
+    net, params = _net_params("smallcnn")
+    x = np.asarray(_images(1, 8))
+    z = (x - np.array([0.485, 0.456, 0.406])) / np.array([0.229, 0.224, 0.225])
+    k = np.asarray(params["features"]["0"]["kernel"], np.float64)
+    zp = np.pad(z, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    ref = np.zeros((1, 8, 8, k.shape[-1]))
+    for i in range(8):
+        for j in range(8):
+            ref[0, i, j] = np.einsum("hwc,hwco->o", zp[0, i:i + 3, j:j + 3], k)
+    ref += np.asarray(params["features"]["0"]["bias"])
+    out = net.apply(params, jnp.asarray(x), stop="features.0")
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("x, match", [
+    (np.zeros((8, 8, 3), np.float32), "rank 4"),
+    (np.zeros((1, 8, 8, 4), np.float32), "3 RGB channels"),
+    (np.zeros((1, 8, 8, 3), np.int32), "floating dtype"),
+    (np.full((1, 8, 8, 3), 255.0, np.float32), r"\[0, 1\]"),
+    (np.full((1, 8, 8, 3), -0.5, np.float32), r"\[0, 1\]"),
+])
+def test_bad_images_raise(x, match):
+    net, params = _net_params("smallcnn")
+    with pytest.raises(ValueError, match="^x: .*" + match):
+        net.apply(params, jnp.asarray(x))
+
+
+def test_bad_split_points_raise():
+    net, params = _net_params("smallcnn")
+    x = _images(1, 32)
+    with pytest.raises(ValueError, match="stop: unknown split point 'layer3'"):
+        net.apply(params, x, stop="layer3")
+    with pytest.raises(ValueError, match="start: unknown split point"):
+        net.apply(params, x, start="nope")
+    with pytest.raises(ValueError, match="start: .*comes after stop"):
+        net.apply(params, x, start="features.6", stop="features.3")
+    vit = nets.get("vit_s16")
+    with pytest.raises(ValueError, match="start: unknown split point 'blocks.11.attn'"):
+        vit.apply(vit.abstract_params(), x, start="blocks.11.attn")
+
+
+def test_bad_names_and_rules_raise():
+    with pytest.raises(ValueError, match="name: unknown net 'resnet18'"):
+        nets.get("resnet18")
+    with pytest.raises(ValueError, match="config: .*depth"):
+        nets.get("vgg16", depth=3)
+    net, params = _net_params("smallcnn")
+    with pytest.raises(ValueError, match="rules:"):
+        net.apply(params, _images(1, 32), rules="guided")
+
+
+def test_checks_are_skipped_under_jit_without_a_host_sync():
+    net, params = _net_params("smallcnn")
+    jaxpr = jax.make_jaxpr(net.apply)(params, _images(1, 32))
+    assert "pure_callback" not in str(jaxpr)
