@@ -1,0 +1,35 @@
+# The two commands of the README.  Each creates the virtual environment it needs.
+#   make demo   train (or load) smallcnn and write runs/demo/<id>/report.html
+#   make test   the whole test suite, PyTorch / timm parity tests included
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   ?= .venv
+PIP    := $(VENV)/bin/python -m pip
+# PyTorch for the parity tests: these wheels lie on the CI machine's disk for Python 3.11.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31
+PYTEST_ARGS ?= -n 2 --durations=15
+
+.PHONY: demo test bench env clean
+
+$(VENV)/.base: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[data]'
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base
+	$(PIP) install -q -e '.[data,test]' $(TORCH)
+	touch $@
+
+env: $(VENV)/.base
+
+demo: $(VENV)/.base
+	$(VENV)/bin/jaxinterp demo
+
+test: $(VENV)/.test
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.base
+	$(VENV)/bin/python bench/ceiling.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache
