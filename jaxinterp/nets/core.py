@@ -88,6 +88,18 @@ def _graph(name: str, config: tuple) -> tuple[Any, Any]:
     return graphdef, nnx.to_pure_dict(state)
 
 
+@functools.lru_cache(maxsize=None)
+def _init_fn(name: str, config: tuple) -> Callable[[jax.Array], Params]:
+    """A jitted ``key -> params`` (compiled once per net, so repeated inits are cheap)."""
+    cls, _ = _REGISTRY[name]
+
+    def init(key):
+        module = cls(**dict(config), rngs=nnx.Rngs(params=key))
+        return nnx.to_pure_dict(nnx.state(module))
+
+    return jax.jit(init)
+
+
 @dataclasses.dataclass(frozen=True)
 class Net:
     """A network of the zoo: static, hashable, usable as a ``jax.jit`` static argument.
@@ -155,8 +167,7 @@ class Net:
         Returns:
           params: nested dict; leaves are arrays in JAX layout (HWIO kernels).
         """
-        module = self.module_cls(**dict(self.config), rngs=nnx.Rngs(params=key))
-        return nnx.to_pure_dict(nnx.state(module))
+        return _init_fn(self.name, self.config)(key)
 
     def abstract_params(self) -> Params:
         """The params' structure as ``jax.ShapeDtypeStruct`` leaves (no allocation)."""
@@ -185,6 +196,7 @@ class Net:
             raise ValueError(f"rules: expected a jaxinterp.nets.rules.Rules, got {type(rules).__name__}")
         i0, i1, tap = self._span(start, stop)
         self._check_input(x, start)
+        self._check_params(params)
         graphdef, _ = _graph(self.name, self.config)
         module = nnx.merge(graphdef, params)
         stages = module.stages()
@@ -220,6 +232,16 @@ class Net:
             raise ValueError(f"start: split point {start!r} comes after stop {stop!r} "
                              f"in {self.name}; expected start before stop")
         return i0, i1, tap
+
+    def _check_params(self, params) -> None:
+        expected = self.abstract_params()
+        if jax.tree.structure(params) != jax.tree.structure(expected):
+            raise ValueError(f"params: structure does not match {self!r}; expected the output of "
+                             f"net.init or nets.load({self.name!r}, ...)")
+        for (path, a), b in zip(jax.tree.leaves_with_path(params), jax.tree.leaves(expected)):
+            if tuple(a.shape) != tuple(b.shape):
+                raise ValueError(f"params: {jax.tree_util.keystr(path)} has shape {tuple(a.shape)}, "
+                                 f"expected {tuple(b.shape)} for {self!r}")
 
     def _check_input(self, x, start) -> None:
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):

@@ -158,6 +158,16 @@ def test_bad_split_points_raise():
         vit.apply(vit.abstract_params(), x, start="blocks.11.attn")
 
 
+def test_bad_params_raise():
+    net, params = _net_params("smallcnn")
+    x = _images(1, 32)
+    with pytest.raises(ValueError, match="params: structure does not match"):
+        net.apply({"features": params["features"]}, x)
+    other = nets.get("smallcnn", num_classes=3).init(jax.random.key(0))
+    with pytest.raises(ValueError, match=r"params: \['classifier'\]\['bias'\] has shape \(3,\)"):
+        net.apply(other, x)
+
+
 def test_bad_names_and_rules_raise():
     with pytest.raises(ValueError, match="name: unknown net 'resnet18'"):
         nets.get("resnet18")
