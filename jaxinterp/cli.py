@@ -1,0 +1,307 @@
+"""The ``jaxinterp`` command.
+
+    jaxinterp demo [--out runs/demo] [--id ID] [--cache-dir DIR] [--quick]
+
+``demo`` loads (training it once, then caching) the small CNN of the model zoo,
+explains some of its decisions with gradient saliency and writes
+``<out>/<id>/`` with report.html, metrics.json, config.json, saliency.npz and
+the figures.  The demo is a list of section functions :data:`DEMO_SECTIONS`,
+each ``section(ctx) -> report.Section``; a section records its numbers in
+``ctx.metrics[<its key>]``.  Adding a part to the demo is writing one such
+function and appending it to the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxinterp import __version__, nets, plot
+from jaxinterp.attribution import gradient
+from jaxinterp.data import images, synthetic
+from jaxinterp.report import Report, Section, write_json
+from jaxinterp.train import zoo
+
+__all__ = ["main", "DEMO_SECTIONS", "DemoContext"]
+
+_VARIANTS = synthetic.VARIANTS
+
+
+@dataclasses.dataclass(frozen=True)
+class _Sizes:
+    shown: int      # synthetic images per variant shown in figures.
+    evaluated: int  # synthetic images per variant for accuracy and the energy metric.
+    photos: int     # bundled photographs shown (at most).
+
+
+_FULL = _Sizes(shown=6, evaluated=256, photos=6)
+_QUICK = _Sizes(shown=2, evaluated=8, photos=2)
+
+_saliency = jax.jit(gradient, static_argnames=("net", "signed", "rules"))
+_logits = jax.jit(lambda net, params, x: net.apply(params, x), static_argnums=0)
+
+
+@dataclasses.dataclass
+class DemoContext:
+    """What the demo's sections share.
+
+    Attributes:
+      args: the parsed command line.
+      run_dir: the output directory ``<out>/<id>``.
+      net, params: the model explained.
+      info: the model's description from the zoo (test accuracies, training time).
+      sizes: how many images the sections use.
+      log: progress printer.
+      metrics: section key -> dict of numbers, written to metrics.json.
+      arrays: name -> array, written to saliency.npz.
+    """
+
+    args: argparse.Namespace
+    run_dir: str
+    net: nets.Net
+    params: dict
+    info: dict
+    sizes: _Sizes
+    log: Callable[[str], None]
+    metrics: dict = dataclasses.field(default_factory=dict)
+    arrays: dict = dataclasses.field(default_factory=dict)
+    _synthetic: dict = dataclasses.field(default_factory=dict, repr=False)
+
+    def path(self, name: str) -> str:
+        """A file in the run directory."""
+        return os.path.join(self.run_dir, name)
+
+    def synthetic_set(self, variant: str) -> dict[str, np.ndarray]:
+        """Held-out synthetic images of ``variant``, their logits and gradient saliency of the true class.
+
+        The images are the first N of the zoo's held-out test set (never used in training).
+
+        Returns:
+          dict of NumPy arrays: image (N, 64, 64, 3), label (N,), box (N, 4),
+          mask (N, 64, 64), logits (N, K), saliency (N, 64, 64) (= max_c |d y_label / d x|),
+          with N = ``sizes.evaluated``.  Computed once per variant.
+        """
+        if variant in self._synthetic:
+            return self._synthetic[variant]
+        self.log(f"{variant}: rendering {self.sizes.evaluated} synthetic images, computing saliency")
+        ex = synthetic.generate(jax.random.key(zoo.TEST_SEED), self.sizes.evaluated, variant=variant, size=64)
+        logits, maps = [], []
+        for i in range(0, self.sizes.evaluated, 64):
+            x, y = ex["image"][i:i + 64], ex["label"][i:i + 64]
+            logits.append(_logits(self.net, self.params, x))
+            maps.append(_saliency(self.net, self.params, x, y)[:, 0])
+        out = {k: np.asarray(v) for k, v in ex.items()}
+        out.update(logits=np.asarray(jnp.concatenate(logits)), saliency=np.asarray(jnp.concatenate(maps)))
+        _check_finite(f"saliency of synthetic {variant} images", out["saliency"])
+        self.arrays[f"synthetic_{variant}"] = out["saliency"]
+        self._synthetic[variant] = out
+        return out
+
+
+# -- sections ------------------------------------------------------------------
+
+
+def model_section(ctx: DemoContext) -> Section:
+    """The model: architecture, size, training and test accuracy on both variants."""
+    trained = not ctx.args.quick
+    sec = Section("Model", f"{ctx.net!r}, {nets.count_params(ctx.params):,} parameters, "
+                  f"classes: {', '.join(synthetic.CLASSES)}.")
+    if not trained:
+        sec.text("--quick: an untrained net (random initialisation), so accuracies are at chance "
+                 "and saliency maps show the architecture's bias, not learned evidence.")
+    demo_acc = {}
+    for v in _VARIANTS:
+        data = ctx.synthetic_set(v)
+        demo_acc[v] = float(np.mean(data["logits"].argmax(-1) == data["label"]))
+    zoo_acc = ctx.info.get("accuracy", {})
+    rows = [(v, zoo_acc.get(v, "n/a"), demo_acc[v]) for v in _VARIANTS]
+    sec.table(rows, header=("variant", f"test accuracy ({ctx.info.get('test_size', 0)} held-out images)",
+                            f"accuracy on the {ctx.sizes.evaluated} demo images"))
+    ctx.metrics["model"] = {
+        "trained": trained,
+        "params": nets.count_params(ctx.params),
+        **{f"test_accuracy_{v}": float(a) for v, a in zoo_acc.items()},
+        **{f"demo_accuracy_{v}": a for v, a in demo_acc.items()},
+    }
+    if trained:
+        sec.metrics({k: v for k, v in ctx.info.items() if isinstance(v, (int, float, str))})
+    return sec
+
+
+def synthetic_section(ctx: DemoContext) -> Section:
+    """Gradient saliency of the true class on synthetic images, with the ground-truth box."""
+    sec = Section("Gradient saliency on synthetic images",
+                  "Simonyan et al. (2014): the map is max over colour channels of |d logit / d pixel| "
+                  "for the true class.  Green: the object's ground-truth box.  Maps are scaled per "
+                  "image (99.5th percentile = brightest).")
+    for variant in _VARIANTS:
+        data = ctx.synthetic_set(variant)
+        cells, titles = [], []
+        for i in range(ctx.sizes.shown):
+            box = data["box"][i]
+            cells += [plot.draw_box(data["image"][i], box), plot.draw_box(plot.heatmap(data["saliency"][i]), box)]
+            true, pred = synthetic.CLASSES[data["label"][i]], synthetic.CLASSES[data["logits"][i].argmax()]
+            titles += [f"{true} (pred {pred})", "saliency"]
+        path = plot.grid(cells, titles, ctx.path(f"synthetic_{variant}.png"))
+        sec.figure(path, f"{variant}: image with ground-truth box (title: true class, predicted "
+                         "class) and the gradient saliency of the true class.")
+    return sec
+
+
+def photos_section(ctx: DemoContext) -> Section:
+    """Gradient saliency of the top class on the bundled photographs (out of distribution)."""
+    names = images.names()[:ctx.sizes.photos]
+    x = images.batch(names, size=64)
+    logits = _logits(ctx.net, ctx.params, x)
+    top = jnp.argmax(logits, -1)
+    maps = np.asarray(_saliency(ctx.net, ctx.params, x, top)[:, 0])
+    _check_finite("saliency of photographs", maps)
+    ctx.arrays["photos"] = maps
+    cells, titles = [], []
+    for name, t, m in zip(names, np.asarray(top), maps):
+        big = images.load(name, size=224)
+        cells += [big, plot.heatmap(m), plot.overlay(big, m)]
+        titles += [name, f"saliency of {synthetic.CLASSES[t]}", "overlay"]
+    path = plot.grid(cells, titles, ctx.path("photos.png"))
+    ctx.metrics["photos"] = {"count": len(names)}
+    return Section("Gradient saliency on photographs").figure(
+        path, "Bundled photographs, which belong to none of the synthetic classes: the net saw "
+              "each resized to 64 x 64.  The map is the gradient saliency (64 x 64) of the net's "
+              "top class, named above the map (a synthetic class, meaningless for a photograph); "
+              "the overlay shows it upsampled on the photograph.")
+
+
+def energy_section(ctx: DemoContext) -> Section:
+    """Does the net look at the object?  Saliency energy inside the mask vs the mask's area."""
+    rows, metrics = [], {}
+    for variant in _VARIANTS:
+        data = ctx.synthetic_set(variant)
+        e = energy_in_mask(data["saliency"], data["mask"])
+        area = data["mask"].mean(axis=(1, 2))
+        ok = np.isfinite(e)
+        m = {"energy_in_mask": float(e[ok].mean()), "area_fraction": float(area[ok].mean()),
+             "lift": float(e[ok].mean() / area[ok].mean()),
+             "fraction_above_area": float(np.mean(e[ok] > area[ok])),
+             "zero_maps": int((~ok).sum()), "images": len(e)}
+        metrics[variant] = m
+        rows.append((variant, m["energy_in_mask"], m["area_fraction"], m["lift"],
+                     m["fraction_above_area"], m["images"]))
+    ctx.metrics["energy"] = metrics
+    return Section(
+        "Saliency energy inside the object",
+        "For each image: the fraction of the saliency map's total (sum of max_c |g|) that falls "
+        "inside the object's ground-truth mask, against the fraction of the image the mask "
+        "covers (what a uniform map would get).  Lift = mean energy fraction / mean area "
+        "fraction; lift > 1 means the gradient concentrates on the object "
+        "(the energy-based pointing game of Wang et al., Score-CAM, 2020)."
+    ).table(rows, header=("variant", "energy in mask", "mask area", "lift",
+                          "images with energy > area", "images"))
+
+
+DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [
+    model_section, synthetic_section, energy_section, photos_section,
+]
+
+
+# -- helpers -------------------------------------------------------------------
+
+
+def energy_in_mask(saliency: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Fraction of each map's total inside its mask.
+
+    Args:
+      saliency: (N, H, W) non-negative maps.
+      mask: (N, H, W) bool.
+
+    Returns:
+      (N,) float in [0, 1]; NaN where a map is all zero.
+    """
+    total = saliency.sum(axis=(1, 2))
+    inside = np.where(mask, saliency, 0.0).sum(axis=(1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, inside / total, np.nan)
+
+
+def _check_finite(what: str, array: np.ndarray) -> None:
+    """Raise FloatingPointError if ``array`` holds NaN or Inf (never write them silently)."""
+    bad = int(np.sum(~np.isfinite(array)))
+    if bad:
+        raise FloatingPointError(f"{what}: {bad} of {array.size} values are NaN or Inf")
+
+
+def _load_model(args, log) -> tuple[nets.Net, dict, dict]:
+    if args.quick:
+        log("--quick: untrained smallcnn (random initialisation)")
+        net = nets.get("smallcnn", num_classes=synthetic.NUM_CLASSES)
+        return net, net.init(jax.random.key(0)), {}
+    log("loading the pretrained smallcnn (trained and cached on first use)")
+    return zoo.pretrained("smallcnn", cache_dir=args.cache_dir, progress=log)
+
+
+def demo(args: argparse.Namespace) -> str:
+    """Run the demo; returns the run directory."""
+    t0 = time.perf_counter()
+
+    def log(msg: str) -> None:
+        print(f"[demo {time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
+
+    run_id = args.id or time.strftime("%Y%m%d-%H%M%S")
+    run_dir = os.path.join(args.out, run_id)
+    os.makedirs(run_dir, exist_ok=True)
+    log(f"writing to {run_dir}")
+    net, params, info = _load_model(args, log)
+    ctx = DemoContext(args=args, run_dir=run_dir, net=net, params=params, info=info,
+                      sizes=_QUICK if args.quick else _FULL, log=log)
+    config = {"command": "demo", "id": run_id, "quick": args.quick, "cache_dir": args.cache_dir,
+              "net": repr(net), "sizes": dataclasses.asdict(ctx.sizes), "images_seed": zoo.TEST_SEED,
+              "jaxinterp": __version__, "jax": jax.__version__, "backend": jax.default_backend()}
+    write_json(ctx.path("config.json"), config)
+    report = Report(f"jaxinterp demo {run_id}")
+    timing = {}
+    for section in DEMO_SECTIONS:
+        t = time.perf_counter()
+        log(f"section {section.__name__}")
+        report.add(section(ctx))
+        timing[section.__name__] = time.perf_counter() - t
+    ctx.metrics["saliency_shapes"] = {k: list(v.shape) for k, v in ctx.arrays.items()}
+    ctx.metrics["seconds"] = {**timing, "total": time.perf_counter() - t0}
+    np.savez_compressed(ctx.path("saliency.npz"), **ctx.arrays)
+    write_json(ctx.path("metrics.json"), ctx.metrics)
+    report.section("Run").text(f"Configuration: {json.dumps(config)}").metrics(
+        {k: round(v, 2) for k, v in ctx.metrics["seconds"].items()})
+    log(f"wrote {report.write(run_dir)}")
+    return run_dir
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxinterp", description="Understanding vision networks: demos and experiments.")
+    parser.add_argument("--version", action="version", version=f"jaxinterp {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="explain the small CNN on synthetic images and photographs")
+    p.add_argument("--out", default=os.path.join("runs", "demo"), help="parent of the run directory")
+    p.add_argument("--id", default=None, help="run directory name (default: a timestamp)")
+    p.add_argument("--cache-dir", default=None, help="model zoo cache (default: the zoo's)")
+    p.add_argument("--quick", action="store_true",
+                   help="an untrained net and few images (seconds; for tests)")
+    p.set_defaults(run=demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``jaxinterp`` console script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    args.run(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,16 @@
+"""Training pieces: data-parallel sharding, orbax checkpoints, a classifier loop, a model cache.
+
+    mesh = train.data_mesh()
+    state, history = train.fit(net, data_fn, steps=500, batch_size=64, checkpoint_dir=d)
+    acc = train.evaluate(net, state.params, images, labels)
+
+    from jaxinterp.train import zoo                        # imports jaxinterp.data
+    net, params, info = zoo.pretrained("smallcnn")         # trained once, then cached
+"""
+
+from jaxinterp.train.checkpoint import Checkpointer, latest_step
+from jaxinterp.train.classifier import TrainState, evaluate, fit, init_state, optimizer, train_step
+from jaxinterp.train.sharding import data_mesh, gather, replicate, shard_batch
+
+__all__ = ["Checkpointer", "latest_step", "TrainState", "evaluate", "fit", "init_state",
+           "optimizer", "train_step", "data_mesh", "gather", "replicate", "shard_batch"]
