@@ -25,8 +25,11 @@ env: $(VENV)/.base
 demo: $(VENV)/.base
 	$(VENV)/bin/jaxinterp demo
 
+# TensorFlow (TFDS tests) and PyTorch (parity oracles) crash when imported into one
+# process, so the suite runs as two pytest processes: everything else, then tests/parity.
 test: $(VENV)/.test
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) --ignore=tests/parity
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests/parity
 
 bench: $(VENV)/.base
 	$(VENV)/bin/python bench/ceiling.py
