@@ -7,4 +7,6 @@
 
 from jaxinterp.data import images, synthetic
 
+# jaxinterp.data.tfds (TFDS / grain pipelines) needs the data extra and is imported on its own.
+
 __all__ = ["images", "synthetic"]
