@@ -46,7 +46,7 @@ class _Sizes:
 _FULL = _Sizes(shown=6, evaluated=256, photos=6)
 _QUICK = _Sizes(shown=2, evaluated=8, photos=2)
 
-_saliency = jax.jit(gradient, static_argnames=("net", "signed", "rules"))
+_saliency = jax.jit(gradient, static_argnames=("net", "reduce", "rules", "layer", "resize"))
 _logits = jax.jit(lambda net, params, x: net.apply(params, x), static_argnums=0)
 
 

@@ -1,11 +1,16 @@
-"""Attribution: which pixels a net's output depends on.
+"""Attribution: which pixels (or which units of a layer) a net's output depends on.
 
-Every method is written for one example and one target and lifted with
-``jax.vmap`` (:func:`jaxinterp.attribution._lift.lift`); public entry points take
-images (N, H, W, 3) with targets (N,) or (N, T) and return maps (N, T, H, W).
+Every method is a pure function ``method(net, params, x, target, **options) -> maps``
+written for one example and one target and lifted with ``jax.vmap`` over images
+and targets: x is (N, H, W, 3) in [0, 1], target is class indices (N,) / (N, T)
+or a :class:`Unit` anywhere in the net, maps are (N, T, H, W).
 """
 
-from jaxinterp.attribution._lift import class_score, lift
-from jaxinterp.attribution.gradient import gradient
+from jaxinterp.attribution._lift import REDUCTIONS, Unit, class_score, lift, target_score
+from jaxinterp.attribution.gradient import (QUADRATURES, deconvnet, gradient, guided_backprop,
+                                            input_x_gradient, integrated_gradients, quadrature,
+                                            smoothgrad)
 
-__all__ = ["gradient", "class_score", "lift"]
+__all__ = ["Unit", "REDUCTIONS", "QUADRATURES", "class_score", "lift", "target_score",
+           "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
+           "deconvnet", "guided_backprop"]

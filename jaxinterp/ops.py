@@ -1,0 +1,96 @@
+"""Numerical helpers shared by several method packages: resizing and blurring images or maps.
+
+Each idea lives here once (ARCHITECTURE.md, "one place for each idea"):
+
+* :func:`resize_bilinear` - bilinear resizing with half-pixel centres, the
+  convention of ``torch.nn.functional.interpolate(mode='bilinear',
+  align_corners=False)`` (no antialiasing), used to bring layer-resolution
+  maps and low-resolution masks to image resolution;
+* :func:`gaussian_kernel1d` and :func:`gaussian_blur` - separable Gaussian
+  blur of images with replicate ("edge") padding.
+
+All functions act on the trailing spatial axes given, are pure, and compose with
+``jit``, ``vmap`` and ``grad``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["resize_bilinear", "gaussian_kernel1d", "gaussian_blur"]
+
+
+def _interp_matrix(n_in: int, n_out: int, dtype) -> jax.Array:
+    """(n_out, n_in) bilinear interpolation matrix, half-pixel centres, edge clamped."""
+    scale = n_in / n_out
+    src = (jnp.arange(n_out, dtype=jnp.float32) + 0.5) * scale - 0.5
+    src = jnp.clip(src, 0.0, n_in - 1)
+    lo = jnp.floor(src).astype(jnp.int32)
+    hi = jnp.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    m = (jax.nn.one_hot(lo, n_in) * (1 - frac)[:, None] + jax.nn.one_hot(hi, n_in) * frac[:, None])
+    return m.astype(dtype)
+
+
+def resize_bilinear(a: jax.Array, hw: tuple[int, int], *, axes: tuple[int, int] = (-2, -1)) -> jax.Array:
+    """Bilinear resize of the two spatial axes of ``a`` to ``hw``.
+
+    Matches ``torch.nn.functional.interpolate(..., mode='bilinear',
+    align_corners=False)`` (half-pixel centres, source coordinates clamped to the
+    border, no antialiasing when shrinking), computed as two small matrix
+    products so it is exact to float rounding and cheap on accelerators.
+
+    Args:
+      a: any array; ``axes`` name its (height, width) axes (default the last two,
+        as in maps (..., H, W); use ``axes=(-3, -2)`` for images (..., H, W, C)).
+      hw: output (height, width).
+
+    Returns:
+      ``a`` with the spatial axes resized to ``hw``, same dtype.
+    """
+    ay, ax = (ax % a.ndim for ax in axes)
+    h, w = int(hw[0]), int(hw[1])
+    if h < 1 or w < 1:
+        raise ValueError(f"hw: expected positive (height, width), got {hw}")
+    if a.shape[ay] == h and a.shape[ax] == w:
+        return a
+    my = _interp_matrix(a.shape[ay], h, a.dtype)
+    mx = _interp_matrix(a.shape[ax], w, a.dtype)
+    a = jnp.moveaxis(jnp.tensordot(my, a, axes=([1], [ay])), 0, ay)
+    return jnp.moveaxis(jnp.tensordot(mx, a, axes=([1], [ax])), 0, ax)
+
+
+def gaussian_kernel1d(sigma: float, *, truncate: float = 4.0) -> jax.Array:
+    """Normalised 1-D Gaussian kernel of standard deviation ``sigma`` (pixels), radius ceil(truncate sigma)."""
+    if not sigma > 0:
+        raise ValueError(f"sigma: expected a positive standard deviation, got {sigma}")
+    radius = max(1, int(math.ceil(truncate * sigma)))
+    t = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    k = jnp.exp(-0.5 * (t / sigma) ** 2)
+    return k / k.sum()
+
+
+def gaussian_blur(x: jax.Array, sigma: float, *, truncate: float = 4.0) -> jax.Array:
+    """Separable Gaussian blur of images x (..., H, W, C) with edge-replicate padding.
+
+    Args:
+      x: images (..., H, W, C).
+      sigma: standard deviation in pixels (static, > 0).
+      truncate: kernel radius in units of sigma.
+
+    Returns:
+      The blurred images, same shape and dtype.
+    """
+    k = gaussian_kernel1d(sigma, truncate=truncate).astype(x.dtype)
+    r = (k.shape[0] - 1) // 2
+    lead, (h, w, c) = x.shape[:-3], x.shape[-3:]
+    y = jnp.pad(x.reshape(-1, h, w, c), ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+    dn = ("NHWC", "HWIO", "NHWC")
+    for kernel in (k.reshape(-1, 1, 1, 1), k.reshape(1, -1, 1, 1)):
+        y = jax.lax.conv_general_dilated(y, jnp.tile(kernel, (1, 1, 1, c)), (1, 1), "VALID",
+                                         dimension_numbers=dn, feature_group_count=c,
+                                         precision=jax.lax.Precision.HIGHEST)
+    return y.reshape(*lead, h, w, c)
