@@ -10,7 +10,11 @@ from jaxinterp.attribution._lift import REDUCTIONS, Unit, class_score, lift, tar
 from jaxinterp.attribution.gradient import (QUADRATURES, deconvnet, gradient, guided_backprop,
                                             input_x_gradient, integrated_gradients, quadrature,
                                             smoothgrad)
+from jaxinterp.attribution.cam import cam, grad_cam, linear_approx
+from jaxinterp.attribution.occlusion import occlusion
+from jaxinterp.attribution.rise import rise, rise_masks
 
 __all__ = ["Unit", "REDUCTIONS", "QUADRATURES", "class_score", "lift", "target_score",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
-           "deconvnet", "guided_backprop"]
+           "deconvnet", "guided_backprop", "cam", "grad_cam", "linear_approx", "occlusion",
+           "rise", "rise_masks"]

@@ -38,7 +38,8 @@ from jaxinterp.nets.rules import Rules
 
 __all__ = ["Unit", "check_images", "check_targets", "check_layer", "check_positive",
            "target_score", "target_scores", "input_gradient", "lift", "lift_images",
-           "reduce_channels", "REDUCTIONS", "resize_maps", "chunked_map", "chunked_sum",
+           "reduce_channels", "REDUCTIONS", "resize_maps", "check_spatial_layer",
+           "activations_at", "finish_maps", "check_baseline", "chunked_map", "chunked_sum",
            "class_score"]
 
 
@@ -258,6 +259,51 @@ def reduce_channels(g: jax.Array, reduce: str | None) -> jax.Array:
 def resize_maps(maps: jax.Array, hw: tuple[int, int], *, channels: bool = False) -> jax.Array:
     """Bilinearly resize maps (..., h, w) - or (..., h, w, C) with ``channels`` - to (H, W)."""
     return ops.resize_bilinear(maps, hw, axes=(-3, -2) if channels else (-2, -1))
+
+
+def check_spatial_layer(net: Net, layer: str | None, resize: bool, image_size) -> None:
+    """ValueError naming ``layer`` if its maps are to be resized but its activation is not (h, w, C)."""
+    if layer is not None and resize and len(net.activation_shape(layer, image_size)) != 3:
+        raise ValueError(f"layer: activation of {layer!r} has shape "
+                         f"{net.activation_shape(layer, image_size)}, not (h, w, C); pass resize=False")
+
+
+def activations_at(net: Net, params, x: jax.Array, layer: str | None) -> jax.Array:
+    """The images themselves (layer None) or their activations at split point ``layer``."""
+    return x if layer is None else net.apply(params, x, stop=layer)
+
+
+def finish_maps(maps: jax.Array, reduce: str | None, layer: str | None, resize: bool, hw) -> jax.Array:
+    """Reduce the channels of (N, T, ..., C) attributions; resize layer maps to the image's (H, W)."""
+    maps = reduce_channels(maps, reduce)
+    if layer is not None and resize:
+        maps = resize_maps(maps, hw, channels=reduce is None)
+    return maps
+
+
+def check_baseline(baseline, x: jax.Array) -> jax.Array:
+    """``baseline`` broadcast to the images ``x`` (N, H, W, 3); ValueError naming ``baseline``.
+
+    Accepts a scalar grey level, a colour (3,), an image (H, W, 3) or images
+    (N, H, W, 3), with values in [0, 1] (checked when concrete).
+    """
+    if isinstance(baseline, bool) or not (isinstance(baseline, (int, float)) or hasattr(baseline, "dtype")):
+        raise ValueError(f"baseline: expected a number or an array, got {type(baseline).__name__}")
+    b = baseline if isinstance(baseline, jax.core.Tracer) else np.asarray(baseline)
+    if not (jnp.issubdtype(b.dtype, jnp.floating) or jnp.issubdtype(b.dtype, jnp.integer)):
+        raise ValueError(f"baseline: expected a real number or array, got dtype {b.dtype}")
+    try:
+        ok = np.broadcast_shapes(b.shape, x.shape) == tuple(x.shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"baseline: shape {tuple(b.shape)} does not broadcast to the images' "
+                         f"{tuple(x.shape)}; expected a scalar, (3,), (H, W, 3) or (N, H, W, 3)")
+    if not isinstance(b, jax.core.Tracer) and b.size:
+        lo, hi = float(np.min(b)), float(np.max(b))
+        if not (lo >= 0.0 and hi <= 1.0):
+            raise ValueError(f"baseline: expected pixel values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+    return jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape)
 
 
 def _pad_to_multiple(xs, size: int):

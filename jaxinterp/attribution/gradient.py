@@ -17,33 +17,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.attribution._lift import (check_images, check_layer, check_positive, check_targets,
-                                         chunked_sum, input_gradient, lift, reduce_channels,
-                                         resize_maps)
+from jaxinterp.attribution._lift import (activations_at, check_baseline, check_images, check_layer, check_positive,
+                                         check_spatial_layer, check_targets, chunked_sum, finish_maps,
+                                         input_gradient, lift, reduce_channels)
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import DECONVNET, GUIDED, Rules
 
 __all__ = ["gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
            "deconvnet", "guided_backprop", "QUADRATURES"]
-
-
-def _check_spatial(net: Net, layer: str | None, resize: bool, image_size) -> None:
-    if layer is not None and resize and len(net.activation_shape(layer, image_size)) != 3:
-        raise ValueError(f"layer: activation of {layer!r} has shape "
-                         f"{net.activation_shape(layer, image_size)}, not (h, w, C); pass resize=False")
-
-
-def _at_layer(net: Net, params, x: jax.Array, layer: str | None) -> jax.Array:
-    """The images themselves (layer None) or their activations at ``layer``."""
-    return x if layer is None else net.apply(params, x, stop=layer)
-
-
-def _finish(maps: jax.Array, reduce: str | None, layer: str | None, resize: bool, hw) -> jax.Array:
-    """Reduce channels of (N, T, ..., C) attributions and bring layer maps to image size."""
-    maps = reduce_channels(maps, reduce)
-    if layer is not None and resize:
-        maps = resize_maps(maps, hw, channels=reduce is None)
-    return maps
 
 
 def gradient(net: Net, params, x: jax.Array, target, *, reduce: str | None = "max_abs",
@@ -93,14 +74,14 @@ def gradient(net: Net, params, x: jax.Array, target, *, reduce: str | None = "ma
     x = check_images(x)
     check_layer(net, layer)
     targets = check_targets(target, net, x.shape[0], x.shape[1:3], after=layer)
-    _check_spatial(net, layer, resize, x.shape[1:3])
+    check_spatial_layer(net, layer, resize, x.shape[1:3])
     reduce_channels(jnp.zeros((1,)), reduce)
 
     def one(a1, t):
         return input_gradient(net, params, a1, t, start=layer, rules=rules)
 
-    g = lift(one)(_at_layer(net, params, x, layer), targets)
-    return _finish(g, reduce, layer, resize, x.shape[1:3])
+    g = lift(one)(activations_at(net, params, x, layer), targets)
+    return finish_maps(g, reduce, layer, resize, x.shape[1:3])
 
 
 def input_x_gradient(net: Net, params, x: jax.Array, target, *, reduce: str | None = "sum",
@@ -120,14 +101,14 @@ def input_x_gradient(net: Net, params, x: jax.Array, target, *, reduce: str | No
     x = check_images(x)
     check_layer(net, layer)
     targets = check_targets(target, net, x.shape[0], x.shape[1:3], after=layer)
-    _check_spatial(net, layer, resize, x.shape[1:3])
+    check_spatial_layer(net, layer, resize, x.shape[1:3])
     reduce_channels(jnp.zeros((1,)), reduce)
 
     def one(a1, t):
         return a1 * input_gradient(net, params, a1, t, start=layer, rules=rules)
 
-    g = lift(one)(_at_layer(net, params, x, layer), targets)
-    return _finish(g, reduce, layer, resize, x.shape[1:3])
+    g = lift(one)(activations_at(net, params, x, layer), targets)
+    return finish_maps(g, reduce, layer, resize, x.shape[1:3])
 
 
 QUADRATURES = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
@@ -172,11 +153,7 @@ def _baseline_images(x: jax.Array, baseline, blur_sigma: float) -> jax.Array:
         if baseline == "blur":
             return ops.gaussian_blur(x, blur_sigma)
         raise ValueError(f"baseline: expected 'zero', 'blur' or an array, got {baseline!r}")
-    b = jnp.asarray(baseline, x.dtype)
-    if b.shape not in ((), x.shape[1:], x.shape):
-        raise ValueError(f"baseline: expected a scalar, an image {x.shape[1:]} or images {x.shape}, "
-                         f"got shape {b.shape}")
-    return jnp.broadcast_to(b, x.shape)
+    return check_baseline(baseline, x)
 
 
 def integrated_gradients(net: Net, params, x: jax.Array, target, *, steps: int = 50,
@@ -206,7 +183,8 @@ def integrated_gradients(net: Net, params, x: jax.Array, target, *, steps: int =
         (``reduce='sum'`` by default: Captum's attribution summed over channels).
       steps: number of quadrature nodes (> 0).
       method: one of :data:`QUADRATURES`.
-      baseline: ``'zero'``, ``'blur'``, or a scalar / image (H, W, 3) / images (N, H, W, 3).
+      baseline: ``'zero'``, ``'blur'``, or pixel values in [0, 1]: a scalar grey level, a
+        colour (3,), an image (H, W, 3) or images (N, H, W, 3).
       blur_sigma: Gaussian standard deviation (pixels) of the ``'blur'`` baseline.
       chunk_size: steps per vmapped chunk (None: all at once).
 
@@ -219,12 +197,12 @@ def integrated_gradients(net: Net, params, x: jax.Array, target, *, steps: int =
     x = check_images(x)
     check_layer(net, layer)
     targets = check_targets(target, net, x.shape[0], x.shape[1:3], after=layer)
-    _check_spatial(net, layer, resize, x.shape[1:3])
+    check_spatial_layer(net, layer, resize, x.shape[1:3])
     reduce_channels(jnp.zeros((1,)), reduce)
     alphas, weights = quadrature(method, steps)
     nodes = (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
-    a = _at_layer(net, params, x, layer)
-    a0 = _at_layer(net, params, _baseline_images(x, baseline, blur_sigma), layer)
+    a = activations_at(net, params, x, layer)
+    a0 = activations_at(net, params, _baseline_images(x, baseline, blur_sigma), layer)
 
     def one(pair, t):
         a1, b1 = pair
@@ -236,7 +214,7 @@ def integrated_gradients(net: Net, params, x: jax.Array, target, *, steps: int =
         return (a1 - b1) * chunked_sum(weighted_gradient, nodes, chunk_size)
 
     g = lift(one)((a, a0), targets)
-    return _finish(g, reduce, layer, resize, x.shape[1:3])
+    return finish_maps(g, reduce, layer, resize, x.shape[1:3])
 
 
 SMOOTHGRAD_VARIANTS = ("smoothgrad", "smoothgrad_sq", "vargrad")

@@ -1,0 +1,204 @@
+"""The CAM family: class activation maps at a convolutional layer.
+
+All three methods look at the activation A (h, w, C) of one split point
+``layer`` (usually the last convolutional block) and at the gradient
+G = d score / d A of the target's score with respect to it:
+
+* :func:`cam` (Zhou et al. 2016): sum_k w_{t,k} A_k, the classifier weights of a
+  global-average-pool + linear head applied at every position;
+* :func:`grad_cam` (Selvaraju et al. 2017): ReLU(sum_k alpha_k A_k) with
+  alpha_k the spatial mean of G_k;
+* :func:`linear_approx` (TorchRay's "linear approximation"): sum_k A_k G_k, the
+  first-order Taylor term of the score at every position.
+
+Each is written for one image and one target and lifted with
+:func:`jaxinterp.attribution._lift.lift`: the forward pass up to ``layer`` runs
+once per image, and T targets of an image cost one compiled call.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from jaxinterp.attribution._lift import (check_images, check_layer, check_spatial_layer, check_targets,
+                                         input_gradient, lift, resize_maps)
+from jaxinterp.nets import Net
+
+__all__ = ["cam", "grad_cam", "linear_approx"]
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def _check_spatial_layer(net: Net, layer, image_size: tuple[int, int]) -> tuple[int, ...]:
+    """The (h, w, C) activation shape of ``layer``; ValueError naming ``layer`` otherwise."""
+    if layer is None or not isinstance(layer, str):
+        raise ValueError(f"layer: expected the name of a split point of {net.name}, got {layer!r}; "
+                         f"expected one of {list(net.layers)}")
+    check_layer(net, layer)
+    check_spatial_layer(net, layer, True, image_size)
+    return net.activation_shape(layer, image_size)
+
+
+def _layer_method(combine: Callable[[jax.Array, jax.Array], jax.Array], net: Net, params,
+                  x, target, layer, resize: bool) -> jax.Array:
+    """Maps (N, T, h|H, w|W) of ``combine(A, G)`` for one image's activation A and gradient G."""
+    x = check_images(x)
+    image_size = tuple(x.shape[1:3])
+    _check_spatial_layer(net, layer, image_size)
+    targets = check_targets(target, net, x.shape[0], image_size, after=layer)
+
+    def one(x1, t):
+        a = net.apply(params, x1[None], stop=layer)[0]
+        g = input_gradient(net, params, a, t, start=layer)
+        return combine(a, g)
+
+    maps = lift(one)(x, targets)
+    return resize_maps(maps, image_size) if resize else maps
+
+
+def _cam(a, g):
+    return jnp.einsum("hwc,c->hw", a, jnp.sum(g, axis=(0, 1)), precision=_HIGHEST)
+
+
+def cam(net: Net, params, x: jax.Array, target, *, layer: str, resize: bool = True) -> jax.Array:
+    """Class activation maps (CAM): the linear head's class weights applied at every position.
+
+    For a net whose head is global average pooling followed by a linear layer,
+    score_t = sum_k w_{t,k} mean_{ij} A_k(i, j) + b_t with A (h, w, C) the
+    activation at ``layer``, and Zhou et al. define::
+
+        CAM_t(i, j) = sum_k w_{t,k} A_k(i, j)
+
+    (so that mean_{ij} CAM_t + b_t = score_t).  It is computed without reading
+    the head's weights, from the gradient G = d score_t / d A::
+
+        CAM_t(i, j) = sum_k (sum_{i'j'} G_k(i', j')) A_k(i, j)
+                    = (h w) * sum_k alpha_k A_k(i, j),   alpha_k = mean_{ij} G_k
+
+    which equals the definition exactly for a GAP + linear head (there
+    G_k(i, j) = w_{t,k} / (h w)): smallcnn at ``'features.10'``, resnet50 at
+    ``'layer4'``.  For any other head it is the derivative of the score along
+    a spatially uniform shift of each channel, i.e. (h w) times Grad-CAM
+    without the ReLU.  No ReLU is applied (the paper's maps are signed and
+    only rescaled for display).
+
+    Pure and jit-compatible with ``net``, ``layer`` and ``resize`` static::
+
+        jax.jit(cam, static_argnames=("net", "layer", "resize"))
+
+    Args:
+      net: the net (static).
+      params: its params.
+      x: images (N, H, W, 3), float RGB in [0, 1].
+      target: int class indices (N,) or (N, T), or a :class:`Unit` (N,) / (N, T)
+        at or after ``layer``.
+      layer: split point with a spatial activation (h, w, C), usually the last
+        convolutional one.
+      resize: bilinearly resize the maps to (H, W) (torch ``interpolate``,
+        ``align_corners=False``); False keeps the layer's (h, w).
+
+    Returns:
+      maps: (N, T, H, W), or (N, T, h, w) with ``resize=False``, in the dtype of x.
+
+    Raises:
+      ValueError: bad ``x`` or ``target``; ``layer`` unknown or not spatial; a
+        Unit target before ``layer``.
+
+    References:
+      Zhou, Khosla, Lapedriza, Oliva and Torralba, "Learning deep features for
+      discriminative localization", CVPR 2016.
+    """
+    return _layer_method(_cam, net, params, x, target, layer, resize)
+
+
+def grad_cam(net: Net, params, x: jax.Array, target, *, layer: str, relu: bool = True,
+             resize: bool = True) -> jax.Array:
+    """Grad-CAM: activations at a layer weighted by their spatially averaged gradient.
+
+    With A (h, w, C) the activation at ``layer`` and G = d score_t / d A (the
+    class logit, or the unit's value)::
+
+        alpha_k = mean_{ij} G_k(i, j)
+        map_t(i, j) = ReLU(sum_k alpha_k A_k(i, j))     (relu=True, the paper, TorchRay)
+        map_t(i, j) = sum_k alpha_k A_k(i, j)           (relu=False, Captum's LayerGradCam default)
+
+    Peers return the map at the layer's resolution (TorchRay ``grad_cam``,
+    Captum ``LayerGradCam``); here it is bilinearly upsampled to the image by
+    default (torch ``interpolate(mode='bilinear', align_corners=False)``, as
+    Captum's ``LayerAttribution.interpolate``); ``resize=False`` gives the
+    peers' (h, w) map.
+
+    Pure and jit-compatible with ``net``, ``layer``, ``relu`` and ``resize`` static::
+
+        jax.jit(grad_cam, static_argnames=("net", "layer", "relu", "resize"))
+
+    Args:
+      net: the net (static).
+      params: its params.
+      x: images (N, H, W, 3), float RGB in [0, 1].
+      target: int class indices (N,) or (N, T), or a :class:`Unit` (N,) / (N, T)
+        at or after ``layer``.
+      layer: split point with a spatial activation (h, w, C).
+      relu: clamp the map at zero (default True, as in the paper).
+      resize: resize the maps to (H, W); False keeps (h, w).
+
+    Returns:
+      maps: (N, T, H, W), or (N, T, h, w) with ``resize=False``, in the dtype of x.
+
+    Raises:
+      ValueError: bad ``x`` or ``target``; ``layer`` unknown or not spatial; a
+        Unit target before ``layer``.
+
+    References:
+      Selvaraju, Cogswell, Das, Vedantam, Parikh and Batra, "Grad-CAM: visual
+      explanations from deep networks via gradient-based localization", ICCV 2017.
+    """
+    def combine(a, g):
+        m = jnp.einsum("hwc,c->hw", a, jnp.mean(g, axis=(0, 1)), precision=_HIGHEST)
+        return jax.nn.relu(m) if relu else m
+
+    return _layer_method(combine, net, params, x, target, layer, resize)
+
+
+def linear_approx(net: Net, params, x: jax.Array, target, *, layer: str,
+                  resize: bool = True) -> jax.Array:
+    """Linear approximation: gradient times activation at a layer, summed over channels.
+
+    With A (h, w, C) the activation at ``layer`` and G = d score_t / d A::
+
+        map_t(i, j) = sum_k A_k(i, j) G_k(i, j)
+
+    the first-order Taylor estimate of how much the features at position
+    (i, j) contribute to the score (signed, no ReLU).  This is TorchRay's
+    ``linear_approx`` (Fong and Vedaldi), which returns the (h, w) map; here it
+    is resized to the image by default (``resize=False`` gives (h, w)).
+
+    Pure and jit-compatible with ``net``, ``layer`` and ``resize`` static::
+
+        jax.jit(linear_approx, static_argnames=("net", "layer", "resize"))
+
+    Args:
+      net: the net (static).
+      params: its params.
+      x: images (N, H, W, 3), float RGB in [0, 1].
+      target: int class indices (N,) or (N, T), or a :class:`Unit` (N,) / (N, T)
+        at or after ``layer``.
+      layer: split point with a spatial activation (h, w, C).
+      resize: resize the maps to (H, W); False keeps (h, w).
+
+    Returns:
+      maps: (N, T, H, W), or (N, T, h, w) with ``resize=False``, in the dtype of x.
+
+    Raises:
+      ValueError: bad ``x`` or ``target``; ``layer`` unknown or not spatial; a
+        Unit target before ``layer``.
+
+    References:
+      TorchRay's ``linear_approx``, the baseline of Fong, Patrick and Vedaldi,
+      "Understanding deep networks via extremal perturbations and smooth
+      masks", ICCV 2019.
+    """
+    return _layer_method(lambda a, g: jnp.sum(a * g, axis=-1), net, params, x, target, layer, resize)
