@@ -11,10 +11,13 @@ from jaxinterp.attribution.gradient import (QUADRATURES, deconvnet, gradient, gu
                                             input_x_gradient, integrated_gradients, quadrature,
                                             smoothgrad)
 from jaxinterp.attribution.cam import cam, grad_cam, linear_approx
+from jaxinterp.attribution.excitation import contrastive_excitation_backprop, excitation_backprop
+from jaxinterp.attribution.lrp import EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, lrp
 from jaxinterp.attribution.occlusion import occlusion
 from jaxinterp.attribution.rise import rise, rise_masks
 
 __all__ = ["Unit", "REDUCTIONS", "QUADRATURES", "class_score", "lift", "target_score",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
            "deconvnet", "guided_backprop", "cam", "grad_cam", "linear_approx", "occlusion",
-           "rise", "rise_masks"]
+           "rise", "rise_masks", "lrp", "Composite", "EPSILON_GAMMA_BOX", "EPSILON_PLUS",
+           "excitation_backprop", "contrastive_excitation_backprop"]

@@ -14,6 +14,12 @@ backward pass, through :func:`jax.custom_vjp`.  ``jax.grad`` of a net applied
 with ``rules=GUIDED`` is therefore guided backpropagation, under ``jit`` and
 ``vmap``, with no hooks.  :data:`STANDARD` (plain autodiff) is the default.
 
+Rule sets provided: :data:`STANDARD`, :data:`GUIDED` (guided backprop),
+:data:`DECONVNET`, :data:`EXCITATION` / :data:`EXCITATION_NEGATED` (excitation
+backprop and its contrastive dual), and LRP rule sets built by the cached
+factories :func:`lrp_rules` / :func:`lrp_input_rules` from a rule name or a
+:class:`Composite` (one rule per kind of layer, :func:`linear_kind`).
+
 A new rule set is a :meth:`Rules.replace` of an existing one::
 
     my_rules = STANDARD.replace(name="mine", relu=my_relu)
@@ -482,10 +488,13 @@ def lrp_add(a: jax.Array, b: jax.Array, *, eps: float) -> jax.Array:
 def _check_lrp_hyper(eps, gamma) -> tuple[float, float]:
     if isinstance(eps, jax.core.Tracer) or isinstance(gamma, jax.core.Tracer):
         raise ValueError("eps, gamma: expected static Python floats (mark them static under jit)")
-    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
-        raise ValueError(f"eps: expected a finite float > 0, got {eps!r}")
-    if not (isinstance(gamma, (int, float)) and math.isfinite(gamma) and gamma >= 0):
-        raise ValueError(f"gamma: expected a finite float >= 0, got {gamma!r}")
+    for name, value, low in (("eps", eps, "> 0"), ("gamma", gamma, ">= 0")):
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            v = math.nan
+        if isinstance(value, bool) or not math.isfinite(v) or (v <= 0 if name == "eps" else v < 0):
+            raise ValueError(f"{name}: expected a finite float {low}, got {value!r}")
     return float(eps), float(gamma)
 
 
