@@ -5,7 +5,10 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
 PIP    := $(VENV)/bin/python -m pip
 # PyTorch for the parity tests: these wheels lie on the CI machine's disk for Python 3.11.
-TORCH  ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31
+# Captum and TorchRay are the attribution oracles; TorchRay (CC-BY-NC, called only by the
+# tests, never ported) pins old dependencies, so it is installed without them.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 captum==0.9.0
+TORCHRAY ?= torchray==1.0.0.2
 PYTEST_ARGS ?= -n 2 --durations=15
 
 .PHONY: demo test bench env clean
@@ -18,6 +21,7 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -q -e '.[data,test]' $(TORCH)
+	$(PIP) install -q --no-deps $(TORCHRAY)
 	touch $@
 
 env: $(VENV)/.base
@@ -33,6 +37,7 @@ test: $(VENV)/.test
 
 bench: $(VENV)/.base
 	$(VENV)/bin/python bench/ceiling.py
+	$(VENV)/bin/python bench/attribution.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import __version__, nets, plot
+from jaxinterp import attribution
 from jaxinterp.attribution import gradient
 from jaxinterp.data import images, synthetic
 from jaxinterp.report import Report, Section, write_json
@@ -45,6 +46,36 @@ class _Sizes:
 
 _FULL = _Sizes(shown=6, evaluated=256, photos=6)
 _QUICK = _Sizes(shown=2, evaluated=8, photos=2)
+
+# The attribution grid: (title, method, options) for the 64 px smallcnn, whose
+# last convolutional activation is 'features.10' (8 x 8 x 128, then GAP + linear).
+_LAST_CONV = "features.10"
+
+
+def _attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
+    """Every attribution method with the options the demo uses on smallcnn (fewer samples if quick)."""
+    n = 8 if quick else 50
+    return [
+        ("gradient", attribution.gradient, {}),
+        ("input x gradient", attribution.input_x_gradient, {}),
+        (f"IG ({n})", attribution.integrated_gradients, {"steps": n}),
+        (f"IG blur ({n})", attribution.integrated_gradients, {"steps": n, "baseline": "blur"}),
+        (f"SmoothGrad ({n})", attribution.smoothgrad, {"key": jax.random.key(0), "samples": n}),
+        (f"VarGrad ({n})", attribution.smoothgrad, {"key": jax.random.key(0), "samples": n,
+                                                     "variant": "vargrad"}),
+        ("deconvnet", attribution.deconvnet, {}),
+        ("guided backprop", attribution.guided_backprop, {}),
+        ("CAM", attribution.cam, {"layer": _LAST_CONV}),
+        ("Grad-CAM", attribution.grad_cam, {"layer": _LAST_CONV}),
+        ("linear approx", attribution.linear_approx, {"layer": "features.7"}),
+        ("excitation BP", attribution.excitation_backprop, {}),
+        ("contrastive EBP", attribution.contrastive_excitation_backprop, {"contrast_layer": "features.7"}),
+        ("LRP epsilon", attribution.lrp, {"rule": "epsilon", "eps": 1e-6}),
+        ("LRP composite", attribution.lrp, {"rule": attribution.EPSILON_GAMMA_BOX}),
+        ("occlusion", attribution.occlusion, {"window": 8, "stride": 4}),
+        (f"RISE ({250 if quick else 4000})", attribution.rise,
+         {"key": jax.random.key(0), "num_masks": 250 if quick else 4000, "grid": 7}),
+    ]
 
 _saliency = jax.jit(gradient, static_argnames=("net", "reduce", "rules", "layer", "resize"))
 _logits = jax.jit(lambda net, params, x: net.apply(params, x), static_argnums=0)
@@ -207,8 +238,56 @@ def energy_section(ctx: DemoContext) -> Section:
                           "images with energy > area", "images"))
 
 
+def attribution_section(ctx: DemoContext) -> Section:
+    """Every attribution method on a few synthetic images and a photograph, for two targets each."""
+    data = ctx.synthetic_set("easy")
+    k = ctx.sizes.shown // 2 + 1
+    x = jnp.concatenate([jnp.asarray(data["image"][:k]), images.batch(images.names()[:1], size=64)])
+    logits = np.asarray(_logits(ctx.net, ctx.params, x))
+    first = np.concatenate([data["label"][:k], logits[k:].argmax(-1)])
+    runner_up = np.where(logits.argsort(-1)[:, -1] == first, logits.argsort(-1)[:, -2], logits.argsort(-1)[:, -1])
+    targets = jnp.asarray(np.stack([first, runner_up], 1), jnp.int32)          # (N, 2)
+    methods = _attribution_methods(ctx.args.quick)
+    maps, seconds = {}, {}
+    for title, method, options in methods:
+        ctx.log(f"attribution: {title}")
+        t0 = time.perf_counter()
+        m = np.asarray(jax.block_until_ready(method(ctx.net, ctx.params, x, targets, **options)))
+        seconds[title] = time.perf_counter() - t0
+        _check_finite(f"{title} maps", m)
+        maps[title] = m
+    ctx.arrays["attribution_images"] = np.asarray(x)
+    ctx.arrays["attribution_targets"] = np.asarray(targets)
+    for title, m in maps.items():
+        ctx.arrays["attribution_" + title.split(" (")[0].replace(" ", "_").replace(".", "")] = m
+    cells, titles = [], []
+    for n in range(x.shape[0]):
+        for j in range(2):
+            cells.append(np.asarray(x[n]))
+            titles.append(f"{synthetic.CLASSES[int(targets[n, j])]} ({'top' if j == 0 else '2nd'})"
+                          if n >= k or j else f"{synthetic.CLASSES[int(targets[n, j])]} (true)")
+            for title, m in maps.items():
+                signed = bool((m[n, j] < 0).any())
+                cells.append(plot.heatmap(m[n, j], signed=signed))
+                titles.append(title)
+    path = plot.grid(cells, titles, ctx.path("attribution_grid.png"), ncols=len(maps) + 1, cell=1.3)
+    ctx.metrics["attribution"] = {"seconds_with_compile": seconds, "images": int(x.shape[0]), "targets": 2}
+    sec = Section(
+        "Attribution methods",
+        f"Every method of jaxinterp.attribution on {k} held-out synthetic images and one bundled "
+        "photograph, for two targets each (the true or top class, and the runner-up class), all "
+        "images and targets in one call per method.  Signed maps (diverging colours: red positive, "
+        "blue negative) and non-negative maps (inferno) are scaled per map.")
+    sec.figure(path, "Rows: image and target; columns: methods.  Grad-CAM and CAM are at the "
+                     f"8 x 8 resolution of '{_LAST_CONV}', upsampled bilinearly; linear approx at "
+                     "'features.7' (16 x 16); occlusion with 8 x 8 black windows at stride 4; RISE "
+                     "with 7 x 7 grids.")
+    sec.table([(t, f"{s:.2f}") for t, s in seconds.items()], header=("method", "seconds (incl. compile)"))
+    return sec
+
+
 DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [
-    model_section, synthetic_section, energy_section, photos_section,
+    model_section, synthetic_section, energy_section, photos_section, attribution_section,
 ]
 
 

@@ -11,7 +11,7 @@ from jaxinterp import cli
 
 
 DEMO_TITLES = ("Model", "Gradient saliency on synthetic images", "Saliency energy inside the object",
-               "Gradient saliency on photographs", "Run")
+               "Gradient saliency on photographs", "Attribution methods", "Run")
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +34,12 @@ def _numbers(tree):
 
 def test_writes_report_config_metrics_and_figures(run_dir):
     for name in ("report.html", "metrics.json", "config.json", "saliency.npz",
-                 "synthetic_easy.png", "synthetic_difficult.png", "photos.png"):
+                 "synthetic_easy.png", "synthetic_difficult.png", "photos.png", "attribution_grid.png"):
         assert (run_dir / name).is_file(), name
     html = (run_dir / "report.html").read_text()
     for section in DEMO_TITLES:
         assert f"<h2>{section}</h2>" in html
-    assert html.count('src="data:image/png;base64,') == 3
+    assert html.count('src="data:image/png;base64,') == 4
     assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["id"] == "t1" and config["quick"] is True
@@ -62,6 +62,19 @@ def test_metrics_are_finite_and_shapes_match(run_dir):
         assert e["images"] == n and np.isclose(e["lift"], e["energy_in_mask"] / e["area_fraction"])
         assert 0 <= metrics["model"][f"demo_accuracy_{variant}"] <= 1
         assert np.all(arrays[f"synthetic_{variant}"] >= 0)
+
+
+def test_attribution_grid_has_every_method_for_every_image_and_target(run_dir):
+    arrays = np.load(run_dir / "saliency.npz")
+    x, targets = arrays["attribution_images"], arrays["attribution_targets"]
+    n = x.shape[0]
+    assert targets.shape == (n, 2) and (targets[:, 0] != targets[:, 1]).all()
+    maps = [k for k in arrays.files if k.startswith("attribution_") and k not in
+            ("attribution_images", "attribution_targets")]
+    assert len(maps) == len(cli._attribution_methods(quick=True))
+    for k in maps:
+        assert arrays[k].shape == (n, 2, 64, 64) and np.isfinite(arrays[k]).all(), k
+        assert np.abs(arrays[k]).max() > 0, k
 
 
 def test_energy_in_mask_closed_form():

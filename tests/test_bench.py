@@ -1,0 +1,72 @@
+"""Smoke test of bench/attribution.py: a tiny run, its JSON, and a resumed run.
+
+Runs in-process (no second JAX start-up) with ``--quick --no-captum``: smallcnn
+at 32 px, 2 IG steps, 2 SmoothGrad samples, 9 occlusion windows, 4 RISE masks.
+torch must not be imported here (this pytest process imports TensorFlow).
+"""
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "attribution.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_attribution", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_attribution_bench_quick_then_resume(tmp_path, capsys):
+    torch_loaded_before = "torch" in sys.modules
+    bench = _load_bench()
+    argv = ["--quick", "--no-captum", "--out", str(tmp_path)]
+
+    bench.main(argv)
+    files = sorted(tmp_path.glob("attribution_smallcnn_*.json"))
+    assert len(files) == 1, files
+    assert not list(tmp_path.glob("*.tmp"))
+    data = json.loads(files[0].read_text())
+    assert data["net"] == "smallcnn" and data["device"]
+    ceilings = data["ceilings"]["highest"]
+    assert ceilings["forward"] > 0 and ceilings["gradient"] > 0
+
+    for name, spec in bench.METHODS.items():
+        entry = data["entries"][f"highest/{name}"]
+        if entry["status"] == "skipped":  # a method not (yet) in this checkout
+            assert entry["reason"]
+            continue
+        assert entry["status"] == "ok", entry
+        assert entry["images_per_s"] > 0 and math.isfinite(entry["images_per_s"])
+        assert entry["finite"], entry
+        assert entry["ratio"] > 0 and math.isfinite(entry["ratio"])
+        assert entry["output_shape"] == [2, 1, 32, 32], entry
+        mode = "forward" if spec.cost in ("windows", "masks") else "gradient"
+        assert entry["ceiling_mode"] == mode
+        expected = entry["images_per_s"] * entry["cost_units"] / ceilings[mode]
+        assert entry["ratio"] == pytest.approx(expected)
+        assert "captum" not in entry
+    units = {n: data["entries"][f"highest/{n}"]["cost_units"]
+             for n in ("integrated_gradients", "smoothgrad", "occlusion", "rise")}
+    assert units == {"integrated_gradients": 2, "smoothgrad": 2, "occlusion": 9, "rise": 4}
+    out = capsys.readouterr().out
+    header = "| method | ours img/s | ceiling-based target | ratio | Captum img/s | ours/Captum |"
+    assert header in out
+
+    # A second run finds every entry and measures nothing again.
+    bench.main(argv)
+    out = capsys.readouterr().out
+    assert out.count("already measured, skipped") == len(bench.METHODS)
+    assert "ceiling forward" not in out
+    assert json.loads(files[0].read_text()) == data
+
+    if not torch_loaded_before:
+        assert "torch" not in sys.modules
