@@ -19,20 +19,25 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["resize_bilinear", "gaussian_kernel1d", "gaussian_blur"]
 
 
 def _interp_matrix(n_in: int, n_out: int, dtype) -> jax.Array:
-    """(n_out, n_in) bilinear interpolation matrix, half-pixel centres, edge clamped."""
-    scale = n_in / n_out
-    src = (jnp.arange(n_out, dtype=jnp.float32) + 0.5) * scale - 0.5
-    src = jnp.clip(src, 0.0, n_in - 1)
-    lo = jnp.floor(src).astype(jnp.int32)
-    hi = jnp.minimum(lo + 1, n_in - 1)
+    """(n_out, n_in) bilinear interpolation matrix, half-pixel centres, edge clamped.
+
+    Built in float64 NumPy from the static sizes (a constant of the compiled
+    program), then cast to ``dtype``.
+    """
+    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    lo = np.floor(src).astype(np.int64)
+    hi = np.minimum(lo + 1, n_in - 1)
     frac = src - lo
-    m = (jax.nn.one_hot(lo, n_in) * (1 - frac)[:, None] + jax.nn.one_hot(hi, n_in) * frac[:, None])
-    return m.astype(dtype)
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.arange(n_out), lo), 1.0 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return jnp.asarray(m, dtype)
 
 
 def resize_bilinear(a: jax.Array, hw: tuple[int, int], *, axes: tuple[int, int] = (-2, -1)) -> jax.Array:

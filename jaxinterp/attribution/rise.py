@@ -7,6 +7,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxinterp import ops
 from jaxinterp.attribution._lift import (Unit, check_baseline, check_images, check_positive, check_targets,
@@ -196,7 +197,7 @@ def rise(net: Net, params, x: jax.Array, target, key: jax.Array | None = None, *
         if not jnp.issubdtype(masks.dtype, jnp.floating):
             raise ValueError(f"masks: expected a floating dtype, got {masks.dtype}")
         if not isinstance(masks, jax.core.Tracer):
-            lo, hi = float(jnp.min(masks)), float(jnp.max(masks))
+            lo, hi = float(np.min(np.asarray(masks))), float(np.max(np.asarray(masks)))
             if not (lo >= 0.0 and hi <= 1.0):
                 raise ValueError(f"masks: expected values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
         num_masks, items = masks.shape[0], jnp.asarray(masks, x.dtype)

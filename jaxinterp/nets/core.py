@@ -255,7 +255,7 @@ class Net:
         if x.shape[-1] != 3:
             raise ValueError(f"x: expected 3 RGB channels last (N, H, W, 3), got shape {x.shape}")
         if not isinstance(x, jax.core.Tracer) and x.size:
-            lo, hi = float(jnp.min(x)), float(jnp.max(x))
+            lo, hi = float(np.min(np.asarray(x))), float(np.max(np.asarray(x)))
             if not (lo >= 0.0 and hi <= 1.0):
                 raise ValueError(f"x: expected pixel values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
 

@@ -154,3 +154,12 @@ def test_bad_mask_arguments_raise(kwargs, match):
     kwargs = {"num_masks": 4, "image_size": (32, 32), **kwargs}
     with pytest.raises(ValueError, match=match):
         rise_masks(jax.random.key(0), **kwargs)
+
+
+def test_concrete_masks_closed_over_inside_jit(setup):
+    """Range checks of concrete arrays must not run jnp ops (tracers) inside a jit trace."""
+    net, params, x = setup
+    masks = rise_masks(jax.random.key(4), 6, x.shape[1:3])
+    t = jnp.zeros((x.shape[0],), jnp.int32)
+    inside = jax.jit(lambda p: rise(net, p, x, t, masks=masks))(params)
+    np.testing.assert_allclose(inside, rise(net, params, x, t, masks=masks), rtol=1e-5, atol=1e-7)

@@ -182,3 +182,12 @@ def test_checks_are_skipped_under_jit_without_a_host_sync():
     net, params = _net_params("smallcnn")
     jaxpr = jax.make_jaxpr(net.apply)(params, _images(1, 32))
     assert "pure_callback" not in str(jaxpr)
+
+
+def test_apply_jits_with_concrete_images_closed_over():
+    """The input range check uses NumPy on concrete x, so it also works inside a jit trace."""
+    net = nets.get("smallcnn", widths=(8, 8, 8, 8))
+    params = net.init(jax.random.key(0))
+    x = jnp.full((1, 16, 16, 3), 0.5)
+    np.testing.assert_allclose(jax.jit(lambda p: net.apply(p, x))(params), net.apply(params, x),
+                               rtol=1e-5, atol=1e-8)
