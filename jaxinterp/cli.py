@@ -32,7 +32,7 @@ from jaxinterp.data import images, synthetic
 from jaxinterp.report import Report, Section, write_json
 from jaxinterp.train import zoo
 
-__all__ = ["main", "DEMO_SECTIONS", "DemoContext"]
+__all__ = ["main", "DEMO_SECTIONS", "DemoContext", "attribution_methods"]
 
 _VARIANTS = synthetic.VARIANTS
 
@@ -52,8 +52,12 @@ _QUICK = _Sizes(shown=2, evaluated=8, photos=2)
 _LAST_CONV = "features.10"
 
 
-def _attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
-    """Every attribution method with the options the demo uses on smallcnn (fewer samples if quick)."""
+def attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
+    """Every attribution method as (title, function, options) for the 64 px smallcnn.
+
+    Used by the demo grid and by experiments/pointing_game.py and sanity.py; ``quick``
+    uses fewer IG steps, SmoothGrad samples and RISE masks.
+    """
     n = 8 if quick else 50
     return [
         ("gradient", attribution.gradient, {}),
@@ -247,7 +251,7 @@ def attribution_section(ctx: DemoContext) -> Section:
     first = np.concatenate([data["label"][:k], logits[k:].argmax(-1)])
     runner_up = np.where(logits.argsort(-1)[:, -1] == first, logits.argsort(-1)[:, -2], logits.argsort(-1)[:, -1])
     targets = jnp.asarray(np.stack([first, runner_up], 1), jnp.int32)          # (N, 2)
-    methods = _attribution_methods(ctx.args.quick)
+    methods = attribution_methods(ctx.args.quick)
     maps, seconds = {}, {}
     for title, method, options in methods:
         ctx.log(f"attribution: {title}")

@@ -113,7 +113,7 @@ print(plot.grid(cells, titles, os.path.join(OUT, "02_attribution_smallcnn.png"),
 # %%
 vgg = nets.get("vgg16")
 vgg_params = vgg.init(jax.random.key(0))
-photo = images.batch(["chelsea"], size=112)
+photo = images.batch(["chelsea"], size=64)
 top = jnp.argsort(vgg.apply(vgg_params, photo), axis=-1)[:, -2:]       # two top classes
 vgg_maps = {
     "gradient": attribution.gradient(vgg, vgg_params, photo, top),

@@ -1,0 +1,199 @@
+"""Sanity checks for saliency maps (Adebayo et al. 2018): cascading randomisation of the smallcnn.
+
+    python experiments/sanity.py --variant local --id sanity     # minutes on a CPU
+    python experiments/sanity.py --id sanity --set images=64
+
+The trained smallcnn's parameterised layers are re-initialised from the top
+(the classifier first) cumulatively (``jaxinterp.evaluation.cascading_randomisation``).
+At every stage each method explains the true class of held-out synthetic
+images (both variants) and its maps are compared with the maps of the
+original net, per image:
+
+* Spearman rank correlation of |maps| (``evaluation.spearman``);
+* SSIM of |maps| scaled to [0, 1] by each map's maximum (``evaluation.ssim``, data_range 1);
+* HOG distance of |maps| (``evaluation.hog_distance``).
+
+A method *fails* the check when its mean Spearman correlation is still above
+``config.threshold`` once every layer is randomised: its maps do not depend on
+what the net learned.  Each (method, stage) writes
+``<out>/<id>/shards/<method>/s<stage>.npz`` atomically; a rerun with the same
+``--id`` resumes.  Writes ``sanity.csv`` (long table), ``metrics.json``,
+``sanity.png`` (similarity vs layer per method), ``config.json`` and
+``report.html``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import _common  # noqa: E402
+from configs import sanity as sanity_config  # noqa: E402
+
+from jaxinterp import ops  # noqa: E402
+from jaxinterp.evaluation import cascading_randomisation, hog_distance, spearman, ssim  # noqa: E402
+from jaxinterp.report import Report, atomic_write, write_json  # noqa: E402
+
+METRICS = ("spearman", "ssim", "hog")
+
+
+@jax.jit
+def _compare(a, b):
+    """Per-map Spearman, SSIM and HOG distance of |a| and |b| (N, T, H, W) -> three (N, T)."""
+    a, b = jnp.abs(a), jnp.abs(b)
+    scale = lambda m: m / jnp.maximum(m.max(axis=(-2, -1), keepdims=True), 1e-30)  # noqa: E731
+    return spearman(a, b), ssim(scale(a), scale(b), data_range=1.0), hog_distance(a, b)
+
+
+def maps_of(fn, params, data, batch_size):
+    out = []
+    for i in range(0, len(data["label"]), batch_size):
+        x = jnp.asarray(data["image"][i:i + batch_size])
+        t = jnp.asarray(data["label"][i:i + batch_size, None], jnp.int32)
+        m = fn(params, x, t)
+        if m.shape[-2:] != x.shape[1:3]:
+            m = ops.resize_bilinear(m, x.shape[1:3])
+        out.append(np.asarray(m, np.float32))
+    return np.concatenate(out)
+
+
+def plot(path, stages, summary, threshold):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    xs = np.arange(len(stages))
+    for ax, metric, title in zip(axes, METRICS, ("Spearman rank correlation of |maps|",
+                                                 "SSIM of |maps|", "HOG distance of |maps|")):
+        for slug, series in summary.items():
+            ax.plot(xs, series[metric], marker="o", label=series["title"])
+        if metric == "spearman":
+            ax.axhline(threshold, color="grey", ls="--", lw=1)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(stages, rotation=45, ha="right", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("randomised down to layer")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run(config, run_id: str | None = None) -> dict:
+    log = _common.logger("sanity")
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
+    run_dir = _common.prepare_run(config, run_id, config.out, log)
+    methods = _common.method_table(config.quick, config.methods)
+    net, params, _ = _common.load_smallcnn(config, log)
+    data = _common.synthetic_set(config.images, cache=os.path.join(run_dir, "data.npz"))
+    cascade = cascading_randomisation(net, params, jax.random.key(config.seed))
+    stages = [("original", params)] + cascade
+    names = [name for name, _ in stages]
+    log(f"{len(data['label'])} images, {len(methods)} methods, stages: {names}")
+    computed = 0
+    per = {}
+    for slug, (title, method, options) in methods.items():
+        fn = _common.explain_fn(net, title, method, options)
+        orig_path = os.path.join(run_dir, "shards", slug, "original.npz")
+        done = _common.load_npz(orig_path)
+        if done is None:
+            t0 = time.perf_counter()
+            original = maps_of(fn, params, data, config.batch_size)
+            _common.save_npz(orig_path, maps=original)
+            computed += 1
+            log(f"{slug}: original maps ({time.perf_counter() - t0:.1f}s)")
+        else:
+            original = done["maps"]
+        per[slug] = {}
+        for s, (name, p) in enumerate(stages):
+            path = os.path.join(run_dir, "shards", slug, f"s{s:02d}.npz")
+            res = _common.load_npz(path)
+            if res is None:
+                t0 = time.perf_counter()
+                maps = original if s == 0 else maps_of(fn, p, data, config.batch_size)
+                bad = int(np.sum(~np.isfinite(maps)))
+                maps = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+                rho, sim, hog = (np.asarray(v)[:, 0] for v in _compare(jnp.asarray(original), jnp.asarray(maps)))
+                res = {"spearman": rho, "ssim": sim, "hog": hog, "nonfinite": np.int64(bad)}
+                _common.save_npz(path, **res)
+                computed += 1
+                log(f"{slug} stage {s}/{len(stages) - 1} ({name}): spearman {np.nanmean(rho):.3f}, "
+                    f"ssim {np.nanmean(sim):.3f}, hog {np.nanmean(hog):.3f} "
+                    f"({time.perf_counter() - t0:.1f}s)" + (f" [{bad} non-finite values set to 0]" if bad else ""))
+            per[slug][name] = res
+    log(f"computed {computed} shards, the rest resumed from disk")
+
+    summary, rows, fails = {}, [], []
+    for slug, (title, _, _) in methods.items():
+        series = {"title": title}
+        for metric in METRICS:
+            series[metric] = [float(np.nanmean(per[slug][n][metric])) if np.isfinite(per[slug][n][metric]).any()
+                              else None for n in names]
+        series["undefined_spearman"] = [int(np.sum(~np.isfinite(per[slug][n]["spearman"]))) for n in names]
+        final = series["spearman"][-1]
+        series["fails"] = bool(final is not None and final > config.threshold)
+        below = [n for n, v in zip(names, series["spearman"]) if v is not None and v <= config.threshold]
+        series["first_below_threshold"] = below[0] if below else None
+        if series["fails"]:
+            fails.append(slug)
+        summary[slug] = series
+        for s, n in enumerate(names):
+            rows.append([title, slug, s, n] + [series[m][s] for m in METRICS] + [series["undefined_spearman"][s]])
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["method", "slug", "stage", "randomised_down_to"] + list(METRICS) + ["undefined_spearman"])
+    w.writerows(rows)
+    atomic_write(os.path.join(run_dir, "sanity.csv"), buf.getvalue())
+    png = plot(os.path.join(run_dir, "sanity.png"), names, summary, config.threshold)
+    metrics = {"stages": names, "images": int(len(data["label"])), "threshold": config.threshold,
+               "fails": fails, "methods": summary, "computed_shards": computed}
+    write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+    md = ["| method (mean Spearman of abs maps) | " + " | ".join(names)
+          + f" | Spearman <= {config.threshold} from | fails |", "|---|" + "---|" * (len(names) + 2)]
+    for slug, series in summary.items():
+        md.append(f"| {series['title']} | " + " | ".join(fmt(v) for v in series["spearman"])
+                  + f" | {series['first_below_threshold'] or 'never'} | {'yes' if series['fails'] else 'no'} |")
+    atomic_write(os.path.join(run_dir, "sanity.md"), "\n".join(md) + "\n")
+    report = Report(f"Sanity checks {run_id}")
+    sec = report.section(
+        "Cascading randomisation",
+        f"Adebayo et al. (2018): the smallcnn's layers are re-initialised from the top, cumulatively; "
+        f"the maps of the true class on {len(data['label'])} held-out synthetic images are compared with "
+        f"those of the trained net.  A method fails when the mean Spearman correlation of |maps| is "
+        f"still above {config.threshold} with every layer randomised.  Failing: "
+        f"{', '.join(summary[s]['title'] for s in fails) or 'none'}.")
+    sec.figure(png, "Similarity to the original maps vs the last layer randomised (left to right: more layers).")
+    sec.table([[summary[s]["title"]] + [fmt(v) for v in summary[s]["spearman"]] + ["yes" if summary[s]["fails"] else "no"]
+               for s in summary], header=["method (Spearman)"] + names + ["fails"])
+    report.section("Run").text(f"Configuration: {json.dumps(config.to_dict())}")
+    report.write(run_dir)
+    print("\n".join(md), flush=True)
+    log(f"fails the check (Spearman > {config.threshold} after all layers): {fails or 'none'}")
+    log(f"wrote {run_dir}/sanity.csv, sanity.md, sanity.png, metrics.json, report.html")
+    return metrics
+
+
+def main(argv=None) -> dict:
+    args, config = _common.parse(argv, sanity_config.get_config, __doc__)
+    if args.list:
+        for slug, (title, _, options) in _common.method_table(config.quick).items():
+            print(f"{slug:28s} {title}  {options}")
+        return {}
+    return run(config, args.id)
+
+
+if __name__ == "__main__":
+    main()
