@@ -170,3 +170,13 @@ def prepare_run(config, run_id: str, out: str, log) -> str:
     write_json(path, {"config": want, "id": run_id, "jaxinterp": __version__, "jax": jax.__version__,
                       "devices": jax.device_count(), "backend": jax.default_backend()})
     return run_dir
+
+
+def main(argv, get_config: Callable, doc: str, run: Callable) -> dict:
+    """An experiment's command line: ``--list`` prints the method table, otherwise ``run(config, id)``."""
+    args, config = parse(argv, get_config, doc)
+    if args.list:
+        for name, (title, _, options) in method_table(config.quick).items():
+            print(f"{name:28s} {title}  {options}")
+        return {}
+    return run(config, args.id)

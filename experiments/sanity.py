@@ -187,12 +187,7 @@ def run(config, run_id: str | None = None) -> dict:
 
 
 def main(argv=None) -> dict:
-    args, config = _common.parse(argv, sanity_config.get_config, __doc__)
-    if args.list:
-        for slug, (title, _, options) in _common.method_table(config.quick).items():
-            print(f"{slug:28s} {title}  {options}")
-        return {}
-    return run(config, args.id)
+    return _common.main(argv, sanity_config.get_config, __doc__, run)
 
 
 if __name__ == "__main__":

@@ -36,11 +36,11 @@ from jaxinterp import ops
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import Rules
 
-__all__ = ["Unit", "check_images", "check_targets", "check_layer", "check_positive",
-           "target_score", "target_scores", "input_gradient", "lift", "lift_images",
-           "reduce_channels", "REDUCTIONS", "resize_maps", "check_spatial_layer",
-           "activations_at", "finish_maps", "check_baseline", "chunked_map", "chunked_sum",
-           "class_score"]
+__all__ = ["Unit", "REDUCTIONS", "check_images", "check_targets", "check_layer", "check_positive",
+           "check_reduce", "check_spatial_layer", "check_backprop_args", "check_baseline",
+           "target_score", "target_scores", "class_score", "input_gradient", "lift", "lift_images",
+           "reduce_channels", "resize_maps", "activations_at", "finish_maps", "chunked_map",
+           "chunked_sum"]
 
 
 @jax.tree_util.register_dataclass
@@ -247,18 +247,36 @@ REDUCTIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 et al.), ``abs_sum``, ``l2``, ``max``."""
 
 
+def check_reduce(reduce: str | None) -> None:
+    """ValueError naming ``reduce`` unless it is None or a key of :data:`REDUCTIONS`."""
+    if reduce is not None and reduce not in REDUCTIONS:
+        raise ValueError(f"reduce: expected one of {sorted(REDUCTIONS)} or None, got {reduce!r}")
+
+
 def reduce_channels(g: jax.Array, reduce: str | None) -> jax.Array:
     """Reduce the last (channel) axis of ``g`` with a named reduction; None keeps it."""
-    if reduce is None:
-        return g
-    if reduce not in REDUCTIONS:
-        raise ValueError(f"reduce: expected one of {sorted(REDUCTIONS)} or None, got {reduce!r}")
-    return REDUCTIONS[reduce](g)
+    check_reduce(reduce)
+    return g if reduce is None else REDUCTIONS[reduce](g)
 
 
 def resize_maps(maps: jax.Array, hw: tuple[int, int], *, channels: bool = False) -> jax.Array:
     """Bilinearly resize maps (..., h, w) - or (..., h, w, C) with ``channels`` - to (H, W)."""
     return ops.resize_bilinear(maps, hw, axes=(-3, -2) if channels else (-2, -1))
+
+
+def check_backprop_args(net: Net, x, target, layer: str | None, resize: bool,
+                        reduce: str | None) -> tuple[jax.Array, object]:
+    """The checks every backprop method makes; returns (images, targets as (N, T) pytrees).
+
+    ValueError naming the argument for bad ``x``, ``layer`` (unknown, or not
+    spatial when ``resize``), ``target`` (also a unit before ``layer``) or ``reduce``.
+    """
+    x = check_images(x)
+    check_layer(net, layer)
+    targets = check_targets(target, net, x.shape[0], x.shape[1:3], after=layer)
+    check_spatial_layer(net, layer, resize, x.shape[1:3])
+    check_reduce(reduce)
+    return x, targets
 
 
 def check_spatial_layer(net: Net, layer: str | None, resize: bool, image_size) -> None:

@@ -27,9 +27,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._lift import (Unit, activations_at, check_images, check_layer,
-                                         check_spatial_layer, check_targets, finish_maps, lift,
-                                         reduce_channels, resize_maps, target_score)
+from jaxinterp.attribution._lift import (activations_at, check_backprop_args, check_images,
+                                         check_layer, check_reduce, check_spatial_layer,
+                                         check_targets, finish_maps, lift, reduce_channels,
+                                         resize_maps, target_score, Unit)
 from jaxinterp.attribution.lrp import _pixel_stats
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import EXCITATION, EXCITATION_NEGATED
@@ -77,11 +78,7 @@ def excitation_backprop(net: Net, params, x: jax.Array, target, *, layer: str | 
       Zhang, Lin, Brandt, Shen and Sclaroff, "Top-down neural attention by
       excitation backprop", ECCV 2016; IJCV 126, 2018.
     """
-    x = check_images(x)
-    check_layer(net, layer)
-    targets = check_targets(target, net, x.shape[0], x.shape[1:3], after=layer)
-    check_spatial_layer(net, layer, resize, x.shape[1:3])
-    reduce_channels(jnp.zeros((1,)), reduce)
+    x, targets = check_backprop_args(net, x, target, layer, resize, reduce)
 
     def one(a1, t):
         return _mwp(net, params, a1, t, layer)
@@ -157,7 +154,7 @@ def contrastive_excitation_backprop(net: Net, params, x: jax.Array, target, *,
                          f"expected layer at or before it")
     targets = check_targets(target, net, x.shape[0], x.shape[1:3])
     check_spatial_layer(net, layer, resize, x.shape[1:3])
-    reduce_channels(jnp.zeros((1,)), reduce)
+    check_reduce(reduce)
     before_classifier = net.layers[ik - 1]
 
     def dual_score(a, t):

@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.attribution._lift import (activations_at, check_baseline, check_images, check_layer, check_positive,
-                                         check_spatial_layer, check_targets, chunked_sum, finish_maps,
-                                         input_gradient, lift, reduce_channels)
+from jaxinterp.attribution._lift import (activations_at, check_backprop_args, check_baseline,
+                                         check_images, check_positive, check_reduce, chunked_sum,
+                                         finish_maps, input_gradient, lift, reduce_channels)
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import DECONVNET, GUIDED, Rules
 
@@ -71,11 +71,7 @@ def gradient(net: Net, params, x: jax.Array, target, *, reduce: str | None = "ma
       Simonyan, Vedaldi and Zisserman, "Deep inside convolutional networks:
       visualising image classification models and saliency maps", ICLR workshop 2014.
     """
-    x = check_images(x)
-    check_layer(net, layer)
-    targets = check_targets(target, net, x.shape[0], x.shape[1:3], after=layer)
-    check_spatial_layer(net, layer, resize, x.shape[1:3])
-    reduce_channels(jnp.zeros((1,)), reduce)
+    x, targets = check_backprop_args(net, x, target, layer, resize, reduce)
 
     def one(a1, t):
         return input_gradient(net, params, a1, t, start=layer, rules=rules)
@@ -98,11 +94,7 @@ def input_x_gradient(net: Net, params, x: jax.Array, target, *, reduce: str | No
       Shrikumar et al., "Not just a black box: learning important features
       through propagating activation differences", arXiv 2016.
     """
-    x = check_images(x)
-    check_layer(net, layer)
-    targets = check_targets(target, net, x.shape[0], x.shape[1:3], after=layer)
-    check_spatial_layer(net, layer, resize, x.shape[1:3])
-    reduce_channels(jnp.zeros((1,)), reduce)
+    x, targets = check_backprop_args(net, x, target, layer, resize, reduce)
 
     def one(a1, t):
         return a1 * input_gradient(net, params, a1, t, start=layer, rules=rules)
@@ -194,11 +186,7 @@ def integrated_gradients(net: Net, params, x: jax.Array, target, *, steps: int =
     References:
       Sundararajan, Taly and Yan, "Axiomatic attribution for deep networks", ICML 2017.
     """
-    x = check_images(x)
-    check_layer(net, layer)
-    targets = check_targets(target, net, x.shape[0], x.shape[1:3], after=layer)
-    check_spatial_layer(net, layer, resize, x.shape[1:3])
-    reduce_channels(jnp.zeros((1,)), reduce)
+    x, targets = check_backprop_args(net, x, target, layer, resize, reduce)
     alphas, weights = quadrature(method, steps)
     nodes = (jnp.asarray(alphas, x.dtype), jnp.asarray(weights, x.dtype))
     a = activations_at(net, params, x, layer)
@@ -265,7 +253,7 @@ def smoothgrad(net: Net, params, x: jax.Array, target, key: jax.Array | None = N
     x = check_images(x)
     if variant not in SMOOTHGRAD_VARIANTS:
         raise ValueError(f"variant: expected one of {SMOOTHGRAD_VARIANTS}, got {variant!r}")
-    reduce_channels(jnp.zeros((1,)), reduce)
+    check_reduce(reduce)
     if noise is None:
         if key is None:
             raise ValueError("key: a PRNG key is required to draw the noise (or pass noise=)")

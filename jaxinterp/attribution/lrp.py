@@ -40,9 +40,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._lift import (activations_at, check_images, check_layer,
-                                         check_spatial_layer, check_targets, finish_maps, lift,
-                                         reduce_channels, target_score)
+from jaxinterp.attribution._lift import (activations_at, check_backprop_args, finish_maps, lift,
+                                         target_score)
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import (EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, as_composite,
                                   lrp_input_rules, lrp_rules)
@@ -132,13 +131,9 @@ def lrp(net: Net, params, x: jax.Array, target, *, rule: str | Composite = "epsi
       Montavon et al., "Explaining nonlinear classification decisions with deep
       Taylor decomposition", Pattern Recognition 2017 (zB).
     """
-    x = check_images(x)
+    x, targets = check_backprop_args(net, x, target, layer, resize, reduce)
     composite = as_composite(rule)
     body = lrp_rules(composite, eps, gamma)
-    check_layer(net, layer)
-    targets = check_targets(target, net, x.shape[0], x.shape[1:3], after=layer)
-    check_spatial_layer(net, layer, resize, x.shape[1:3])
-    reduce_channels(jnp.zeros((1,)), reduce)
 
     if layer is not None:
         def one(a1, t):

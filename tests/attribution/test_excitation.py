@@ -15,16 +15,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinterp import nets
 from jaxinterp.attribution._lift import Unit
 from jaxinterp.attribution.excitation import contrastive_excitation_backprop, excitation_backprop
 from jaxinterp.nets import layers as L
 from jaxinterp.nets import rules as R
 from jaxinterp.train import sharding
 
-NUM_CLASSES = 5
-WIDTHS = (4, 6, 8, 8)
-SIZE = 16
+from _small_nets import NUM_CLASSES, SIZE, col2im, im2col, small_setup
+
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
 TARGETS = jnp.array([[0, 3], [1, 2], [4, 4]])
@@ -35,42 +33,12 @@ cebp_jit = jax.jit(contrastive_excitation_backprop,
                                     "resize", "reduce"))
 
 
-def random_params(net, seed=0, bias_scale=0.1):
-    """Random float32 params: He-normal kernels, N(0, bias_scale^2) biases (NumPy, no net.init compile)."""
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, a):
-        if "bias" in jax.tree_util.keystr(path):
-            return jnp.asarray(bias_scale * rng.normal(size=a.shape), jnp.float32)
-        fan_in = int(np.prod(a.shape[:-1]))
-        return jnp.asarray(rng.normal(size=a.shape) * np.sqrt(2.0 / fan_in), jnp.float32)
-
-    return jax.tree_util.tree_map_with_path(leaf, net.abstract_params())
-
-
 @pytest.fixture(scope="module")
 def setup():
-    net = nets.get("smallcnn", num_classes=NUM_CLASSES, widths=WIDTHS)
-    params = random_params(net)
-    x = jnp.asarray(np.random.default_rng(1).uniform(0.02, 0.98, (3, SIZE, SIZE, 3)), jnp.float32)
-    return net, params, x
+    return small_setup()
 
 
 # -- the NumPy oracle ----------------------------------------------------------------
-
-
-def _im2col(a):
-    h, w, c = a.shape
-    ap = np.pad(a, ((1, 1), (1, 1), (0, 0)))
-    return np.stack([ap[i:i + h, j:j + w] for i in range(3) for j in range(3)], 2).reshape(h * w, 9 * c)
-
-
-def _col2im(cols, h, w, c):
-    cols = cols.reshape(h, w, 9, c)
-    out = np.zeros((h + 2, w + 2, c))
-    for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3)):
-        out[i:i + h, j:j + w] += cols[:, :, k]
-    return out[1:-1, 1:-1]
 
 
 def _np_excite(cols, w, p):
@@ -88,7 +56,7 @@ def np_mwp(params, x, t, *, dual=False):
     for i, name in enumerate(("0", "3", "6", "9")):
         h, w_, _ = a.shape
         k, b = p["features"][name]["kernel"], p["features"][name]["bias"]
-        cols, wm = _im2col(a), k.reshape(-1, k.shape[-1])
+        cols, wm = im2col(a), k.reshape(-1, k.shape[-1])
         trace.append(("conv", 3 * i, a, cols, wm))
         a = np.maximum(cols @ wm + b, 0).reshape(h, w_, -1)
         if i < 3:
@@ -111,7 +79,7 @@ def np_mwp(params, x, t, *, dual=False):
         else:
             _, i, a, cols, wm = op
             h, w_, c = a.shape
-            prob = _col2im(_np_excite(cols, wm, prob.reshape(h * w_, -1)), h, w_, c)
+            prob = col2im(_np_excite(cols, wm, prob.reshape(h * w_, -1)), h, w_, c)
     out["pixels"] = prob
     return out
 

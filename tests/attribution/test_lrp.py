@@ -16,16 +16,14 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding
 
-from jaxinterp import nets
 from jaxinterp.attribution._lift import Unit
 from jaxinterp.attribution.lrp import EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, lrp
 from jaxinterp.nets import layers as L
 from jaxinterp.nets import rules as R
 from jaxinterp.train import sharding
 
-NUM_CLASSES = 5
-WIDTHS = (4, 6, 8, 8)
-SIZE = 16
+from _small_nets import NUM_CLASSES, SIZE, col2im, im2col, small_setup
+
 MEAN = np.array([0.485, 0.456, 0.406])
 STD = np.array([0.229, 0.224, 0.225])
 
@@ -33,29 +31,9 @@ STATIC = ("net", "rule", "eps", "gamma", "layer", "resize", "reduce")
 lrp_jit = jax.jit(lrp, static_argnames=STATIC)
 
 
-def random_params(net, seed=0, bias_scale=0.1):
-    """Random float32 params of the net's structure: He-normal kernels, N(0, bias_scale^2) biases.
-
-    Built with NumPy from ``net.abstract_params()`` (cheaper than compiling ``net.init``).
-    """
-    rng = np.random.default_rng(seed)
-
-    def leaf(path, a):
-        if "bias" in jax.tree_util.keystr(path):
-            return jnp.asarray(bias_scale * rng.normal(size=a.shape), jnp.float32)
-        fan_in = int(np.prod(a.shape[:-1]))
-        return jnp.asarray(rng.normal(size=a.shape) * np.sqrt(2.0 / fan_in), jnp.float32)
-
-    return jax.tree_util.tree_map_with_path(leaf, net.abstract_params())
-
-
 @pytest.fixture(scope="module")
 def setup():
-    """A small smallcnn with random (non-zero) biases, and 3 images."""
-    net = nets.get("smallcnn", num_classes=NUM_CLASSES, widths=WIDTHS)
-    params = random_params(net)
-    x = jnp.asarray(np.random.default_rng(1).uniform(0.02, 0.98, (3, SIZE, SIZE, 3)), jnp.float32)
-    return net, params, x
+    return small_setup()
 
 
 def _zero_biases(params):
@@ -64,21 +42,6 @@ def _zero_biases(params):
 
 
 # -- the NumPy oracle ----------------------------------------------------------------
-
-
-def _im2col(a):
-    """(H, W, C) -> (H*W, 9*C) patches of a 3x3 convolution with zero padding 1 (order i, j, c)."""
-    h, w, c = a.shape
-    ap = np.pad(a, ((1, 1), (1, 1), (0, 0)))
-    return np.stack([ap[i:i + h, j:j + w] for i in range(3) for j in range(3)], 2).reshape(h * w, 9 * c)
-
-
-def _col2im(cols, h, w, c):
-    cols = cols.reshape(h, w, 9, c)
-    out = np.zeros((h + 2, w + 2, c))
-    for k, (i, j) in enumerate((i, j) for i in range(3) for j in range(3)):
-        out[i:i + h, j:j + w] += cols[:, :, k]
-    return out[1:-1, 1:-1]
 
 
 def _stab(z, eps):
@@ -113,7 +76,7 @@ def np_lrp(params, x, t, composite, eps, gamma, *, record=None):
     for i, name in enumerate(("0", "3", "6", "9")):
         h, w_, c = a.shape
         k, b = p["features"][name]["kernel"], p["features"][name]["bias"]
-        cols = _im2col(a)
+        cols = im2col(a)
         wm = k.reshape(-1, k.shape[-1])
         z = cols @ wm + b
         trace.append(("conv", f"features.{3 * i}", a, cols, wm, b, z.reshape(h, w_, -1)))
@@ -147,11 +110,11 @@ def np_lrp(params, x, t, composite, eps, gamma, *, record=None):
             rule = (composite.first or composite.conv) if first else composite.conv
             low = high = None
             if rule == "zB":
-                low = _im2col(np.broadcast_to(-MEAN / STD, a.shape))
-                high = _im2col(np.broadcast_to((1 - MEAN) / STD, a.shape))
+                low = im2col(np.broadcast_to(-MEAN / STD, a.shape))
+                high = im2col(np.broadcast_to((1 - MEAN) / STD, a.shape))
             h, w_, c = a.shape
             rc = _np_linear_relevance(rule, cols, wm, b, rel.reshape(h * w_, -1), eps, gamma, low, high)
-            rel = _col2im(rc, h, w_, c)
+            rel = col2im(rc, h, w_, c)
     return rel
 
 
