@@ -9,7 +9,6 @@ import argparse
 import ast
 import io
 import os
-import re
 import time
 from typing import Callable
 
@@ -19,6 +18,7 @@ import numpy as np
 from jaxinterp import nets
 from jaxinterp import cli
 from jaxinterp.data import synthetic
+from jaxinterp.evaluation import explain_fn as _explain_fn, method_slug
 from jaxinterp.report import atomic_write
 from jaxinterp.train import zoo
 
@@ -26,20 +26,18 @@ CENTRE = "centre"
 
 
 def slug(title: str) -> str:
-    """'IG blur (8)' -> 'ig_blur', 'Grad-CAM' -> 'grad_cam', 'excitation BP' -> 'excitation_bp'."""
-    name = title.split(" (")[0].lower()
-    name = {"ig": "integrated_gradients", "ig blur": "integrated_gradients_blur"}.get(name, name)
-    return re.sub(r"[^a-z0-9]+", "_", name).strip("_")
+    """'IG blur (8)' -> 'integrated_gradients_blur', 'Grad-CAM' -> 'grad_cam' (``evaluation.method_slug``)."""
+    return method_slug(title)
 
 
 def method_table(quick: bool, only=()) -> dict[str, tuple[str, Callable, dict]]:
-    """slug -> (title, method, options): every method of ``jaxinterp demo`` on the smallcnn.
+    """slug -> (title, method, options): every method of ``jaxinterp demo`` on the smallcnn, and extremal perturbations.
 
     Args:
       quick: fewer samples for the sampling methods.
       only: slugs to keep (empty = all), in the order given.
     """
-    table = {slug(t): (t, m, o) for t, m, o in cli.attribution_methods(quick)}
+    table = {slug(t): (t, m, o) for t, m, o in [*cli.attribution_methods(quick), cli.extremal_method(quick)]}
     only = list(only)
     unknown = [s for s in only if s not in table]
     if unknown:
@@ -80,15 +78,9 @@ def synthetic_set(images: int, cache: str | None = None) -> dict[str, np.ndarray
     return data
 
 
-_FNS: dict = {}
-
-
 def explain_fn(net, title: str, method: Callable, options: dict) -> Callable:
-    """``jit(lambda params, x, target: method(net, params, x, target, **options))``, built once per method."""
-    key = (net, title, method, repr(sorted(options.items(), key=lambda kv: kv[0])))
-    if key not in _FNS:
-        _FNS[key] = jax.jit(lambda params, x, t: method(net, params, x, t, **options))
-    return _FNS[key]
+    """``jit(params, x, target) -> maps`` at image resolution, cached (``evaluation.explain_fn``)."""
+    return _explain_fn(net, title, method, options)
 
 
 def save_npz(path: str, **arrays) -> None:

@@ -40,19 +40,11 @@ import numpy as np  # noqa: E402
 import _common  # noqa: E402
 from configs import sanity as sanity_config  # noqa: E402
 
-from jaxinterp import ops  # noqa: E402
-from jaxinterp.evaluation import cascading_randomisation, hog_distance, spearman, ssim  # noqa: E402
+from jaxinterp.evaluation import (SIMILARITIES, cascading_randomisation, compare_maps, sanity_plot,  # noqa: E402
+                                  sanity_summary)
 from jaxinterp.report import Report, atomic_write, write_json  # noqa: E402
 
-METRICS = ("spearman", "ssim", "hog")
-
-
-@jax.jit
-def _compare(a, b):
-    """Per-map Spearman, SSIM and HOG distance of |a| and |b| (N, T, H, W) -> three (N, T)."""
-    a, b = jnp.abs(a), jnp.abs(b)
-    scale = lambda m: m / jnp.maximum(m.max(axis=(-2, -1), keepdims=True), 1e-30)  # noqa: E731
-    return spearman(a, b), ssim(scale(a), scale(b), data_range=1.0), hog_distance(a, b)
+METRICS = SIMILARITIES
 
 
 def maps_of(fn, params, data, batch_size):
@@ -60,35 +52,8 @@ def maps_of(fn, params, data, batch_size):
     for i in range(0, len(data["label"]), batch_size):
         x = jnp.asarray(data["image"][i:i + batch_size])
         t = jnp.asarray(data["label"][i:i + batch_size, None], jnp.int32)
-        m = fn(params, x, t)
-        if m.shape[-2:] != x.shape[1:3]:
-            m = ops.resize_bilinear(m, x.shape[1:3])
-        out.append(np.asarray(m, np.float32))
+        out.append(np.asarray(fn(params, x, t), np.float32))   # at image resolution (explain_fn)
     return np.concatenate(out)
-
-
-def plot(path, stages, summary, threshold):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    xs = np.arange(len(stages))
-    for ax, metric, title in zip(axes, METRICS, ("Spearman rank correlation of |maps|",
-                                                 "SSIM of |maps|", "HOG distance of |maps|")):
-        for slug, series in summary.items():
-            ax.plot(xs, series[metric], marker="o", label=series["title"])
-        if metric == "spearman":
-            ax.axhline(threshold, color="grey", ls="--", lw=1)
-        ax.set_xticks(xs)
-        ax.set_xticklabels(stages, rotation=45, ha="right", fontsize=8)
-        ax.set_title(title, fontsize=10)
-        ax.set_xlabel("randomised down to layer")
-        ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def run(config, run_id: str | None = None) -> dict:
@@ -125,7 +90,8 @@ def run(config, run_id: str | None = None) -> dict:
                 maps = original if s == 0 else maps_of(fn, p, data, config.batch_size)
                 bad = int(np.sum(~np.isfinite(maps)))
                 maps = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
-                rho, sim, hog = (np.asarray(v)[:, 0] for v in _compare(jnp.asarray(original), jnp.asarray(maps)))
+                sims = compare_maps(jnp.asarray(original), jnp.asarray(maps))
+                rho, sim, hog = (np.asarray(sims[m])[:, 0] for m in METRICS)
                 res = {"spearman": rho, "ssim": sim, "hog": hog, "nonfinite": np.int64(bad)}
                 _common.save_npz(path, **res)
                 computed += 1
@@ -135,28 +101,16 @@ def run(config, run_id: str | None = None) -> dict:
             per[slug][name] = res
     log(f"computed {computed} shards, the rest resumed from disk")
 
-    summary, rows, fails = {}, [], []
-    for slug, (title, _, _) in methods.items():
-        series = {"title": title}
-        for metric in METRICS:
-            series[metric] = [float(np.nanmean(per[slug][n][metric])) if np.isfinite(per[slug][n][metric]).any()
-                              else None for n in names]
-        series["undefined_spearman"] = [int(np.sum(~np.isfinite(per[slug][n]["spearman"]))) for n in names]
-        final = series["spearman"][-1]
-        series["fails"] = bool(final is not None and final > config.threshold)
-        below = [n for n, v in zip(names, series["spearman"]) if v is not None and v <= config.threshold]
-        series["first_below_threshold"] = below[0] if below else None
-        if series["fails"]:
-            fails.append(slug)
-        summary[slug] = series
-        for s, n in enumerate(names):
-            rows.append([title, slug, s, n] + [series[m][s] for m in METRICS] + [series["undefined_spearman"][s]])
+    summary = sanity_summary(per, {s: t for s, (t, _, _) in methods.items()}, names, config.threshold)
+    fails = [slug for slug, series in summary.items() if series["fails"]]
+    rows = [[series["title"], slug, s, n] + [series[m][s] for m in METRICS] + [series["undefined_spearman"][s]]
+            for slug, series in summary.items() for s, n in enumerate(names)]
     buf = io.StringIO()
     w = csv.writer(buf)
     w.writerow(["method", "slug", "stage", "randomised_down_to"] + list(METRICS) + ["undefined_spearman"])
     w.writerows(rows)
     atomic_write(os.path.join(run_dir, "sanity.csv"), buf.getvalue())
-    png = plot(os.path.join(run_dir, "sanity.png"), names, summary, config.threshold)
+    png = sanity_plot(os.path.join(run_dir, "sanity.png"), names, summary, config.threshold)
     metrics = {"stages": names, "images": int(len(data["label"])), "threshold": config.threshold,
                "fails": fails, "methods": summary, "computed_shards": computed}
     write_json(os.path.join(run_dir, "metrics.json"), metrics)

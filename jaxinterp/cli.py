@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import __version__, nets, plot
-from jaxinterp import attribution
+from jaxinterp import attribution, perturbation
 from jaxinterp.attribution import gradient
 from jaxinterp.data import images, synthetic
 from jaxinterp.report import Report, Section, write_json
 from jaxinterp.train import zoo
 
-__all__ = ["main", "DEMO_SECTIONS", "DemoContext", "attribution_methods"]
+__all__ = ["main", "DEMO_SECTIONS", "DemoContext", "attribution_methods", "extremal_method"]
 
 _VARIANTS = synthetic.VARIANTS
 
@@ -80,6 +80,20 @@ def attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
         (f"RISE ({250 if quick else 4000})", attribution.rise,
          {"key": jax.random.key(0), "num_masks": 250 if quick else 4000, "grid": 7}),
     ]
+
+def extremal_method(quick: bool) -> tuple[str, Callable, dict]:
+    """Extremal perturbations as a saliency method (TorchRay's pointing-game protocol) for the 64 px smallcnn.
+
+    The masks of VOC's areas (0.025, 0.05, 0.1, 0.2), summed and smoothed
+    (:func:`jaxinterp.perturbation.extremal_saliency`); the paper's mask geometry
+    (step 7, sigma 21 at 224 px) scaled to 64 px; 800 steps (100 with ``quick``).
+    Not part of :func:`attribution_methods` (it costs steps x areas passes per map):
+    the experiments add it to their method table.
+    """
+    steps = 100 if quick else 800
+    return (f"extremal ({steps})", perturbation.extremal_saliency,
+            {"areas": (0.025, 0.05, 0.1, 0.2), "steps": steps, **_EXTREMAL_GEOMETRY})
+
 
 _saliency = jax.jit(gradient, static_argnames=("net", "reduce", "rules", "layer", "resize"))
 _logits = jax.jit(lambda net, params, x: net.apply(params, x), static_argnums=0)
@@ -290,8 +304,185 @@ def attribution_section(ctx: DemoContext) -> Section:
     return sec
 
 
+# -- evaluation sections (pointing game and sanity checks) ----------------------
+# The computation is jaxinterp.evaluation.benchmark, shared with experiments/pointing_game.py
+# and experiments/sanity.py (the full, resumable runs).
+
+# Held-out synthetic images per variant (--quick, full): the full demo runs 17 methods plus 2 x 9
+# deletion / insertion forward passes per method and image; 16 per variant keeps the two sections
+# near a minute and a half on two CPU cores (experiments/pointing_game.py runs 512 per variant).
+_EVAL_IMAGES = {True: 8, False: 16}
+# --quick compiles every method once more at the evaluation shapes, which costs seconds per
+# method on a CPU; it keeps three cheap ones (the full demo evaluates every method).
+_QUICK_EVAL_METHODS = ("gradient", "guided_backprop", "grad_cam")
+_CURVE_STEPS = 8
+
+
+def _eval_methods(quick: bool) -> list[tuple[str, str, Callable, dict]]:
+    """(slug, title, method, options) of the evaluation sections: attribution_methods(quick=True).
+
+    Always the quick sample counts (IG / SmoothGrad 8, RISE 250 masks): with full counts RISE
+    alone would take minutes on 128 images; experiments/pointing_game.py has the full counts.
+    """
+    from jaxinterp import evaluation
+    methods = [(evaluation.method_slug(t), t, m, o) for t, m, o in attribution_methods(True)]
+    return [m for m in methods if m[0] in _QUICK_EVAL_METHODS] if quick else methods
+
+
+def _eval_batches(ctx: DemoContext) -> list[dict[str, np.ndarray]]:
+    """One batch per variant of the first N held-out images: image, target (N, 1), mask (N, 1, H, W)."""
+    n = _EVAL_IMAGES[bool(ctx.args.quick)]
+    out = []
+    for v in _VARIANTS:
+        d = ctx.synthetic_set(v)
+        out.append({"image": d["image"][:n], "target": d["label"][:n, None].astype(np.int32),
+                    "mask": d["mask"][:n, None].astype(bool), "difficult": np.full((n, 1), v == "difficult")})
+    return out
+
+
+def pointing_section(ctx: DemoContext) -> Section:
+    """The pointing game (and deletion / insertion AUC) of the attribution methods on held-out synthetic images."""
+    from jaxinterp import evaluation
+    batches = _eval_batches(ctx)
+    n = batches[0]["image"].shape[0]
+    tol = evaluation.scaled_tolerance(batches[0]["image"].shape[1])     # 15 px at 224 -> 4.3 px at 64
+    results, names = {}, {}
+    for slug, title, method, options in _eval_methods(ctx.args.quick):
+        ctx.log(f"pointing game: {title}")
+        fn = evaluation.explain_fn(ctx.net, title, method, options)
+        t0 = time.perf_counter()
+        parts, bad = [], 0
+        for b in batches:
+            maps = fn(ctx.params, b["image"], b["target"])
+            bad += int(np.sum(~np.isfinite(np.asarray(maps))))
+            parts.append(evaluation.score_maps(ctx.net, ctx.params, b["image"], evaluation.sanitise_maps(maps),
+                                               b["target"], b["mask"], tolerance=tol, curve_steps=_CURVE_STEPS))
+        results[slug] = {k: np.concatenate([np.asarray(p[k]) for p in parts]) for k in parts[0]}
+        results[slug].update(seconds=time.perf_counter() - t0, nonfinite=bad)
+        names[slug] = title
+    results["centre"] = {"hits": np.concatenate([np.asarray(evaluation.centre_hits(b["mask"], tolerance=tol))
+                                                 for b in batches])}
+    names["centre"] = "centre (baseline)"
+    cat = {k: np.concatenate([b[k] for b in batches]) for k in ("target", "difficult")}
+    rows = evaluation.pointing_rows(results, names, cat["target"], np.ones_like(cat["difficult"]),
+                                    cat["difficult"], synthetic.NUM_CLASSES)
+    header, body, md = evaluation.pointing_table(rows, curves=True)
+    with open(ctx.path("pointing_game.md"), "w") as f:
+        f.write(md)
+    ctx.arrays["pointing_hits"] = np.stack([results[s]["hits"][:, 0] for s in names])
+    ctx.metrics["pointing"] = {
+        "images_per_variant": n, "tolerance": tol, "curve_steps": _CURVE_STEPS,
+        "methods": {r["slug"]: {k: v for k, v in r.items() if k not in ("method", "slug")} for r in rows}}
+    sec = Section(
+        "Pointing game",
+        f"Zhang et al. (2016), TorchRay's protocol: a map hits when a pixel of the object's mask lies "
+        f"within {tol:.1f} px of the map's maximum (TorchRay's 15 px at 224 px, scaled to the 64 px "
+        f"images; at 15 px the centre baseline hits nearly every object); accuracy = mean over classes of the per-class hit rate, "
+        f"on the first {n} held-out images of each variant ('difficult' = the difficult variant), "
+        f"target = the true class.  The centre baseline always points at the image centre.  "
+        f"Deletion (to black) and insertion (from a blur) AUC of the target's softmax probability over "
+        f"{_CURVE_STEPS} steps (Petsiuk et al. 2018).  Sampling methods use the quick sample counts; "
+        "experiments/pointing_game.py runs the full benchmark."
+        + ("  --quick: three methods on an untrained net." if ctx.args.quick else ""))
+    sec.table(body, header=header)
+    return sec
+
+
+def sanity_section(ctx: DemoContext) -> Section:
+    """Cascading parameter randomisation (Adebayo et al. 2018) of the smallcnn for a few methods."""
+    from jaxinterp import evaluation
+    batch = _eval_batches(ctx)[0]     # the easy batch: the shapes of pointing_section, so no recompilation
+    x, t = batch["image"], batch["target"]
+    wanted = _QUICK_EVAL_METHODS if ctx.args.quick else evaluation.SANITY_METHODS
+    methods = [m for m in _eval_methods(ctx.args.quick) if m[0] in wanted]
+    stages = [("original", ctx.params)] + evaluation.cascading_randomisation(ctx.net, ctx.params, jax.random.key(1))
+    names = [name for name, _ in stages]
+    per, nonfinite = {}, {}
+    for slug, title, method, options in methods:
+        ctx.log(f"sanity: {title}")
+        fn = evaluation.explain_fn(ctx.net, title, method, options)
+        original = jnp.nan_to_num(fn(ctx.params, x, t), nan=0.0, posinf=0.0, neginf=0.0)
+        per[slug], nonfinite[slug] = {}, 0
+        for name, p in stages:
+            maps = fn(p, x, t)
+            nonfinite[slug] += int(np.sum(~np.isfinite(np.asarray(maps))))
+            sims = evaluation.compare_maps(original, jnp.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0))
+            per[slug][name] = {k: np.asarray(v)[:, 0] for k, v in sims.items()}
+    thr = evaluation.SANITY_THRESHOLD
+    summary = evaluation.sanity_summary(per, {m[0]: m[1] for m in methods}, names, thr)
+    png = evaluation.sanity_plot(ctx.path("sanity.png"), names, summary, thr)
+    fails = [s for s in summary if summary[s]["fails"]]
+    ctx.metrics["sanity"] = {
+        "images": int(x.shape[0]), "threshold": thr, "stages": len(names),
+        "methods": {s: {"spearman": v["spearman"], "ssim": v["ssim"], "hog": v["hog"], "fails": v["fails"],
+                        "undefined_spearman": v["undefined_spearman"], "nonfinite": nonfinite[s]}
+                    for s, v in summary.items()}}
+    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
+    sec = Section(
+        "Sanity checks: cascading randomisation",
+        f"Adebayo et al. (2018): the smallcnn's parameterised layers are re-initialised from the top "
+        f"(the classifier first), cumulatively; at each stage the maps of the true class on {x.shape[0]} "
+        f"held-out easy images are compared with those of the original net (Spearman rank correlation, "
+        f"SSIM and HOG distance of |maps|).  A method fails when its mean Spearman correlation is still "
+        f"above {thr} once every layer is randomised: its maps do not depend on what the net learned.  "
+        f"Failing: {', '.join(summary[s]['title'] for s in fails) or 'none'}.")
+    sec.figure(png, "Similarity to the original maps vs the last layer randomised (left to right: more layers).")
+    sec.table([[v["title"]] + [fmt(r) for r in v["spearman"]] + ["yes" if v["fails"] else "no"]
+               for v in summary.values()], header=["method (mean Spearman)"] + names + ["fails"])
+    return sec
+
+
+# Extremal perturbations in the demo: the paper's mask geometry (step 7, sigma 21 px) is
+# meant for 224 px images; on the 64 px synthetic images it is scaled by 64 / 224.
+_EXTREMAL_GEOMETRY = {"step": 2, "sigma": 6.0}
+_EXTREMAL_AREAS = (0.05, 0.1, 0.2)
+_extremal = jax.jit(perturbation.extremal, static_argnames=("net", "steps", "step", "sigma"))
+
+
+def extremal_section(ctx: DemoContext) -> Section:
+    """Extremal perturbation masks (preserve, blur) for several areas on held-out synthetic images."""
+    data = ctx.synthetic_set("easy")
+    k = ctx.sizes.shown // 2 + 1
+    steps = 20 if ctx.args.quick else 300
+    x, y = jnp.asarray(data["image"][:k]), jnp.asarray(data["label"][:k])
+    ctx.log(f"extremal perturbations: {k} images x {len(_EXTREMAL_AREAS)} areas, {steps} steps")
+    t0 = time.perf_counter()
+    masks, history = _extremal(ctx.net, ctx.params, x, y, areas=jnp.asarray(_EXTREMAL_AREAS), steps=steps,
+                               **_EXTREMAL_GEOMETRY)
+    masks = np.asarray(masks)[:, 0]                                            # (k, A, 64, 64)
+    seconds = time.perf_counter() - t0
+    _check_finite("extremal masks", masks)
+    ctx.arrays["extremal_masks"] = masks
+    gt = data["mask"][:k] > 0.5
+    iou = ((masks > 0.5) & gt[:, None]).sum((-1, -2)) / np.maximum(((masks > 0.5) | gt[:, None]).sum((-1, -2)), 1)
+    cells, titles = [], []
+    for i in range(k):
+        cells.append(plot.draw_box(data["image"][i], data["box"][i]))
+        titles.append(f"{synthetic.CLASSES[data['label'][i]]} (area {gt[i].mean():.2f})")
+        for a, area in enumerate(_EXTREMAL_AREAS):
+            cells.append(data["image"][i] * masks[i, a][..., None])
+            titles.append(f"area {area}: IoU {iou[i, a]:.2f}")
+    path = plot.grid(cells, titles, ctx.path("extremal.png"), ncols=len(_EXTREMAL_AREAS) + 1)
+    ctx.metrics["extremal"] = {"steps": steps, "areas": list(_EXTREMAL_AREAS), "images": k,
+                               "seconds_with_compile": seconds,
+                               "mean_iou_with_object": {str(a): float(iou[:, i].mean())
+                                                        for i, a in enumerate(_EXTREMAL_AREAS)},
+                               "final_reward": float(np.asarray(history)[..., -1, 0].mean())}
+    sec = Section(
+        "Extremal perturbations",
+        "Fong, Patrick and Vedaldi (ICCV 2019): for each area a, the smooth mask of area a whose "
+        "preserved region (the rest blurred) keeps the true class's logit highest; all images and "
+        f"areas in one compiled loop of {steps} steps (the paper: 800).  The mask geometry is the "
+        "paper's scaled to 64 px (step 2, sigma 6 px instead of 7 and 21).  IoU: mask > 0.5 "
+        "against the object's mask.")
+    sec.figure(path, "Each row: the image with its ground-truth box, then image x mask for areas "
+                     + ", ".join(str(a) for a in _EXTREMAL_AREAS) + ".")
+    return sec
+
+
 DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [
     model_section, synthetic_section, energy_section, photos_section, attribution_section,
+    extremal_section, pointing_section, sanity_section,
 ]
 
 

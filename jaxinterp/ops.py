@@ -7,7 +7,7 @@ Each idea lives here once (ARCHITECTURE.md, "one place for each idea"):
   align_corners=False)`` (no antialiasing), used to bring layer-resolution
   maps and low-resolution masks to image resolution;
 * :func:`gaussian_kernel1d` and :func:`gaussian_blur` - separable Gaussian
-  blur of images with replicate ("edge") padding.
+  blur of images with replicate ("edge") or constant padding.
 
 All functions act on the trailing spatial axes given, are pure, and compose with
 ``jit``, ``vmap`` and ``grad``.
@@ -78,13 +78,17 @@ def gaussian_kernel1d(sigma: float, *, truncate: float = 4.0) -> jax.Array:
     return k / k.sum()
 
 
-def gaussian_blur(x: jax.Array, sigma: float, *, truncate: float = 4.0) -> jax.Array:
-    """Separable Gaussian blur of images x (..., H, W, C) with edge-replicate padding.
+def gaussian_blur(x: jax.Array, sigma: float, *, truncate: float = 4.0, fill=None) -> jax.Array:
+    """Separable Gaussian blur of images x (..., H, W, C).
 
     Args:
       x: images (..., H, W, C).
       sigma: standard deviation in pixels (static, > 0).
-      truncate: kernel radius in units of sigma.
+      truncate: kernel radius in units of sigma (radius ceil(truncate sigma)).
+      fill: border handling.  None (default): replicate the edge pixels
+        (scipy ``mode='nearest'``).  A number or a colour (C,): pad with that
+        constant (``fill=0`` is zero padding; the net's normalisation mean is
+        zero padding of the normalised image, TorchRay's convention).
 
     Returns:
       The blurred images, same shape and dtype.
@@ -92,10 +96,18 @@ def gaussian_blur(x: jax.Array, sigma: float, *, truncate: float = 4.0) -> jax.A
     k = gaussian_kernel1d(sigma, truncate=truncate).astype(x.dtype)
     r = (k.shape[0] - 1) // 2
     lead, (h, w, c) = x.shape[:-3], x.shape[-3:]
-    y = jnp.pad(x.reshape(-1, h, w, c), ((0, 0), (r, r), (r, r), (0, 0)), mode="edge")
+    y = x.reshape(-1, h, w, c)
+    pad = ((0, 0), (r, r), (r, r), (0, 0))
+    if fill is None:
+        y = jnp.pad(y, pad, mode="edge")
+    else:
+        fill = jnp.broadcast_to(jnp.asarray(fill, x.dtype), (c,))
+        y = jnp.pad(y - fill, pad)
     dn = ("NHWC", "HWIO", "NHWC")
     for kernel in (k.reshape(-1, 1, 1, 1), k.reshape(1, -1, 1, 1)):
         y = jax.lax.conv_general_dilated(y, jnp.tile(kernel, (1, 1, 1, c)), (1, 1), "VALID",
                                          dimension_numbers=dn, feature_group_count=c,
                                          precision=jax.lax.Precision.HIGHEST)
+    if fill is not None:
+        y = y + fill
     return y.reshape(*lead, h, w, c)

@@ -4,6 +4,7 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 
@@ -11,7 +12,8 @@ from jaxinterp import cli
 
 
 DEMO_TITLES = ("Model", "Gradient saliency on synthetic images", "Saliency energy inside the object",
-               "Gradient saliency on photographs", "Attribution methods", "Run")
+               "Gradient saliency on photographs", "Attribution methods", "Extremal perturbations", "Pointing game",
+               "Sanity checks: cascading randomisation", "Run")
 
 
 @pytest.fixture(scope="module")
@@ -34,12 +36,13 @@ def _numbers(tree):
 
 def test_writes_report_config_metrics_and_figures(run_dir):
     for name in ("report.html", "metrics.json", "config.json", "saliency.npz",
-                 "synthetic_easy.png", "synthetic_difficult.png", "photos.png", "attribution_grid.png"):
+                 "synthetic_easy.png", "synthetic_difficult.png", "photos.png", "attribution_grid.png",
+                 "pointing_game.md", "sanity.png", "extremal.png"):
         assert (run_dir / name).is_file(), name
     html = (run_dir / "report.html").read_text()
     for section in DEMO_TITLES:
         assert f"<h2>{section}</h2>" in html
-    assert html.count('src="data:image/png;base64,') == 4
+    assert html.count('src="data:image/png;base64,') == 6
     assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["id"] == "t1" and config["quick"] is True
@@ -47,9 +50,11 @@ def test_writes_report_config_metrics_and_figures(run_dir):
 
 def test_metrics_are_finite_and_shapes_match(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert {"model", "energy", "photos", "saliency_shapes", "seconds"} <= set(metrics)
-    for value in _numbers(metrics):
+    assert {"model", "energy", "photos", "pointing", "sanity", "saliency_shapes", "seconds"} <= set(metrics)
+    for value in _numbers({k: v for k, v in metrics.items() if k != "sanity"}):
         assert isinstance(value, (bool, int, float)) and math.isfinite(value), value
+    for value in _numbers(metrics["sanity"]):   # None: Spearman undefined for every map (constant maps)
+        assert value is None or (isinstance(value, (bool, int, float)) and math.isfinite(value)), value
     n = cli._QUICK.evaluated
     shapes = metrics["saliency_shapes"]
     assert shapes["synthetic_easy"] == shapes["synthetic_difficult"] == [n, 64, 64]
@@ -75,6 +80,66 @@ def test_attribution_grid_has_every_method_for_every_image_and_target(run_dir):
     for k in maps:
         assert arrays[k].shape == (n, 2, 64, 64) and np.isfinite(arrays[k]).all(), k
         assert np.abs(arrays[k]).max() > 0, k
+
+
+def test_pointing_game_and_sanity_sections(run_dir):
+    from jaxinterp import evaluation
+    from jaxinterp.data import synthetic
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    pg = metrics["pointing"]
+    n = cli._EVAL_IMAGES[True]
+    assert pg["images_per_variant"] == n and pg["tolerance"] == pytest.approx(15 * 64 / 224)
+    slugs = [s for s, _, _, _ in cli._eval_methods(True)]
+    assert set(pg["methods"]) == set(slugs) | {"centre"} and slugs == list(cli._QUICK_EVAL_METHODS)
+    for slug, row in pg["methods"].items():
+        for col in ("accuracy_all", "accuracy_difficult"):
+            assert 0.0 <= row[col] <= 1.0, (slug, col)
+        if slug != "centre":
+            assert 0.0 <= row["deletion_auc"] <= 1.0 and 0.0 <= row["insertion_auc"] <= 1.0
+            assert row["nonfinite"] == 0
+    # The table's hits, recomputed independently: mean per-class accuracy from the saved hits.
+    arrays = np.load(run_dir / "saliency.npz")
+    hits = arrays["pointing_hits"]
+    assert hits.shape == (len(slugs) + 1, 2 * n) and hits.dtype == bool
+    labels = np.concatenate([synthetic.generate(jax.random.key(cli.zoo.TEST_SEED), n, variant=v, size=64)["label"]
+                             for v in synthetic.VARIANTS])
+    for slug, h in zip(slugs + ["centre"], hits):         # rows of pointing_hits: the methods, then centre
+        row = pg["methods"][slug]
+        acc = np.mean([h[labels == c].mean() for c in np.unique(labels)])
+        assert row["accuracy_all"] == pytest.approx(acc)
+        d = slice(n, 2 * n)
+        acc = np.mean([h[d][labels[d] == c].mean() for c in np.unique(labels[d])])
+        assert row["accuracy_difficult"] == pytest.approx(acc)
+    table = (run_dir / "pointing_game.md").read_text().splitlines()
+    assert len(table) == 2 + len(slugs) + 1 and table[-1].startswith("| centre (baseline) |")
+    sn = metrics["sanity"]
+    assert sn["threshold"] == evaluation.SANITY_THRESHOLD and sn["images"] == n and sn["stages"] == 6
+    assert set(sn["methods"]) == set(cli._QUICK_EVAL_METHODS)
+    for slug, series in sn["methods"].items():
+        assert len(series["spearman"]) == len(series["ssim"]) == len(series["hog"]) == 6
+        assert series["spearman"][0] == pytest.approx(1.0, abs=1e-5) and series["hog"][0] == pytest.approx(0.0, abs=1e-5)
+        assert all(v is None or -1 - 1e-5 <= v <= 1 + 1e-5 for v in series["spearman"] + series["ssim"])
+        assert all(v is None or 0 <= v <= 2 + 1e-5 for v in series["hog"])
+        final = series["spearman"][-1]
+        assert series["fails"] == (final is not None and final > sn["threshold"])
+
+
+def test_extremal_section(run_dir):
+    """Masks (images, areas, 64, 64) in [0, 1]; the IoU metric recomputed from the saved masks."""
+    from jaxinterp.data import synthetic
+    from jaxinterp.train import zoo
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())["extremal"]
+    with np.load(run_dir / "saliency.npz") as f:
+        masks = f["extremal_masks"]
+    k, areas = metrics["images"], metrics["areas"]
+    assert masks.shape == (k, len(areas), 64, 64) and masks.min() >= 0 and masks.max() <= 1
+    gt = np.asarray(synthetic.generate(jax.random.key(zoo.TEST_SEED), 8, variant="easy", size=64)["mask"])[:k] > 0.5
+    for a, area in enumerate(areas):
+        m = masks[:, a] > 0.5
+        iou = (m & gt).sum((1, 2)) / np.maximum((m | gt).sum((1, 2)), 1)
+        assert metrics["mean_iou_with_object"][str(area)] == pytest.approx(iou.mean(), abs=1e-6)
+    assert metrics["steps"] == 20 and math.isfinite(metrics["final_reward"])
 
 
 def test_energy_in_mask_closed_form():

@@ -26,7 +26,9 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
       Grad-CAM layer of another net).
     max_targets: tfds only: classes explained per image (padding beyond those present).
     quick: fewer samples for sampling methods (as ``jaxinterp demo --quick``).
-    tolerance: pointing-game radius in pixels (15, TorchRay) at the image size.
+    tolerance: pointing-game radius in pixels; None = TorchRay's 15 px at 224 px scaled
+      to the image size (15 * size / 224: 4.3 px for the 64 px synthetic images,
+      15 px for tfds datasets at image_size 224).
     curve_steps: deletion / insertion steps (0 = skip those columns).
     out, cache_dir, seed.
     """
@@ -46,7 +48,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     c.method_options = {}
     c.max_targets = 8
     c.quick = variant == "local"
-    c.tolerance = 15.0
+    c.tolerance = ml_collections.config_dict.placeholder(float)
     c.curve_steps = 16
     c.out = "runs/pointing_game"
     c.cache_dir = ml_collections.config_dict.placeholder(str)

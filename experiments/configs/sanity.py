@@ -6,8 +6,7 @@ options; ``get_config('local')``: 16 images and fewer samples for IG / SmoothGra
 
 import ml_collections
 
-DEFAULT_METHODS = ("gradient", "guided_backprop", "integrated_gradients", "grad_cam", "lrp_epsilon",
-                   "excitation_bp", "smoothgrad")
+from jaxinterp.evaluation.benchmark import SANITY_METHODS as DEFAULT_METHODS  # noqa: E402  (shared with the demo)
 
 
 def get_config(variant: str = "full") -> ml_collections.ConfigDict:

@@ -105,11 +105,23 @@ def parameter_layers(net: Net) -> tuple[tuple[str, tuple[tuple[str, ...], ...]],
     return tuple((g, tuple(paths[i] for i in groups[g])) for g in order)
 
 
+def _placed_like(new, old):
+    """``new`` with the placement of ``old``: a committed array's sharding is kept.
+
+    jit caches compilations per committed-ness and sharding of the arguments, so a
+    randomised layer placed differently from the original would recompile every
+    method at every stage; it also keeps replicated / sharded params so.
+    """
+    if isinstance(old, jax.Array) and isinstance(new, jax.Array) and old.committed:
+        return jax.device_put(new, old.sharding)
+    return new
+
+
 def _replace(params, fresh, paths):
     def setp(tree, src, path):
         for k in path[:-1]:
             tree, src = tree[k], src[k]
-        tree[path[-1]] = src[path[-1]]
+        tree[path[-1]] = _placed_like(src[path[-1]], tree[path[-1]])
 
     out = _copy_dicts(params)
     for p in paths:

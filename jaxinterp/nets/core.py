@@ -124,6 +124,11 @@ class Net:
         return dict(self.config).get("num_classes", 0)
 
     @property
+    def mean(self) -> tuple[float, float, float]:
+        """The RGB colour the net's input normalisation maps to zero (its "neutral" colour)."""
+        return tuple(float(v) for v in self.module_cls.MEAN)
+
+    @property
     def input_size(self) -> tuple[int, int]:
         """The (H, W) the net was designed for (any size the stages accept works)."""
         return self.module_cls.INPUT_SIZE

@@ -7,7 +7,7 @@ import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from jaxinterp import ops
-from jaxinterp.evaluation import (EMPTY_BOX, best_threshold, box_iou, localisation_accuracy,
+from jaxinterp.evaluation import (EMPTY_BOX, best_threshold, box_iou, largest_component, localisation_accuracy,
                                   localisation_hits, map_to_box, threshold_mask)
 
 
@@ -146,3 +146,75 @@ def test_bad_input_raises():
         best_threshold(maps, gt, np.array([]), np.array([True, False]))
     with pytest.raises(ValueError, match="^maps"):
         map_to_box(np.zeros((2, 0, 8), np.float32), 0.5)
+
+
+def _scipy_largest(mask):
+    """The largest 8-connected component by scipy.ndimage.label; ties -> the lowest label (first in raster order)."""
+    import scipy.ndimage
+    lab, n = scipy.ndimage.label(mask, structure=np.ones((3, 3), int))
+    if n == 0:
+        return np.zeros_like(mask, bool)
+    sizes = np.bincount(lab.ravel())[1:]
+    return lab == 1 + int(np.argmax(sizes))
+
+
+def test_largest_component_matches_scipy_label():
+    rng = np.random.default_rng(4)
+    masks = rng.random((40, 13, 17)) < rng.uniform(0.2, 0.7, (40, 1, 1))    # many components, long chains
+    masks[0] = False                                                         # empty
+    masks[1] = True                                                          # one full component
+    masks[2] = False
+    masks[2, 1:3, 1:3] = masks[2, 8:10, 10:12] = True                         # a tie of two 2 x 2 blobs
+    masks[3] = False
+    masks[3, 5:8, 0:2] = masks[3, 0:3, 14:16] = True                          # a tie: the raster-first wins
+    masks[4] = False
+    masks[4, ::2, :] = True                                                   # stripes: no 8-contact
+    masks[4, :, 16] = True                                                    # ... until a column joins them
+    masks[5] = np.eye(13, 17, dtype=bool) | np.eye(13, 17, k=4, dtype=bool)[::-1]   # diagonals (8-connected only)
+    got = np.asarray(jax.jit(largest_component)(masks))
+    for k in range(len(masks)):
+        np.testing.assert_array_equal(got[k], _scipy_largest(masks[k]), err_msg=str(k))
+    # a spiral (path length ~ H W / 2) converges too
+    spiral = np.zeros((15, 15), bool)
+    y0, x0, y1, x1 = 0, 0, 14, 14
+    while y0 <= y1 and x0 <= x1:
+        spiral[y0, x0:x1 + 1] = spiral[y0:y1 + 1, x1] = spiral[y1, x0:x1 + 1] = True
+        if y0 + 2 <= y1:
+            spiral[y0 + 2:y1 + 1, x0] = True
+        spiral[y0 + 2, x0:x0 + 2 if x0 + 2 <= x1 else x0 + 1] = True
+        y0, x0, y1, x1 = y0 + 2, x0 + 2, y1 - 2, x1 - 2
+    np.testing.assert_array_equal(largest_component(spiral), _scipy_largest(spiral))
+    # vmap over a leading axis == loop
+    vm = np.asarray(jax.vmap(largest_component)(masks[:8].reshape(4, 2, 13, 17))).reshape(8, 13, 17)
+    np.testing.assert_array_equal(vm, got[:8])
+
+
+def test_largest_component_box_and_hits():
+    rng = np.random.default_rng(5)
+    maps = rng.random((12, 16, 16)).astype(np.float32) ** 4
+    maps[0] = 0.0
+    maps[0, 2:5, 2:5] = 1.0
+    maps[0, 10:12, 9:15] = 0.9                      # two blobs: 'all' encloses both, 'largest' the bigger
+    f = jax.jit(map_to_box, static_argnames=("method", "component"))
+    for alpha in (0.2, 0.5):
+        got = np.asarray(f(maps, alpha, method="value", component="largest"))
+        for k in range(len(maps)):
+            want = _np_box(_scipy_largest(_np_select(maps[k], alpha, "value")))
+            assert tuple(got[k]) == want, (alpha, k)
+    assert tuple(np.asarray(f(maps[:1], 0.2, component="all"))[0]) == (2, 2, 11, 14)
+    assert tuple(np.asarray(f(maps[:1], 0.2, component="largest"))[0]) == (10, 9, 11, 14)
+    gt = np.array([[10, 9, 11, 14]] * 12)
+    hits = np.asarray(localisation_hits(maps, gt, 0.2, component="largest"))
+    want = [_np_iou(_np_box(_scipy_largest(_np_select(maps[k], 0.2, "value"))), tuple(gt[k])) >= 0.5
+            for k in range(12)]
+    np.testing.assert_array_equal(hits, want)
+    held = np.arange(12) < 6
+    res = best_threshold(maps, gt, np.array([0.2, 0.6]), held, component="largest")
+    assert res["held_out_accuracy"].shape == (2,)
+    sh = NamedSharding(Mesh(np.array(jax.devices()[:4]), ("data",)), P("data"))
+    g = jax.jit(lambda m: map_to_box(m, 0.3, component="largest"))
+    np.testing.assert_array_equal(np.asarray(g(jax.device_put(maps, sh))), np.asarray(g(maps)))
+    with pytest.raises(ValueError, match="^component"):
+        map_to_box(maps, 0.5, component="biggest")
+    with pytest.raises(ValueError, match="^masks"):
+        largest_component(np.zeros((3,), bool))

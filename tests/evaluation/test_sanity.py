@@ -129,3 +129,46 @@ def test_bad_input_raises(setup):
         shift_invariance(grad_method, net, params, x, jnp.array([0, 1]), (16, 0))
     with pytest.raises(ValueError, match="^shift"):
         shift_invariance(grad_method, net, params, x, jnp.array([0, 1]), (1.5, 0))
+
+
+def test_vmap_equals_loop_and_sharded_equals_single_device(setup):
+    """class_selectivity and shift_invariance: batch == per-image loop == vmap, and 8 devices == one."""
+    from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+    net, params, _ = setup
+    x = jax.random.uniform(jax.random.key(2), (8, 16, 16, 3))
+    target = jnp.arange(8, dtype=jnp.int32)[:, None] % 5
+    key = jax.random.key(9)
+
+    def sel(x1, t1, o1):       # similarity of the maps for the target and for given other classes
+        return spearman(grad_method(net, params, x1, t1), grad_method(net, params, x1, o1))
+
+    full, others = class_selectivity(grad_method, net, params, x, target, key)
+    loop = np.stack([np.asarray(sel(x[i:i + 1], target[i:i + 1], others[i:i + 1]))[0] for i in range(8)])
+    np.testing.assert_allclose(full, loop, rtol=1e-5, atol=1e-6)
+    shift = jax.jit(lambda x, t: shift_invariance(grad_method, net, params, x, t, (3, -2)))
+    s_full = np.asarray(shift(x, target))
+    s_loop = np.stack([np.asarray(shift(x[i:i + 1], target[i:i + 1]))[0] for i in range(8)])
+    np.testing.assert_allclose(s_full, s_loop, rtol=1e-5, atol=1e-6)
+    s_vmap = jax.vmap(lambda a, t: shift(a[None], t[None])[0])(x, target)
+    np.testing.assert_allclose(np.asarray(s_vmap), s_loop, rtol=1e-5, atol=1e-6)
+    sh = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data"))
+    xs, ts = jax.device_put(x, sh), jax.device_put(target, sh)
+    np.testing.assert_allclose(np.asarray(shift(xs, ts)), s_full, rtol=1e-5, atol=1e-6)
+    cs = jax.jit(lambda x, t, k: class_selectivity(grad_method, net, params, x, t, k))
+    got, got_others = cs(xs, ts, key)
+    np.testing.assert_array_equal(np.asarray(got_others), np.asarray(others))
+    np.testing.assert_allclose(np.asarray(got), np.asarray(full), rtol=1e-5, atol=1e-6)
+
+
+def test_randomised_params_keep_placement_so_jit_does_not_recompile(setup):
+    net, params, x = setup
+    key = jax.random.key(4)
+    f = jax.jit(lambda p, x: net.apply(p, x))
+    committed = jax.device_put(params, jax.devices()[0])
+    f(committed, x)
+    for _, p in cascading_randomisation(net, committed, key) + independent_randomisation(net, committed, key):
+        assert all(a.committed for a in jax.tree.leaves(p))
+        f(p, x)
+    assert f._cache_size() == 1                       # one compilation for every stage
+    for _, p in cascading_randomisation(net, params, key):
+        assert [a.committed for a in jax.tree.leaves(p)] == [a.committed for a in jax.tree.leaves(params)]

@@ -1,0 +1,154 @@
+"""Extremal perturbations (Fong, Patrick and Vedaldi 2019) over a dataset, resumable and sharded.
+
+    python experiments/extremal.py --variant local --id ep        # minutes on a CPU
+    python experiments/extremal.py --id ep                         # 800 steps, 4 areas, 1024 images
+    python experiments/extremal.py --set dataset=voc07 --set data_dir=~/tfds --set net=vgg16 \
+        --set weights=vgg16_voc.npz
+
+Every batch of images gets masks for all of its targets and areas in one
+compiled call (split over all devices when there are several), written to
+``<out>/<id>/shards/b<batch>.npz`` (masks as float16 (B, T, A, H, W), the final
+reward and area terms, targets); a rerun with the same ``--id`` skips the
+finished batches.  The summary (``metrics.json``, ``report.html``) gives the
+pointing-game accuracy of the extremal saliency (masks summed over areas,
+smoothed: TorchRay's protocol), all / difficult, each area's mean mask area and
+final reward, and for the synthetic set the IoU of each mask with the object.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import _common  # noqa: E402
+import pointing_game  # noqa: E402
+from configs import extremal as extremal_config  # noqa: E402
+
+from jaxinterp import ops, plot  # noqa: E402
+from jaxinterp.evaluation import pointing_hits  # noqa: E402
+from jaxinterp.evaluation.benchmark import pointing_rows, scaled_tolerance  # noqa: E402
+from jaxinterp.perturbation import extremal  # noqa: E402
+from jaxinterp.report import Report, write_json  # noqa: E402
+from jaxinterp.train import sharding  # noqa: E402
+
+
+@functools.lru_cache(maxsize=None)
+def masks_fn(net, areas: tuple, steps: int, variant: str, perturbation: str):
+    """jit(params, x, target) -> (masks (B, T, A, H, W), final (B, T, A, 2))."""
+    def fn(params, x, target):
+        masks, history = extremal(net, params, x, target, areas=areas, steps=steps, variant=variant,
+                                  perturbation=perturbation)
+        return masks, history[..., -1, :]
+    return jax.jit(fn)
+
+
+def saliency(masks: np.ndarray, smooth: float) -> jax.Array:
+    """TorchRay's pointing-game map: masks (B, T, A, H, W) summed over areas, Gaussian-smoothed."""
+    maps = jnp.asarray(masks, jnp.float32).sum(axis=2)
+    return ops.gaussian_blur(maps[..., None], smooth * max(maps.shape[-2:]), fill=0.0)[..., 0]
+
+
+def run_batch(net, params, mesh, batch, config) -> dict[str, np.ndarray]:
+    k = batch["image"].shape[0]
+    padded = pointing_game._pad(batch, mesh.size)
+    x, t = padded["image"], padded["target"]
+    if mesh.size > 1:
+        x, t = sharding.shard_batch((x, t), mesh)
+    fn = masks_fn(net, tuple(config.areas), config.steps, config.variant, config.perturbation)
+    masks, final = fn(params, x, t)
+    return {"masks": np.asarray(masks)[:k].astype(np.float16), "final": np.asarray(final)[:k],
+            "target": batch["target"], "valid": batch["valid"], "difficult": batch["difficult"],
+            "gt": batch["mask"], "image": np.round(np.asarray(batch["image"]) * 255).astype(np.uint8)}
+
+
+def summarise(run_dir, shards, config, num_classes, tolerance, log) -> dict:
+    data = {k: np.concatenate([s[k] for s in shards]) for k in shards[0]}
+    valid, difficult = data["valid"], data["valid"] & data["difficult"]
+    hits = np.asarray(pointing_hits(saliency(data["masks"], config.smooth), data["gt"], tolerance=tolerance))
+    row = pointing_rows({"extremal": {"hits": hits}}, {"extremal": "extremal perturbation"}, data["target"],
+                        valid, difficult, num_classes)[0]
+    acc_all = row["accuracy_all"]
+    acc_difficult = None if np.isnan(row["accuracy_difficult"]) else row["accuracy_difficult"]
+    masks = data["masks"].astype(np.float32) > 0.5                           # (N, T, A, H, W)
+    gt = data["gt"][:, :, None]
+    iou = (masks & gt).sum((-1, -2)) / np.maximum((masks | gt).sum((-1, -2)), 1)
+    per_area = {str(a): {"mask_area": float(data["masks"][..., i, :, :].astype(np.float32).mean(axis=(-1, -2))[valid].mean()),
+                         "final_reward": float(data["final"][..., i, 0][valid].mean()),
+                         "iou_with_object": float(iou[..., i][valid].mean())}
+                for i, a in enumerate(config.areas)}
+    metrics = {"pairs": int(valid.sum()), "tolerance": tolerance, "pointing_all": acc_all,
+               "pointing_difficult": acc_difficult, "areas": per_area}
+    write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    shown = min(6, len(data["masks"]))
+    cells, titles = [], []
+    for i in range(shown):
+        image = data["image"][i].astype(np.float32) / 255
+        cells.append(image)
+        titles.append(f"image {i}, target {data['target'][i, 0]}")
+        for a, area in enumerate(config.areas):
+            cells.append(image * data["masks"][i, 0, a].astype(np.float32)[..., None])
+            titles.append(f"area {area}")
+    report = Report(f"Extremal perturbations {os.path.basename(run_dir)}")
+    sec = report.section("Extremal perturbations",
+                         f"{config.variant} masks, {config.perturbation} perturbation, {config.steps} steps, "
+                         f"areas {list(config.areas)}, {metrics['pairs']} (image, target) pairs of "
+                         f"{config.dataset}.  Pointing game (tolerance {tolerance:.2f} px) of the masks "
+                         f"summed over areas and smoothed (sigma {config.smooth} of the side).")
+    sec.table([("pointing accuracy, all", acc_all), ("pointing accuracy, difficult", acc_difficult)]
+              + [(f"area {a}: mask area / final reward / IoU with object",
+                  f"{v['mask_area']:.3f} / {v['final_reward']:.3f} / {v['iou_with_object']:.3f}")
+                 for a, v in per_area.items()], header=("metric", "value"))
+    sec.figure(plot.grid(cells, titles, os.path.join(run_dir, "masks.png"), ncols=len(config.areas) + 1),
+               "The first images and their first target's masks (image x mask), one column per area.")
+    report.write(run_dir)
+    log(f"pointing accuracy {acc_all:.3f} (difficult {acc_difficult}); wrote {run_dir}/metrics.json, report.html")
+    return metrics
+
+
+def run(config, run_id: str | None = None) -> dict:
+    log = _common.logger("extremal")
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
+    if config.dataset not in ("synthetic", *pointing_game.TFDS_NAMES):
+        raise ValueError(f"dataset: expected 'synthetic', 'voc07' or 'coco14', got {config.dataset!r}")
+    run_dir = _common.prepare_run(config, run_id, config.out, log)
+    net, params, _ = pointing_game.load_net(config, log)
+    mesh = sharding.data_mesh()
+    if mesh.size > 1:
+        params = sharding.replicate(params, mesh)
+    if config.dataset == "synthetic":
+        num, batches, num_classes = pointing_game.synthetic_batches(config, run_dir)
+    else:
+        num, batches, num_classes = pointing_game.tfds_batches(config, net.num_classes)
+    size = 64 if config.dataset == "synthetic" else config.image_size
+    tolerance = scaled_tolerance(size) if config.tolerance is None else float(config.tolerance)
+    shards, computed = [], 0
+    for b, batch in batches:
+        path = os.path.join(run_dir, "shards", f"b{b:05d}.npz")
+        done = _common.load_npz(path)
+        if done is None:
+            t0 = time.perf_counter()
+            done = run_batch(net, params, mesh, batch, config)
+            _common.save_npz(path, **done)
+            computed += 1
+            log(f"batch {b + 1}/{num or '?'}: {int(batch['valid'].sum())} pairs x {len(config.areas)} areas, "
+                f"{config.steps} steps in {time.perf_counter() - t0:.1f}s")
+        shards.append(done)
+    log(f"computed {computed} batches, {len(shards) - computed} resumed from disk")
+    metrics = summarise(run_dir, shards, config, num_classes, tolerance, log)
+    return {**metrics, "computed_batches": computed}
+
+
+def main(argv=None) -> dict:
+    return _common.main(argv, extremal_config.get_config, __doc__, run)
+
+
+if __name__ == "__main__":
+    main()
