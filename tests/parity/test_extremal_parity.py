@@ -9,7 +9,10 @@ builds float32 kernels, so it cannot run in float64).  In float32 a
 trajectory can agree to ~1e-5 for some steps and then drift once a near-tie
 of the vecsort or a ReLU flips: at 64 px with areas 0.05 / 0.1 / 0.3, area
 0.1 tracked to 1e-5 over all 50 steps while 0.3 drifted to 20% of the reward
-by step 50, with identical first steps.  The test uses area 0.1.
+by step 50, with identical first steps.  The test uses area 0.1.  The full
+800-step optimisation is too slow for CPU CI; run once (vgg16, the photograph
+at 64 px, area 0.1, defaults) it gave masks with max |ours - TorchRay| =
+9.5e-7 and IoU 1.0 of the masks thresholded at 0.5.
 
 TorchRay perturbs the *normalised* image (zero padding, fade to zero); ours
 perturbs the [0, 1] image with ``fill = net.mean``, the same operator: the
@@ -85,15 +88,14 @@ def test_first_50_steps_track_torchray(vgg16, variant):
     model, params, net, x = vgg16
     mask_t, hist_t = _torchray_run(model, x, variant)
     with jax.default_matmul_precision("highest"):
-        run = jax.jit(lambda p, x, steps: extremal(net, p, x, jnp.array([TARGET]), areas=(0.1,), steps=steps,
-                                                   variant=variant), static_argnums=2)
-        _, history = run(params, jnp.asarray(x), STEPS)
-        # TorchRay returns the mask of its last step, i.e. after STEPS - 1 updates.
-        mask, _ = run(params, jnp.asarray(x), STEPS - 1)
-    history = np.asarray(history)[0, 0, 0]                     # (steps, 2)
+        # TorchRay returns the mask of its last step, i.e. after STEPS - 1 updates: ours with
+        # STEPS - 1 steps gives that mask and the history of the first STEPS - 1 steps.
+        mask, history = jax.jit(lambda p, x: extremal(net, p, x, jnp.array([TARGET]), areas=(0.1,),
+                                                      steps=STEPS - 1, variant=variant))(params, jnp.asarray(x))
+    history = np.asarray(history)[0, 0, 0]                     # (steps - 1, 2)
     reward, area = history[:, 0], history[:, 1]
     scale = np.abs(hist_t[0]).max()
-    assert np.abs(reward - hist_t[0]).max() <= 1e-3 * scale
-    np.testing.assert_allclose(area, -hist_t[1], rtol=1e-3)
+    assert np.abs(reward - hist_t[0, :-1]).max() <= 1e-3 * scale
+    np.testing.assert_allclose(area, -hist_t[1, :-1], rtol=1e-3)
     assert np.abs(np.asarray(mask)[0, 0, 0] - mask_t).max() <= 1e-3
     assert math.isfinite(scale)
