@@ -214,7 +214,7 @@ def fit(net, data_fn: DataFn, *, steps: int, batch_size: int, lr: float = 1e-3, 
     ckpt = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, max_to_keep=2)
     try:
         if ckpt is not None and ckpt.latest_step() is not None:
-            state = _resume(ckpt, state, config, progress)
+            state = resume_from(ckpt, state, config, progress)
         state, history = _loop(net, tx, state, data_fn, steps, batch_size, mesh, ckpt, config,
                                checkpoint_every, log_every, progress)
     finally:
@@ -223,8 +223,11 @@ def fit(net, data_fn: DataFn, *, steps: int, batch_size: int, lr: float = 1e-3, 
     return jax.device_put(state, mesh.devices.flat[0]), history
 
 
-def _resume(ckpt: Checkpointer, state: TrainState, config: dict, progress) -> TrainState:
-    """The latest checkpoint of ``ckpt``, restored onto the placement of ``state``."""
+def resume_from(ckpt: Checkpointer, state, config: dict, progress):
+    """The latest checkpoint of ``ckpt``, restored onto the placement of ``state`` (any state pytree).
+
+    Raises ValueError naming ``checkpoint_dir`` if the checkpoint's saved ``config`` differs.
+    """
     state, saved = ckpt.restore(like=state)
     for name, value in config.items():
         if saved.get(name) != value:
