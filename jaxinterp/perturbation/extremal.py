@@ -29,9 +29,9 @@ from jaxinterp.perturbation.area import area_zeros, check_areas, vecsort_penalty
 from jaxinterp.perturbation.masks import clamp01, mask_geometry, smooth_mask
 from jaxinterp.perturbation.operators import PERTURBATIONS, apply_pyramid, perturbation_pyramid
 
-__all__ = ["extremal", "extremal_saliency", "VARIANTS", "REWARDS", "simple_reward", "contrastive_reward", "reward_function",
-           "signed_rewards", "sgd_dampened", "lambda_schedule", "optimise_masks", "check_optimiser", "variant_signs",
-           "kept_versions"]
+__all__ = ["extremal", "extremal_saliency", "VARIANTS", "REWARDS", "simple_reward", "contrastive_reward",
+           "reward_function", "signed_rewards", "sgd_dampened", "lambda_schedule", "optimise_masks",
+           "check_optimiser", "variant_signs", "kept_versions"]
 
 VARIANTS = ("preserve", "delete", "dual")
 """'preserve': keep the region m = 1, perturb the rest, maximise the reward;
