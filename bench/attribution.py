@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
-import json
 import math
 import os
 import sys
@@ -42,7 +41,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ceiling import PRECISIONS, _cast, measure, time_call  # noqa: E402
+from ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
 
 from jaxinterp import nets  # noqa: E402
 
@@ -333,20 +332,6 @@ def results_path(out: str, net: str, device: str) -> str:
     return os.path.join(out, f"attribution_{net}_{device.replace(' ', '_')}.json")
 
 
-def _write(path: str, result: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2, allow_nan=True)
-    os.replace(tmp, path)
-
-
-def _load(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def _config(args) -> dict:
     return {k: getattr(args, k) for k in ("size", "batch", "iter_batch", "ceiling_batch", "chunk",
                                           "perturbation_chunk", "steps", "samples", "masks",
@@ -432,7 +417,7 @@ def run_net(net_name: str, args, torch_side) -> dict:
     params = net.init(jax.random.key(0))
     device = _device_kind()
     path = results_path(args.out, net_name, device)
-    old = _load(path)
+    old = load_results(path)
     if old is not None and old.get("config") != _config(args):
         if not args.force:
             raise SystemExit(f"{path} holds results of another configuration {old.get('config')}; "
@@ -458,7 +443,7 @@ def run_net(net_name: str, args, torch_side) -> dict:
             for entry in result["entries"].values():  # kept entries: ratios to the new ceiling
                 if entry["precision"] == precision:
                     add_ratios(entry, ceilings)
-            _write(path, result)
+            write_results(path, result)
         for name in args.methods:
             key = f"{precision}/{name}"
             done = None if args.force else result["entries"].get(key)
@@ -474,7 +459,7 @@ def run_net(net_name: str, args, torch_side) -> dict:
                 entry["captum"] = _captum_entry(torch_side, name, net_name, precision, args)
             add_ratios(entry, ceilings)
             result["entries"][key] = entry
-            _write(path, result)
+            write_results(path, result)
             print(f"[{net_name} {precision}] {_progress(entry)} "
                   f"({time.perf_counter() - started:.0f} s)", flush=True)
     return result

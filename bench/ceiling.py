@@ -46,6 +46,21 @@ def make_step(net: nets.Net, mode: str):
     return jax.jit({"forward": forward, "gradient": gradient}[mode])
 
 
+def write_results(path: str, result: dict) -> None:
+    """Write a benchmark's JSON atomically (NaN allowed: a method that failed or was skipped)."""
+    with open(path + ".tmp", "w") as f:
+        json.dump(result, f, indent=2, allow_nan=True)
+    os.replace(path + ".tmp", path)
+
+
+def load_results(path: str) -> dict | None:
+    """A benchmark's earlier JSON (to resume), or None."""
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
 def time_call(fn, *args, iters: int = 10, warmup: int = 2) -> float:
     """Median wall time (s) of ``fn(*args)`` after compilation and warm-up."""
     for _ in range(warmup):
@@ -106,9 +121,7 @@ def main(argv=None):
               "backend": jax.default_backend(), "jax": jax.__version__, "rows": rows}
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"ceiling_{args.net}_{device.replace(' ', '_')}.json")
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_results(path, result)
     print(f"\n{args.net}, {args.size} px, batch {args.batch}, {device} (jax {jax.__version__})\n")
     print("| precision | forward (img/s) | forward + input gradient (img/s) |")
     print("|---|---|---|")

@@ -26,7 +26,6 @@ already there (``--force`` re-measures).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -37,7 +36,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ceiling import PRECISIONS, _cast, measure, time_call  # noqa: E402
+from ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
 
 from jaxinterp import nets  # noqa: E402
 from jaxinterp.perturbation import extremal  # noqa: E402
@@ -79,12 +78,6 @@ def torchray_images_per_s(arch: str, args) -> float:
     return 1.0 / (time.perf_counter() - t0)
 
 
-def _write(path, result):
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--nets", default="resnet50,vgg16")
@@ -105,11 +98,9 @@ def main(argv=None):
     path = os.path.join(args.out, f"extremal_{device.replace(' ', '_')}.json")
     config = {k: getattr(args, k) for k in ("size", "areas", "steps")}
     result = {"device": device, "jax": jax.__version__, "config": config, "entries": {}}
-    if os.path.exists(path) and not args.force:
-        with open(path) as f:
-            previous = json.load(f)
-        if previous.get("config") == config:
-            result = previous
+    previous = None if args.force else load_results(path)
+    if previous is not None and previous.get("config") == config:
+        result = previous
     entries = result["entries"]
     for name in args.nets.split(","):
         net = nets.get(name) if name != "smallcnn" else nets.get(name, num_classes=10)
@@ -120,14 +111,14 @@ def main(argv=None):
                 grad = measure(net, params, batch=args.ceiling_batch, size=args.size, precision=precision)
                 entries[key] = {"forward_gradient_images_per_s": grad,
                                 "images_per_s": grad / (len(args.areas) * args.steps)}
-                _write(path, result)
+                write_results(path, result)
             ceiling = entries[key]["images_per_s"]
             for batch in (int(b) for b in args.batches.split(",")):
                 key = f"{name}/{precision}/{batch}"
                 if key not in entries:
                     rate = ours(net, params, args, precision, batch)
                     entries[key] = {"images_per_s": rate, "ratio": rate / ceiling}
-                    _write(path, result)
+                    write_results(path, result)
                 e = entries[key]
                 print(f"{name} {precision:8s} batch {batch:3d}: {e['images_per_s']:.4g} images/s, "
                       f"{e['ratio']:.2f} x ceiling ({ceiling:.4g})", flush=True)
@@ -137,7 +128,7 @@ def main(argv=None):
                 entries[key] = {"images_per_s": torchray_images_per_s(name, args)}
             except ImportError as e:
                 entries[key] = {"error": f"not importable: {e}"}
-            _write(path, result)
+            write_results(path, result)
     print(f"\nextremal perturbations, {args.size} px, {len(args.areas)} areas, {args.steps} steps, "
           f"{device} (jax {jax.__version__}); goal >= {GOAL} x ceiling\n")
     print("| net | precision | images / call | images/s | ceiling images/s | ratio |")

@@ -31,11 +31,15 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ceiling import load_results, write_results  # noqa: E402
 
 from jaxinterp.objectives import infonce, sinkhorn_labels
 from jaxinterp.train import sharding
@@ -203,20 +207,6 @@ def results_path(args, device: str) -> str:
     return os.path.join(args.out, name)
 
 
-def _write(path: str, result: dict) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=2, allow_nan=True)
-    os.replace(tmp, path)
-
-
-def _load(path: str) -> dict | None:
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
 def _fmt(v, digits=3):
     if v is None:
         return "-"
@@ -285,7 +275,7 @@ def main(argv=None) -> dict:
     os.makedirs(args.out, exist_ok=True)
     path = results_path(args, device)
     config = {k: v for k, v in vars(args).items() if k not in ("out", "force", "quick")}
-    result = _load(path) or {}
+    result = load_results(path) or {}
     if result.get("config") != config:
         result = {"config": config, "entries": {}}
     result.update(device=device, jax=jax.__version__, backend=jax.default_backend())
@@ -302,7 +292,7 @@ def main(argv=None) -> dict:
         except Exception as e:  # record and go on: one failure does not lose the others
             entry = {"status": "error", "error": f"{type(e).__name__}: {e}"}
         result["entries"][name] = entry
-        _write(path, result)
+        write_results(path, result)
         print(f"{name}: {json.dumps(entry)}")
     print(f"\n{device}, N = {args.n}, K = {args.k}, lambda = {args.lam}, tol = {args.tol}\n")
     print(table(result))
