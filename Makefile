@@ -9,7 +9,11 @@ PIP    := $(VENV)/bin/python -m pip
 # tests, never ported) pins old dependencies, so it is installed without them.
 TORCH  ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 captum==0.9.0
 TORCHRAY ?= torchray==1.0.0.2
-PYTEST_ARGS ?= -n 2 --durations=15
+# lucent (Apache-2.0) is the synthesis oracle; it pins kornia <= 0.4.1, whose warps it calls.  Installed without
+# its test-and-notebook dependencies (pytest-mock, coveralls, ipython, ...): the parity tests use its param,
+# transform and objective modules only.
+LUCENT ?= torch-lucent==0.1.8 kornia==0.4.1 decorator
+PYTEST_ARGS ?= -n 2 --dist loadscope --durations=15
 
 .PHONY: demo test bench env clean
 
@@ -21,7 +25,7 @@ $(VENV)/.base: pyproject.toml
 
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -q -e '.[data,test]' $(TORCH)
-	$(PIP) install -q --no-deps $(TORCHRAY)
+	$(PIP) install -q --no-deps $(TORCHRAY) $(LUCENT)
 	touch $@
 
 env: $(VENV)/.base

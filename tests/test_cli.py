@@ -5,6 +5,7 @@ import math
 import os
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -37,12 +38,12 @@ def _numbers(tree):
 def test_writes_report_config_metrics_and_figures(run_dir):
     for name in ("report.html", "metrics.json", "config.json", "saliency.npz",
                  "synthetic_easy.png", "synthetic_difficult.png", "photos.png", "attribution_grid.png",
-                 "pointing_game.md", "sanity.png", "extremal.png"):
+                 "pointing_game.md", "sanity.png", "extremal.png", "features.png", "pre_images.png", "dip.png"):
         assert (run_dir / name).is_file(), name
     html = (run_dir / "report.html").read_text()
     for section in DEMO_TITLES:
         assert f"<h2>{section}</h2>" in html
-    assert html.count('src="data:image/png;base64,') == 6
+    assert html.count('src="data:image/png;base64,') == 9
     assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["id"] == "t1" and config["quick"] is True
@@ -140,6 +141,38 @@ def test_extremal_section(run_dir):
         iou = (m & gt).sum((1, 2)) / np.maximum((m | gt).sum((1, 2)), 1)
         assert metrics["mean_iou_with_object"][str(area)] == pytest.approx(iou.mean(), abs=1e-6)
     assert metrics["steps"] == 20 and math.isfinite(metrics["final_reward"])
+
+
+def test_synthesis_sections(run_dir):
+    """Feature visualisations and pre-images: the metrics recomputed from the saved images with the quick net."""
+    from jaxinterp import nets
+    from jaxinterp.data import images, synthetic
+    from jaxinterp.synthesis import feature_loss
+    from jaxinterp.train import zoo
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    net = nets.get("smallcnn", num_classes=synthetic.NUM_CLASSES)
+    params = net.init(jax.random.key(0))                      # --quick: the untrained net
+    with np.load(run_dir / "saliency.npz") as f:
+        units, pre = f["feature_visualisations"], f["pre_images"]
+    vis = metrics["feature_visualisation"]
+    act = np.asarray(net.apply(params, units, stop=cli._VIS_LAYER).mean(axis=(1, 2)))
+    np.testing.assert_allclose(np.diag(act), vis["channel_activation"], rtol=1e-4, atol=1e-5)
+    data = synthetic.generate(jax.random.key(zoo.TEST_SEED), 8, variant="easy", size=64)["image"]
+    x = np.concatenate([np.asarray(data[:2]), images.batch(("chelsea",), size=64)])
+    losses = metrics["pre_images"]["normalised_feature_loss"]
+    assert pre.shape == (len(losses), 3, 64, 64, 3) and pre.min() >= 0 and pre.max() <= 1
+    for layer, images_at in zip(cli._PRE_IMAGE_LAYERS, pre):
+        phi0 = net.apply(params, jnp.asarray(x), stop=layer)
+        np.testing.assert_allclose(np.asarray(feature_loss(net, params, jnp.asarray(images_at), phi0, layer)),
+                                   losses[layer], rtol=1e-3, atol=1e-6)
+    assert (run_dir / "features.png").exists() and (run_dir / "pre_images.png").exists()
+    clean = images.batch(("chelsea", "coffee"), size=64).astype(np.float64)
+    with np.load(run_dir / "saliency.npz") as f:
+        for task in ("denoise", "inpaint"):
+            restored = f[f"dip_{task}"]
+            psnr = -10 * np.log10(np.mean((restored - clean) ** 2, axis=(1, 2, 3)))
+            np.testing.assert_allclose(psnr, metrics["deep_image_prior"][task]["restored_psnr"], atol=1e-3)
 
 
 def test_energy_in_mask_closed_form():

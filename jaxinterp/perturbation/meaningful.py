@@ -75,9 +75,7 @@ def total_variation(m: jax.Array, beta=3.0) -> jax.Array:
     Returns:
       (...) the total variation.
     """
-    dy = m[..., 1:, :] - m[..., :-1, :]
-    dx = m[..., :, 1:] - m[..., :, :-1]
-    return jnp.sum(jnp.abs(dy) ** beta, axis=(-2, -1)) + jnp.sum(jnp.abs(dx) ** beta, axis=(-2, -1))
+    return ops.total_variation(m, beta, isotropic=False, channels=False)
 
 
 def l1_deletion(m: jax.Array) -> jax.Array:

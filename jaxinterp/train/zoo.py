@@ -38,7 +38,7 @@ from jaxinterp.data import synthetic
 from jaxinterp.train import classifier, sharding
 from jaxinterp.train.checkpoint import Checkpointer
 
-__all__ = ["RECIPES", "pretrained", "default_cache_dir"]
+__all__ = ["RECIPES", "pretrained", "default_cache_dir", "cache_entry"]
 
 RECIPES = {
     "smallcnn": {"steps": 1500, "batch_size": 32, "lr": 2e-3, "seed": 0},
@@ -77,10 +77,8 @@ def pretrained(name: str = "smallcnn", *, cache_dir: str | os.PathLike | None = 
     if recipe["steps"] < 1:
         raise ValueError(f"steps: expected an int >= 1, got {steps}")
     net = nets.get(name, num_classes=synthetic.NUM_CLASSES)
-    root = os.path.join(os.fspath(cache_dir or default_cache_dir()), "pretrained")
-    os.makedirs(root, exist_ok=True)
-    entry = os.path.join(root, f"{name}-easy-v{FORMAT}-data{_data_version()}"
-                               f"-steps{recipe['steps']}-seed{recipe['seed']}")
+    entry = cache_entry(name, cache_dir=cache_dir, steps=steps)
+    os.makedirs(os.path.dirname(entry), exist_ok=True)
     with _locked(entry + ".lock"):
         with Checkpointer(entry, max_to_keep=1) as ckpt:
             if ckpt.latest_step() is None:
@@ -89,6 +87,15 @@ def pretrained(name: str = "smallcnn", *, cache_dir: str | os.PathLike | None = 
                 shutil.rmtree(entry + ".train", ignore_errors=True)
             params, info = ckpt.restore(like=net.abstract_params())
     return net, params, info
+
+
+def cache_entry(name: str = "smallcnn", *, cache_dir: str | os.PathLike | None = None,
+                steps: int | None = None) -> str:
+    """The checkpoint directory :func:`pretrained` uses for ``name`` (the recipe and the data version in its name)."""
+    recipe = {**RECIPES[name], **({} if steps is None else {"steps": steps})}
+    root = os.path.join(os.fspath(cache_dir or default_cache_dir()), "pretrained")
+    return os.path.join(root, f"{name}-easy-v{FORMAT}-data{_data_version()}"
+                              f"-steps{recipe['steps']}-seed{recipe['seed']}")
 
 
 def _train(net: nets.Net, recipe: dict, checkpoint_dir: str, progress) -> tuple[dict, dict]:
