@@ -13,6 +13,7 @@ TORCHRAY ?= torchray==1.0.0.2
 # its test-and-notebook dependencies (pytest-mock, coveralls, ipython, ...): the parity tests use its param,
 # transform and objective modules only.
 LUCENT ?= torch-lucent==0.1.8 kornia==0.4.1 decorator
+# --dist loadscope: a module runs in one worker, so module fixtures (the quick demo of tests/test_cli.py) run once.
 PYTEST_ARGS ?= -n 2 --dist loadscope --durations=15
 
 .PHONY: demo test bench env clean

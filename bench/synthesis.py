@@ -20,10 +20,9 @@ For each net, precision and number of channels per call, in one run on one devic
   channels in one call (``param.image(size, batch=B)`` and the sum of the B
   per-element channel objectives), ``progress=False, show_image=False``.
   lucent upsamples images smaller than 224 px to 224 before the net (its
-  default, kept).  lucent's standard transforms need kornia 0.4.1; when kornia
-  does not import, lucent runs with ``transforms=[]`` (a stub module lets
-  ``lucent.optvis`` import; nothing of it is called) and the JSON says so.
-  REFERENCES.md quotes lucent on an H100: 9.3 s for one channel, 30.6 s for
+  default, kept: its net sees (224 / 140)^2 = 2.6x the pixels ours sees at
+  128 px, so compare ratios to each side's ceiling too).  lucent's standard
+  transforms need kornia 0.4.1, installed with it by the Makefile.  REFERENCES.md quotes lucent on an H100: 9.3 s for one channel, 30.6 s for
   64 channels in one batch;
 * deep image prior: ``bench/dip.py``'s ``dip_benchmark`` when that file exists
   (``--no-dip`` skips it).
@@ -185,14 +184,13 @@ def lucent_seconds(model, layer: str, channels, *, steps: int, size: int,
     else:
         objective = functools.reduce(operator.add, [objectives.channel(layer, c, batch=b)
                                                     for b, c in enumerate(channels)])
-    kw = {} if not note.startswith("none") else {"transforms": []}
     device = next(model.parameters()).device
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     sync()
     t0 = time.perf_counter()
     render.render_vis(model, objective, param_f=lambda: param.image(size, batch=len(channels)),
                       thresholds=(steps,), progress=False, show_image=False,
-                      fixed_image_size=fixed_image_size, **kw)
+                      fixed_image_size=fixed_image_size)
     sync()
     return time.perf_counter() - t0, note
 

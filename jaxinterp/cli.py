@@ -485,6 +485,11 @@ _VIS_LAYER = "features.8"
 _PRE_IMAGE_LAYERS = ("features.2", "features.5", "features.8", "avgpool")
 
 
+def pre_image_layers(quick: bool) -> tuple[str, ...]:
+    """The depths of the demo's pre-images (two with --quick: each depth is its own compiled loop)."""
+    return ("features.5", "avgpool") if quick else _PRE_IMAGE_LAYERS
+
+
 @functools.partial(jax.jit, static_argnames=("net", "layer", "steps"))
 def _visualise(net, params, channels, *, layer, steps):
     unit = synthesis.activation_maximisation(net, params, attribution.Unit(layer, channels), key=jax.random.key(0),
@@ -546,25 +551,26 @@ def pre_image_section(ctx: DemoContext) -> Section:
     steps = 20 if ctx.args.quick else 350
     data = ctx.synthetic_set("easy")
     x = jnp.asarray(np.concatenate([data["image"][:2], images.batch(("chelsea",), size=64)]))
-    ctx.log(f"pre-images: {len(x)} images at {len(_PRE_IMAGE_LAYERS)} layers, {steps} steps")
+    layers = pre_image_layers(ctx.args.quick)
+    ctx.log(f"pre-images: {len(x)} images at {len(layers)} layers, {steps} steps")
     results, losses = {}, {}
-    for layer in _PRE_IMAGE_LAYERS:
+    for layer in layers:
         res = _pre_image(ctx.net, ctx.params, x, layer=layer, steps=steps)
         results[layer], losses[layer] = np.asarray(res.images), np.asarray(res.loss)
         _check_finite(f"pre-images at {layer}", results[layer])
     caricatures = np.asarray(_caricature(ctx.net, ctx.params, x, layer="features.5", steps=steps))
-    ctx.arrays["pre_images"] = np.stack([results[layer] for layer in _PRE_IMAGE_LAYERS])
+    ctx.arrays["pre_images"] = np.stack([results[layer] for layer in layers])
     ctx.metrics["pre_images"] = {"steps": steps, "normalised_feature_loss": {l: v.tolist() for l, v in losses.items()}}
     cells, titles = [], []
     for i in range(len(x)):
         cells.append(np.asarray(x[i]))
         titles.append("image")
-        for layer in _PRE_IMAGE_LAYERS:
+        for layer in layers:
             cells.append(results[layer][i])
             titles.append(f"{layer}: loss {losses[layer][i]:.3f}")
         cells.append(caricatures[i])
         titles.append("caricature features.5")
-    path = plot.grid(cells, titles, ctx.path("pre_images.png"), ncols=len(_PRE_IMAGE_LAYERS) + 2)
+    path = plot.grid(cells, titles, ctx.path("pre_images.png"), ncols=len(layers) + 2)
     sec = Section(
         "Pre-images and caricatures",
         "Mahendran and Vedaldi (IJCV 2016): the image whose representation at a layer matches the "
@@ -572,7 +578,7 @@ def pre_image_section(ctx: DemoContext) -> Section:
         f"optimised with momentum and an AdaGrad-like step, {steps} steps, jitter stride / 4 "
         "(synthesis.pre_image).  Loss: ||Phi(x) - Phi0||^2 / ||Phi0||^2.  Deeper layers keep less of "
         "the image.  Last column: a caricature, which amplifies what features.5 sees in the image.")
-    sec.figure(path, "Each row: the image, its pre-images at " + ", ".join(_PRE_IMAGE_LAYERS)
+    sec.figure(path, "Each row: the image, its pre-images at " + ", ".join(layers)
                      + ", and its caricature.")
     return sec
 
@@ -595,7 +601,8 @@ def dip_section(ctx: DemoContext) -> Section:
     ctx.log(f"deep image prior: denoising and inpainting {len(clean)} photographs, {steps} steps")
     rows, metrics = [], {"steps": steps, "net": {k: list(v) for k, v in _DIP_NET.items()}}
     psnr = lambda a: np.asarray(synthesis.dip.psnr(a, clean))          # noqa: E731
-    for task, observed, m in (("denoise", noisy, None), ("inpaint", clean * mask[..., None], mask)):
+    tasks = (("denoise", noisy, None), ("inpaint", clean * mask[..., None], mask))
+    for task, observed, m in tasks[:1] if ctx.args.quick else tasks:      # --quick: one compiled loop
         res = _dip(observed, clean, m, task=task, steps=steps)
         restored, curve = np.asarray(res.images[:, 0]), np.asarray(res.psnr[:, 0])
         _check_finite(f"deep image prior ({task})", restored)
@@ -612,7 +619,7 @@ def dip_section(ctx: DemoContext) -> Section:
                        f"restored {metrics[task]['restored_psnr'][i]:.1f} dB"]
         cells.append(np.asarray(clean[i]))
         titles.append("clean")
-    path = plot.grid(cells, titles, ctx.path("dip.png"), ncols=5)
+    path = plot.grid(cells, titles, ctx.path("dip.png"), ncols=2 * len(rows) + 1)
     sec = Section(
         "Deep image prior",
         "Ulyanov, Vedaldi and Lempitsky (CVPR 2018): a randomly initialised skip U-Net fitted to one "

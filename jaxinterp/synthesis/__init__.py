@@ -14,7 +14,8 @@ from jaxinterp.synthesis import objectives
 from jaxinterp.synthesis.dip import (deep_image_prior, dip_parameterisation, fitting_curves, skip_net_apply,
                                      skip_net_init)
 from jaxinterp.synthesis.inverter import invert, inverter_apply, inverter_init, train_inverter
-from jaxinterp.synthesis.methods import (LEAKY_RULES, PreImageResult, activation_maximisation, caricature,
+from jaxinterp.synthesis.methods import (LEAKY_RULES, DiffingResult, PreImageResult, activation_diffing,
+                                         activation_maximisation, caricature,
                                          deepdream, feature_loss, mahendran_jitter, mahendran_optimiser,
                                          pre_image, project_pixels, visualise_layer)
 from jaxinterp.synthesis.params import (Parameterisation, decorrelate_colour, fourier, laplacian_pyramid, pixel,
@@ -24,7 +25,7 @@ from jaxinterp.synthesis.rendering import RenderResult, activations, render
 from jaxinterp.synthesis.transforms import (STANDARD, affine, compose, jitter, pad, random_rotate, random_scale,
                                             resize, roll_jitter)
 
-__all__ = ["objectives", "deep_image_prior", "dip_parameterisation", "fitting_curves", "skip_net_apply",
+__all__ = ["objectives", "activation_diffing", "DiffingResult", "deep_image_prior", "dip_parameterisation", "fitting_curves", "skip_net_apply",
            "skip_net_init", "invert", "inverter_apply", "inverter_init", "train_inverter", "LEAKY_RULES", "PreImageResult", "activation_maximisation", "caricature", "deepdream",
            "feature_loss", "mahendran_jitter", "mahendran_optimiser", "pre_image", "project_pixels",
            "visualise_layer", "Parameterisation", "decorrelate_colour", "fourier", "laplacian_pyramid", "pixel",

@@ -34,6 +34,7 @@ from jaxinterp.synthesis.rendering import RenderResult, check_steps, render, tar
 from jaxinterp.synthesis.transforms import STANDARD, Transform, roll_jitter
 
 __all__ = ["activation_maximisation", "visualise_layer", "pre_image", "caricature", "deepdream",
+           "activation_diffing", "DiffingResult",
            "PreImageResult", "LEAKY_RULES", "leaky_relu", "mahendran_optimiser", "mahendran_jitter",
            "project_pixels", "feature_loss", "check_pixel_images"]
 
@@ -268,7 +269,7 @@ def pre_image(net: Net, params, x: jax.Array, layer: str | None, *, key: jax.Arr
               C: float = 100.0, alpha: float = 6.0, beta: float = 2.0, tv_weight: float | None = None,
               steps: int = 350, lr: float = 0.01, jitter: int | None = None,
               param: Parameterisation | None = None, optimizer: optax.GradientTransformation | None = None,
-              compute_dtype=None) -> PreImageResult:
+              compute_dtype=None, code: jax.Array | None = None) -> PreImageResult:
     """Reconstruct images from their representation at ``layer`` (Mahendran and Vedaldi).
 
     IJCV 2016 energy, minimised over x for each image's code Phi0 = Phi(x0):
@@ -302,6 +303,9 @@ def pre_image(net: Net, params, x: jax.Array, layer: str | None, *, key: jax.Arr
       steps, lr: optimiser length and rate; jitter: pixels (None: from the layer's stride).
       param, optimizer: overrides of the parameterisation (one image) and optimiser.
       compute_dtype: dtype of the net's forward pass.
+      code: the codes Phi0 to invert (N, ...) at ``layer``, when they are not
+        Phi(x) (e.g. masked activations, :func:`activation_diffing`); x then
+        only gives the image size.
 
     Returns:
       :class:`PreImageResult`: images (N, H, W, 3), history (N, steps) of -E,
@@ -325,6 +329,11 @@ def pre_image(net: Net, params, x: jax.Array, layer: str | None, *, key: jax.Arr
     else:
         tv_w, data_w = (1.0 if tv_weight is None else tv_weight), C
     phi0 = net.apply(params, x, stop=split)
+    if code is not None:
+        if tuple(np.shape(code)) != tuple(phi0.shape):
+            raise ValueError(f"code: expected the activation shape {tuple(phi0.shape)} at {stop!r}, "
+                             f"got {tuple(np.shape(code))}")
+        phi0 = jnp.asarray(code, phi0.dtype)
 
     def objective(target):
         _, p0 = target
@@ -376,6 +385,51 @@ def caricature(net: Net, params, x: jax.Array, layer: str, *, key: jax.Array, C:
     return render(net, params, objective, (x, phi0), param=param_of, key=key, transforms=(roll_jitter(j),),
                   steps=steps, optimizer=mahendran_optimiser(lr, steps), compute_dtype=compute_dtype,
                   project=lambda p: project_pixels(p, mean))
+
+
+class DiffingResult(NamedTuple):
+    """Pre-images of the full code, of the code with only the kept channels, and their difference (N, H, W, 3)."""
+
+    full: jax.Array
+    kept: jax.Array
+    difference: jax.Array
+
+
+def activation_diffing(net: Net, params, x: jax.Array, channel_mask: jax.Array, layer: str, *,
+                       key: jax.Array, **pre_image_kwargs) -> DiffingResult:
+    """Visualise what a channel mask keeps: invert Phi(x) and m (x) Phi(x), and show the difference.
+
+    The "activation diffing" of Fong, Patrick and Vedaldi (ICCV 2019, Sec. 5):
+    with m the channel mask of a channel extremal perturbation
+    (:func:`jaxinterp.perturbation.channel_extremal`), the pre-image of the
+    masked activation shows what the kept channels encode, and its difference
+    from the pre-image of the full activation what the removed ones did.
+    Both pre-images use the same key (the same start and jitter), so the
+    difference comes from the code alone.
+
+    Args:
+      net, params: the net.
+      x: images (N, H, W, 3) in [0, 1].
+      channel_mask: (N, C) or (C,) weights in [0, 1] over the C channels of ``layer``.
+      layer: a split point with channels last.
+      key: a ``jax.random.key``.
+      **pre_image_kwargs: options of :func:`pre_image` (variant, steps, C, ...).
+
+    Returns:
+      :class:`DiffingResult`: full, kept (pre-images) and difference = full - kept.
+    """
+    x = check_pixel_images(x)
+    if layer not in net.layers:
+        raise ValueError(f"layer: unknown split point {layer!r} of {net.name}; expected one of {list(net.layers)}")
+    phi = net.apply(params, x, stop=layer)
+    m = jnp.asarray(channel_mask, phi.dtype)
+    if m.shape not in ((phi.shape[-1],), (x.shape[0], phi.shape[-1])):
+        raise ValueError(f"channel_mask: expected shape ({phi.shape[-1]},) or ({x.shape[0]}, {phi.shape[-1]}) "
+                         f"for the channels of {layer!r}, got {tuple(m.shape)}")
+    m = jnp.broadcast_to(m, (x.shape[0], phi.shape[-1])).reshape(x.shape[0], *[1] * (phi.ndim - 2), -1)
+    full = pre_image(net, params, x, layer, key=key, **pre_image_kwargs).images
+    kept = pre_image(net, params, x, layer, key=key, code=phi * m, **pre_image_kwargs).images
+    return DiffingResult(full, kept, full - kept)
 
 
 # -- DeepDream ------------------------------------------------------------------------------------
