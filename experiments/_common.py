@@ -116,7 +116,9 @@ def _value(text: str):
 def parse(argv, get_config, doc: str):
     """--variant, --id, --set field=value (repeatable; Python literals or plain strings)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--variant", default="full", choices=("full", "local"))
+    ap.add_argument("--variant", default="full",
+                    help="'full' or 'local' (some configs have more, e.g. sela's 'cifar10'); "
+                         "get_config checks it")
     ap.add_argument("--id", default=None, help="run directory name (default: a timestamp); reuse it to resume")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="override a config field, e.g. --set images=16 --set methods=\"['gradient']\"")

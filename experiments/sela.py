@@ -1,7 +1,12 @@
-"""SeLa self-labelling of the smallcnn on the synthetic set, with NMI / ARI and k-NN accuracy.
+"""SeLa self-labelling of the smallcnn on the synthetic set, CIFAR-10 or ImageNet, with NMI / ARI and k-NN accuracy.
 
     python experiments/sela.py --variant local             # a few minutes on a CPU
     python experiments/sela.py --variant local --set epochs=2 --id t
+    python experiments/sela.py --variant cifar10 --set data_dir=~/tensorflow_datasets   # TFDS, prepared
+    python experiments/sela.py --variant imagenet --set data_dir=... --set cache_dir=...
+
+The TFDS variants ('cifar10', 'imagenet'; configs/sela.py) first write each split
+once as a uint8 .npy memmap (:func:`load_data`; resumable, with progress lines).
 
 Trains with :func:`jaxinterp.train.selfsup.fit` (method 'sela'), checkpointing
 every epoch under ``<out>/<id>/ckpt`` (rerun with the same --id to resume), and
@@ -25,6 +30,7 @@ import numpy as np  # noqa: E402
 
 from jaxinterp import nets  # noqa: E402
 from jaxinterp.data import synthetic  # noqa: E402
+from jaxinterp.data import tfds as jtfds  # noqa: E402
 from jaxinterp.report import write_json  # noqa: E402
 from jaxinterp.train import selfsup  # noqa: E402
 from jaxinterp.train.augment import AugmentConfig  # noqa: E402
@@ -32,21 +38,78 @@ from jaxinterp.train.augment import AugmentConfig  # noqa: E402
 METHOD = "sela"
 
 
-def load_data(config, run_dir: str):
-    """Training and held-out synthetic 'easy' images (cached as .npz in the run directory)."""
+DATASETS = ("synthetic", "cifar10", "imagenet2012")
+NUM_CLASSES = {"synthetic": synthetic.NUM_CLASSES, "cifar10": 10, "imagenet2012": 1000}
+HELDOUT_SPLIT = {"cifar10": "test", "imagenet2012": "validation"}
+
+
+def load_data(config, run_dir: str, progress=None):
+    """Training and held-out images and labels of ``config.dataset``.
+
+    * ``'synthetic'`` (also when the config has no ``dataset`` field): the synthetic
+      'easy' set, float32 (N, S, S, 3) in [0, 1], cached as .npz in the run directory.
+    * ``'cifar10'`` / ``'imagenet2012'``: the first ``config.images`` examples of the
+      TFDS 'train' split and the first ``config.heldout`` of 'test' (CIFAR-10) /
+      'validation' (ImageNet), read from ``config.data_dir`` and resized to
+      ``config.size`` (CIFAR-10: the whole image, the identity at 32 px; ImageNet:
+      shorter side to round(S / 0.875), centre crop), as uint8 (N, S, S, 3)
+      read-only memmaps of .npy files written once, resumably, in
+      ``config.cache_dir`` or the run directory (:func:`jaxinterp.data.tfds.cache_split`:
+      a rerun after a kill continues at the first uncommitted row without decoding
+      the finished ones).
+
+    Args:
+      config: the experiment config (``dataset``, ``data_dir``, ``cache_dir``, ``size``,
+        ``images``, ``heldout``).
+      run_dir: the run directory.
+      progress: called with the cache's progress lines (default: a logger).
+
+    Returns:
+      [train, heldout], each {'image': (N, S, S, 3), 'label': (N,) int}.
+
+    Raises:
+      ValueError: ``dataset`` unknown, or ``data_dir`` empty for a TFDS set.
+    """
+    dataset = config.get("dataset", "synthetic")
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset: expected one of {DATASETS}, got {dataset!r}")
+    if dataset == "synthetic":
+        out = []
+        for name, n, seed in (("train", config.images, 1), ("heldout", config.heldout, 2)):
+            path = os.path.join(run_dir, f"{name}.npz")
+            data = _common.load_npz(path)
+            if data is None:
+                data = {k: np.asarray(v) for k, v in
+                        synthetic.generate(jax.random.key(seed), n, size=config.size).items()
+                        if k in ("image", "label")}
+                _common.save_npz(path, **data)
+            out.append(data)
+        return out
+    if not config.get("data_dir"):
+        raise ValueError(f"data_dir: required for dataset {dataset!r} (the TFDS data directory "
+                         f"holding it, e.g. --set data_dir=~/tensorflow_datasets)")
+    log = progress or _common.logger(dataset)
+    cache_dir = config.get("cache_dir") or run_dir
     out = []
-    for name, n, seed in (("train", config.images, 1), ("heldout", config.heldout, 2)):
-        path = os.path.join(run_dir, f"{name}.npz")
-        data = _common.load_npz(path)
-        if data is None:
-            data = {k: np.asarray(v) for k, v in
-                    synthetic.generate(jax.random.key(seed), n, size=config.size).items() if k in ("image", "label")}
-            _common.save_npz(path, **data)
-        out.append(data)
+    for split, n in (("train", config.images), (HELDOUT_SPLIT[dataset], config.heldout)):
+        images, labels = jtfds.cache_split(dataset, os.path.expanduser(config.data_dir),
+                                           os.path.expanduser(cache_dir), split=split,
+                                           image_size=config.size, num_examples=n, progress=log)
+        out.append({"image": images, "label": labels})
     return out
 
 
-def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | None = None) -> dict:
+def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | None = None,
+        options: dict | None = None) -> dict:
+    """Train with ``selfsup.fit(method=method)`` and write the run (module docstring); also used by
+    experiments/simclr.py, dino.py and gdt.py.
+
+    Args:
+      net_outputs: the smallcnn's output width (None: ``config.clusters``).
+      options: extra ``fit`` keyword arguments of the method, overriding the SimCLR
+        augmentation built here (e.g. DINO's ``aug`` tuple and ``n_local``); None = SeLa's
+        ``lam`` / ``label_every`` or, for the other methods, ``config.temperature``.
+    """
     import time
     log = _common.logger(method)
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
@@ -55,11 +118,13 @@ def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | Non
     net = nets.get("smallcnn", num_classes=net_outputs or config.clusters)
     aug = AugmentConfig.simclr(size=(config.size, config.size), scale=tuple(config.scale),
                                blur_sigma=(0.1, config.blur_max))
-    extra = {"lam": config.lam, "label_every": config.label_every} if method == "sela" else \
-        {"temperature": config.temperature}
+    if options is None:
+        options = {"lam": config.lam, "label_every": config.label_every} if method == "sela" else \
+            {"temperature": config.temperature}
+    extra = {"aug": aug, **options}
     state, history = selfsup.fit(
         net, train["image"], epochs=config.epochs, batch_size=config.batch_size, method=method,
-        lr=config.lr, seed=config.seed, aug=aug, classes=train["label"],
+        lr=config.lr, seed=config.seed, classes=train["label"],
         heldout=(held["image"], held["label"]), eval_every=config.eval_every, knn_k=config.knn_k,
         checkpoint_dir=os.path.join(run_dir, "ckpt"), progress=log, **extra)
     init = net.init(jax.random.key(config.seed))
@@ -69,7 +134,7 @@ def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | Non
                                  (held["image"], held["label"]), k=config.knn_k)
     metrics = {"method": method, "epochs": config.epochs, "steps": int(state.step),
                "knn_accuracy": final, "knn_accuracy_untrained": baseline,
-               "chance": 1.0 / synthetic.NUM_CLASSES}
+               "chance": 1.0 / NUM_CLASSES[config.get("dataset", "synthetic")]}
     if method == "sela":
         y = np.asarray(state.labels)
         metrics.update(nmi=selfsup.metrics.nmi(y, train["label"]), ari=selfsup.metrics.ari(y, train["label"]))

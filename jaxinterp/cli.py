@@ -481,6 +481,61 @@ def extremal_section(ctx: DemoContext) -> Section:
     return sec
 
 
+_DIFF_LAYER = "features.8"        # the pool after the third block: 8 x 8 x 128
+_DIFF_AREA = 0.1                  # fraction of the layer's channels kept
+
+
+@functools.partial(jax.jit, static_argnames=("net", "steps", "pre_steps"))
+def _channel_diffing(net, params, x, y, *, steps, pre_steps):
+    masks, history = perturbation.channel_extremal(net, params, x, y, layer=_DIFF_LAYER, areas=_DIFF_AREA,
+                                                   steps=steps)
+    m = masks[:, 0, 0]                                                          # (N, C)
+    diff = synthesis.activation_diffing(net, params, x, m, _DIFF_LAYER, key=jax.random.key(0), steps=pre_steps)
+    return m, history[:, 0, 0, -1, 0], diff
+
+
+def channel_diffing_section(ctx: DemoContext) -> Section:
+    """Channel extremal perturbations at one layer, and their activation diffing (pre-images with and without)."""
+    steps, pre_steps = (20, 20) if ctx.args.quick else (300, 200)
+    data = ctx.synthetic_set("easy")
+    k = ctx.sizes.shown // 2
+    x, y = jnp.asarray(data["image"][:k]), jnp.asarray(data["label"][:k])
+    ctx.log(f"channel extremal perturbations at {_DIFF_LAYER} (area {_DIFF_AREA}) and activation diffing: "
+            f"{k} images, {steps} + 2 x {pre_steps} steps")
+    m, reward, diff = _channel_diffing(ctx.net, ctx.params, x, y, steps=steps, pre_steps=pre_steps)
+    m, reward = np.asarray(m), np.asarray(reward)
+    full, kept, difference = (np.asarray(a) for a in diff)
+    _check_finite("activation diffing", difference)
+    ctx.arrays.update(channel_masks=m, diffing_full=full, diffing_kept=kept, diffing_difference=difference)
+    phi = ctx.net.apply(ctx.params, x, stop=_DIFF_LAYER)
+    logit = lambda code: np.asarray(ctx.net.apply(ctx.params, code, start=_DIFF_LAYER))[np.arange(k), y]  # noqa: E731
+    kept_logit, all_logit = logit(phi * m[:, None, None, :]), logit(phi)
+    ctx.metrics["channel_diffing"] = {
+        "area": _DIFF_AREA, "steps": steps, "pre_image_steps": pre_steps,
+        "channels_kept": (m > 0.5).sum(1).tolist(), "final_reward": reward.tolist(),
+        "logit_kept_channels": kept_logit.tolist(), "logit_all_channels": all_logit.tolist()}
+    # The difference lies in [-1, 1]: shown as 0.5 + difference / 2 (grey = no change).
+    cells, titles = [], []
+    for i in range(k):
+        cells += [data["image"][i], full[i], kept[i], 0.5 + 0.5 * difference[i]]
+        titles += [f"{synthetic.CLASSES[data['label'][i]]}: logit {all_logit[i]:.1f}",
+                   f"pre-image, all {m.shape[1]} channels",
+                   f"kept {(m[i] > 0.5).sum()} channels: logit {kept_logit[i]:.1f}", "difference"]
+    path = plot.grid(cells, titles, ctx.path("channel_diffing.png"), ncols=4)
+    sec = Section(
+        "Channel attribution and activation diffing",
+        f"Fong, Patrick and Vedaldi (ICCV 2019, Sec. 5): for each image, the mask over the "
+        f"{m.shape[1]} channels of {_DIFF_LAYER} that keeps a fraction {_DIFF_AREA} of them and the "
+        f"true class's logit highest (perturbation.channel_extremal, {steps} steps, the vecsort area "
+        "constraint), then the pre-images (synthesis.pre_image) of the full activation and of the "
+        "masked one, from the same start: the kept channels' pre-image shows what they encode, the "
+        "difference what the removed channels carried.  Titles: the logit with all channels and with "
+        "only the kept ones.")
+    sec.figure(path, "Each row: the image, the pre-image of all channels, of the kept channels, and "
+                     "their difference (grey = none).")
+    return sec
+
+
 _VIS_LAYER = "features.8"
 _PRE_IMAGE_LAYERS = ("features.2", "features.5", "features.8", "avgpool")
 
@@ -631,10 +686,69 @@ def dip_section(ctx: DemoContext) -> Section:
     return sec
 
 
+_SELA_SIZE = 32            # px: the self-labelling run trains its own smallcnn on smaller images
+_SELA_CLUSTERS = 16        # K: over-clustering of the 8 classes (SeLa: K > classes helps)
+
+
+def self_labelling_section(ctx: DemoContext) -> Section:
+    """SeLa (Asano, Rupprecht and Vedaldi 2020) on the synthetic set: cluster purity, NMI, k-NN, example clusters."""
+    from jaxinterp.train import metrics as cluster_metrics, selfsup
+    from jaxinterp.train.augment import AugmentConfig
+
+    n, held, epochs = (128, 64, 2) if ctx.args.quick else (2048, 512, 24)
+    train = synthetic.generate(jax.random.key(1), n, size=_SELA_SIZE)
+    test = synthetic.generate(jax.random.key(zoo.TEST_SEED), held, size=_SELA_SIZE)
+    x, y = np.asarray(train["image"]), np.asarray(train["label"])
+    xt, yt = np.asarray(test["image"]), np.asarray(test["label"])
+    net = nets.get("smallcnn", num_classes=_SELA_CLUSTERS)
+    aug = AugmentConfig.simclr(size=(_SELA_SIZE, _SELA_SIZE), scale=(0.3, 1.0), blur_sigma=(0.1, 1.0))
+    ctx.log(f"self-labelling: SeLa, K = {_SELA_CLUSTERS}, {n} images at {_SELA_SIZE} px, {epochs} epochs")
+    t0 = time.perf_counter()
+    state, history = selfsup.fit(net, x, epochs=epochs, batch_size=128, method="sela", lr=2e-3, aug=aug,
+                                 lam=10.0, classes=y, heldout=(xt, yt), eval_every=epochs, progress=ctx.log)
+    seconds = time.perf_counter() - t0
+    labels = np.asarray(state.labels)
+    untrained = selfsup.evaluate_knn(net, net.init(jax.random.key(0)), (x, y), (xt, yt))
+    ctx.arrays["self_labels"] = labels
+    result = {"images": n, "size": _SELA_SIZE, "clusters": _SELA_CLUSTERS, "epochs": epochs, "lam": 10.0,
+              "seconds": seconds, "purity": cluster_metrics.purity(labels, y), "nmi": cluster_metrics.nmi(labels, y),
+              "ari": cluster_metrics.ari(labels, y), "knn_accuracy": history[-1]["knn_accuracy"],
+              "knn_accuracy_untrained": untrained, "chance": 1.0 / synthetic.NUM_CLASSES,
+              "loss": [row["loss"] for row in history]}
+    ctx.metrics["self_labelling"] = result
+    # The largest clusters, each a row of its first images; titles name the majority class.
+    sizes = np.bincount(labels, minlength=_SELA_CLUSTERS)
+    shown, per_row = [int(k) for k in np.argsort(-sizes, kind="stable")[:8] if sizes[k]], 8
+    cells, titles = [], []
+    for k in shown:
+        members = np.flatnonzero(labels == k)
+        major = np.bincount(y[members], minlength=synthetic.NUM_CLASSES)
+        for j, i in enumerate(members[:per_row]):
+            cells.append(x[i])
+            titles.append(f"cluster {k}: {synthetic.CLASSES[major.argmax()]} {major.max() / len(members):.0%}"
+                          if j == 0 else synthetic.CLASSES[y[i]])
+        cells += [np.ones_like(x[0])] * (per_row - min(per_row, len(members)))
+        titles += [""] * (per_row - min(per_row, len(members)))
+    path = plot.grid(cells, titles, ctx.path("self_labelling.png"), ncols=per_row, cell=1.2)
+    sec = Section(
+        "Self-labelling",
+        f"SeLa without labels: a fresh smallcnn with {_SELA_CLUSTERS} outputs trained on {n} synthetic "
+        f"'easy' images at {_SELA_SIZE} px for {epochs} epochs, alternating Sinkhorn-Knopp "
+        "self-labels (equipartitioned, lambda 10, SeLa's CIFAR value; objectives.sinkhorn_labels) with "
+        "cross-entropy on augmented views (train.selfsup.fit).  The true classes are used only to "
+        "score: purity (each cluster credited with its majority class), NMI and ARI of the self-labels, "
+        "and the k-NN accuracy (k = 20, cosine) of held-out images from the avgpool features, against "
+        "the untrained net and chance.")
+    sec.metrics({k: result[k] for k in ("purity", "nmi", "ari", "knn_accuracy", "knn_accuracy_untrained", "chance")})
+    sec.figure(path, "The largest clusters, one per row: the title of the first image names the cluster's "
+                     "majority class and its share, the others each image's true class.")
+    return sec
+
+
 DEMO_SECTIONS: list[Callable[[DemoContext], Section]] = [
     model_section, synthetic_section, energy_section, photos_section, attribution_section,
     extremal_section, pointing_section, sanity_section, features_section, pre_image_section,
-    dip_section,
+    channel_diffing_section, dip_section, self_labelling_section,
 ]
 
 

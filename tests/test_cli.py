@@ -14,7 +14,7 @@ from jaxinterp import cli
 
 DEMO_TITLES = ("Model", "Gradient saliency on synthetic images", "Saliency energy inside the object",
                "Gradient saliency on photographs", "Attribution methods", "Extremal perturbations", "Pointing game",
-               "Sanity checks: cascading randomisation", "Run")
+               "Sanity checks: cascading randomisation", "Channel attribution and activation diffing", "Self-labelling", "Run")
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +38,13 @@ def _numbers(tree):
 def test_writes_report_config_metrics_and_figures(run_dir):
     for name in ("report.html", "metrics.json", "config.json", "saliency.npz",
                  "synthetic_easy.png", "synthetic_difficult.png", "photos.png", "attribution_grid.png",
-                 "pointing_game.md", "sanity.png", "extremal.png", "features.png", "pre_images.png", "dip.png"):
+                 "pointing_game.md", "sanity.png", "extremal.png", "features.png", "pre_images.png", "dip.png",
+                 "channel_diffing.png", "self_labelling.png"):
         assert (run_dir / name).is_file(), name
     html = (run_dir / "report.html").read_text()
     for section in DEMO_TITLES:
         assert f"<h2>{section}</h2>" in html
-    assert html.count('src="data:image/png;base64,') == 9
+    assert html.count('src="data:image/png;base64,') == 11
     assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["id"] == "t1" and config["quick"] is True
@@ -173,6 +174,49 @@ def test_synthesis_sections(run_dir):
             restored = f[f"dip_{task}"]
             psnr = -10 * np.log10(np.mean((restored - clean) ** 2, axis=(1, 2, 3)))
             np.testing.assert_allclose(psnr, metrics["deep_image_prior"][task]["restored_psnr"], atol=1e-3)
+
+
+def test_channel_diffing_section(run_dir):
+    """Channel masks in [0, 1]; kept-channel logits recomputed from the saved masks; difference = full - kept."""
+    from jaxinterp import nets
+    from jaxinterp.data import synthetic
+    from jaxinterp.train import zoo
+
+    metrics = json.loads((run_dir / "metrics.json").read_text())["channel_diffing"]
+    net = nets.get("smallcnn", num_classes=synthetic.NUM_CLASSES)
+    params = net.init(jax.random.key(0))                      # --quick: the untrained net
+    with np.load(run_dir / "saliency.npz") as f:
+        m, full, kept, diff = (f[k] for k in ("channel_masks", "diffing_full", "diffing_kept", "diffing_difference"))
+    data = synthetic.generate(jax.random.key(zoo.TEST_SEED), len(m), variant="easy", size=64)
+    x, y = jnp.asarray(data["image"]), np.asarray(data["label"])
+    phi = net.apply(params, x, stop=cli._DIFF_LAYER)
+    assert m.shape == (len(x), phi.shape[-1]) and m.min() >= 0 and m.max() <= 1
+    assert metrics["channels_kept"] == (m > 0.5).sum(1).tolist()
+    logit = lambda code: np.asarray(net.apply(params, code, start=cli._DIFF_LAYER))[np.arange(len(x)), y]  # noqa: E731
+    np.testing.assert_allclose(logit(phi * m[:, None, None, :]), metrics["logit_kept_channels"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(logit(phi), metrics["logit_all_channels"], rtol=1e-4, atol=1e-5)
+    assert full.shape == kept.shape == (len(x), 64, 64, 3) and full.min() >= 0 and full.max() <= 1
+    np.testing.assert_allclose(diff, full - kept, atol=1e-6)
+    assert (run_dir / "channel_diffing.png").exists()
+
+
+def test_self_labelling_section(run_dir):
+    """Purity, NMI and ARI recomputed from the saved self-labels against the training images' classes."""
+    from jaxinterp.data import synthetic
+    from jaxinterp.train import metrics as cluster_metrics
+
+    sl = json.loads((run_dir / "metrics.json").read_text())["self_labelling"]
+    with np.load(run_dir / "saliency.npz") as f:
+        labels = f["self_labels"]
+    classes = np.asarray(synthetic.generate(jax.random.key(1), sl["images"], size=sl["size"])["label"])
+    assert labels.shape == (sl["images"],) and labels.min() >= 0 and labels.max() < sl["clusters"]
+    # Equipartition: Sinkhorn's labels fill every cluster about equally (N / K each).
+    assert np.bincount(labels, minlength=sl["clusters"]).max() <= 2 * sl["images"] / sl["clusters"]
+    assert sl["purity"] == pytest.approx(cluster_metrics.purity(labels, classes), abs=1e-12)
+    assert sl["nmi"] == pytest.approx(cluster_metrics.nmi(labels, classes), abs=1e-12)
+    assert sl["ari"] == pytest.approx(cluster_metrics.ari(labels, classes), abs=1e-12)
+    assert 0 <= sl["knn_accuracy"] <= 1 and sl["chance"] == 1 / synthetic.NUM_CLASSES
+    assert len(sl["loss"]) == sl["epochs"] and (run_dir / "self_labelling.png").exists()
 
 
 def test_energy_in_mask_closed_form():

@@ -1,26 +1,55 @@
 """Config of experiments/sela.py: SeLa self-labelling (Asano et al. 2020) of the smallcnn.
 
-``get_config('local')``: the synthetic 'easy' set at 32 px, 1024 training and 256
+``get_config('local')``: the synthetic 'easy' set at 32 px, 2048 training and 512
 held-out images, K = 32 clusters, a CPU run of a few minutes.  ``'full'`` is the
-same recipe, longer and on more images (CIFAR-10 / ImageNet through TFDS are not
-wired in yet).
+same recipe, longer and on more images.
+
+TFDS variants (the 'full' recipe on real images; ``data_dir`` must hold the
+prepared dataset, nothing is downloaded; each split is written once as uint8
+to a resumable ``.npy`` memmap in ``cache_dir`` or the run directory, see
+:func:`jaxinterp.data.tfds.cache_split`):
+
+* ``'cifar10'``: CIFAR-10 at 32 px (no crop), the 50 000 training and 10 000
+  test images, SeLa's CIFAR setting K = 128, lambda = 10.
+* ``'imagenet'``: ImageNet-2012 at 64 px (shorter side resized to 73, centre
+  crop), the 1 281 167 training and 50 000 validation images, SeLa's ImageNet
+  K = 3000, lambda = 25.  SeLa trains 10 heads there; the trainer
+  (:func:`jaxinterp.train.selfsup.fit`) has one head, so this is one head.
+
+    python experiments/sela.py --variant cifar10 --set data_dir=~/tensorflow_datasets
+    python experiments/sela.py --variant local --set dataset=cifar10 --set data_dir=...
+
+``--set dataset=...`` on another variant keeps that variant's hyper-parameters
+and sizes (e.g. 'local' on CIFAR-10: the first 1024 / 256 images, K = 32, 32 px).
+Data fields: ``dataset`` ('synthetic', 'cifar10' or 'imagenet2012'), ``data_dir``
+(TFDS data directory, required for the TFDS sets), ``cache_dir`` ('' = the run
+directory; a shared directory lets runs reuse the caches, one writer at a time),
+``size`` (the image side), ``images`` / ``heldout`` (the leading examples of
+the training and held-out split: CIFAR-10 'train' / 'test', ImageNet
+'train' / 'validation').
 """
 
 import ml_collections
 
+VARIANTS = ("local", "full", "cifar10", "imagenet")
+
 
 def get_config(variant: str = "local") -> ml_collections.ConfigDict:
     """Fields: images, heldout, size, clusters, epochs, batch_size, lr, lam, label_every,
-    eval_every, knn_k, scale, blur_max, seed, out."""
-    if variant not in ("full", "local"):
-        raise ValueError(f"variant: expected 'full' or 'local', got {variant!r}")
+    eval_every, knn_k, scale, blur_max, seed, out, dataset, data_dir, cache_dir.
+
+    Args:
+      variant: 'local', 'full', 'cifar10' or 'imagenet' (module docstring).
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"variant: expected one of {VARIANTS}, got {variant!r}")
     local = variant == "local"
     config = ml_collections.ConfigDict()
-    config.images = 1024 if local else 8192
-    config.heldout = 256 if local else 1024
+    config.images = 2048 if local else 8192
+    config.heldout = 512 if local else 1024
     config.size = 32 if local else 64
     config.clusters = 32            # over-clustering of the 8 classes (SeLa: K > classes helps)
-    config.epochs = 20 if local else 100
+    config.epochs = 30 if local else 100
     config.batch_size = 128
     config.lr = 2e-3
     config.lam = 10.0               # SeLa's CIFAR value (25 on ImageNet)
@@ -31,4 +60,12 @@ def get_config(variant: str = "local") -> ml_collections.ConfigDict:
     config.blur_max = 1.0           # blur sigma range (0.1, blur_max) in pixels
     config.seed = 0
     config.out = "runs/sela"
+    config.dataset = "synthetic"    # 'synthetic', 'cifar10' or 'imagenet2012'
+    config.data_dir = ""            # TFDS data directory (required for cifar10 / imagenet2012)
+    config.cache_dir = ""           # the uint8 .npy caches of the TFDS splits ('' = the run directory)
+    if variant == "cifar10":        # SeLa's CIFAR setting
+        config.update(dataset="cifar10", images=50_000, heldout=10_000, size=32, clusters=128, lam=10.0)
+    elif variant == "imagenet":     # SeLa's ImageNet K and lambda (one head, not 10)
+        config.update(dataset="imagenet2012", images=1_281_167, heldout=50_000, size=64,
+                      clusters=3000, lam=25.0)
     return config

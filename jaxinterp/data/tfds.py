@@ -1,4 +1,4 @@
-"""TFDS input pipelines for ImageNet-2012, PASCAL VOC 2007 and COCO 2014.
+"""TFDS input pipelines for ImageNet-2012, CIFAR-10, PASCAL VOC 2007 and COCO 2014.
 
 Batches are dicts of NumPy arrays ready for jaxinterp nets (NHWC float32
 pixels in [0, 1]):
@@ -7,6 +7,9 @@ pixels in [0, 1]):
     Evaluation crop of torchvision's reference recipe: the shorter side is
     resized to ``round(S / 0.875)`` (256 at S = 224) with antialiased bilinear
     interpolation, then the centre S x S square is kept.
+* ``cifar10``: ``image`` float32 (B, S, S, 3), ``label`` int32 (B,): the whole
+    32 x 32 image resized to S x S (antialiased bilinear; the identity at
+    S = 32), no crop. Splits ``train`` and ``test``.
 * ``voc/2007`` and ``coco/2014``: ``image`` float32 (B, S, S, 3) (the whole
     image resized to S x S, aspect ratio not kept), ``labels`` bool
     (B, num_classes) multi-hot of the classes present (all objects, difficult
@@ -17,10 +20,13 @@ pixels in [0, 1]):
     (B, max_objects) flag padded with False: ``difficult`` (VOC
     ``is_difficult``) or ``crowd`` (COCO ``is_crowd``).
 
-Per-dataset entry points are :func:`imagenet2012`, :func:`voc2007` and
+Per-dataset entry points are :func:`imagenet2012`, :func:`cifar10`, :func:`voc2007` and
 :func:`coco2014` (tf.data, read with ``tfds.load(..., download=False)``);
 :func:`load` takes the dataset name; :func:`load_grain` reads the same data
-through ``tfds.data_source`` (ArrayRecord files) and grain. Both readers use
+through ``tfds.data_source`` (ArrayRecord files) and grain;
+:func:`cache_split` writes a classification split once, as uint8, to a
+resumable ``.npy`` memmap (the input of :func:`jaxinterp.train.selfsup.fit`
+on sets larger than host memory). Both readers use
 the same per-example functions (:func:`classification_crop`,
 :func:`detection_example`), written with TensorFlow ops: tf.data traces them
 into its graph; grain calls them eagerly on NumPy inputs.
@@ -39,8 +45,12 @@ TensorFlow Datasets and grain are optional; install them with
 from __future__ import annotations
 
 import functools
+import json
+import os
 import re
-from collections.abc import Iterable, Mapping
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jax
@@ -48,10 +58,13 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "CLASSIFICATION",
     "COCO_CLASSES",
     "DATASETS",
     "VOC_CLASSES",
     "box_masks",
+    "cache_split",
+    "cifar10",
     "classification_crop",
     "coco2014",
     "detection_example",
@@ -61,7 +74,9 @@ __all__ = [
     "voc2007",
 ]
 
-DATASETS = ("imagenet2012", "voc/2007", "coco/2014")
+DATASETS = ("imagenet2012", "cifar10", "voc/2007", "coco/2014")
+CLASSIFICATION = ("imagenet2012", "cifar10")
+"""The datasets with one ``label`` per image (those :func:`cache_split` reads)."""
 
 # fmt: off
 VOC_CLASSES = (
@@ -93,6 +108,7 @@ id order of the annotation files)."""
 
 _SPLITS = {
     "imagenet2012": ("train", "validation"),
+    "cifar10": ("train", "test"),
     "voc/2007": ("train", "validation", "test"),
     "coco/2014": ("train", "validation"),
 }
@@ -343,8 +359,8 @@ def _check_args(
         raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
     if max_objects is None:
         max_objects = _MAX_OBJECTS.get(name, 0)
-    elif name == "imagenet2012":
-        raise ValueError("max_objects applies to detection sets, not imagenet2012")
+    elif name in CLASSIFICATION:
+        raise ValueError(f"max_objects applies to detection sets, not {name}")
     elif max_objects < 1:
         raise ValueError(f"max_objects must be >= 1, got {max_objects}")
     return shard_index, num_shards, max_objects
@@ -358,6 +374,14 @@ def _preprocess(
     if name == "imagenet2012":
         return {
             "image": classification_crop(example["image"], image_size),
+            "label": tf.cast(example["label"], tf.int32),
+        }
+    if name == "cifar10":
+        resized = tf.image.resize(
+            example["image"], (image_size, image_size), method="bilinear", antialias=True
+        )
+        return {
+            "image": tf.clip_by_value(resized / 255.0, 0.0, 1.0),
             "label": tf.cast(example["label"], tf.int32),
         }
     objects = example["objects"]
@@ -463,6 +487,11 @@ def imagenet2012(data_dir: str, **kwargs) -> Iterable[dict[str, np.ndarray]]:
     return load("imagenet2012", data_dir, **kwargs)
 
 
+def cifar10(data_dir: str, **kwargs) -> Iterable[dict[str, np.ndarray]]:
+    """CIFAR-10 batches: :func:`load` with ``name='cifar10'``."""
+    return load("cifar10", data_dir, **kwargs)
+
+
 def voc2007(data_dir: str, **kwargs) -> Iterable[dict[str, np.ndarray]]:
     """PASCAL VOC 2007 batches: :func:`load` with ``name='voc/2007'``."""
     return load("voc/2007", data_dir, **kwargs)
@@ -558,3 +587,184 @@ def load_grain(
         .map(preprocess)
         .batch(batch_size, drop_remainder=drop_remainder)
     )
+
+
+# ----------------------------------------------------------------------------
+# Resumable uint8 cache of a classification split.
+# ----------------------------------------------------------------------------
+
+
+def _atomic_json(path: str, value: Mapping[str, Any]) -> None:
+    """Writes JSON to ``path`` through a temporary file and ``os.replace``."""
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(value, f)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _committed_rows(paths: Mapping[str, str], meta: Mapping[str, Any]) -> int:
+    """Rows recorded as written by an interrupted :func:`cache_split`, else 0."""
+    if not os.path.exists(paths["progress"]) or not os.path.exists(paths["images_partial"]):
+        return 0
+    with open(paths["progress"]) as f:
+        done = json.load(f)
+    rows = done.pop("rows", 0)
+    if done != dict(meta) or not 0 <= rows <= meta["num_examples"]:
+        return 0
+    labels_there = os.path.exists(paths["labels_partial"]) or (
+        rows == meta["num_examples"] and os.path.exists(paths["labels"])
+    )
+    return rows if labels_there else 0
+
+
+def cache_split(
+    name: str,
+    data_dir: str,
+    cache_dir: str,
+    *,
+    split: str,
+    image_size: int,
+    num_examples: int | None = None,
+    batch_size: int = 256,
+    commit_every: int = 8192,
+    progress: Callable[[str], Any] | None = print,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first N examples of a classification split as uint8 pixels in a ``.npy`` memmap.
+
+    Reads ``split[:N]`` in stored order with :func:`load` (tf.data, one
+    process, no shuffle; preprocessing of the module docstring: ImageNet's
+    resize-and-centre-crop, CIFAR-10's whole-image resize) and quantises
+    each image as ``uint8(round(255 x))``. Writes, in ``cache_dir``,
+    ``<name>-<split>-<N>-<S>px.images.npy`` (uint8 (N, S, S, 3)) and
+    ``.labels.npy`` (int32 (N,)) through ``np.lib.format.open_memmap``; a
+    later call with the same arguments only opens them.
+
+    Resumption: rows go to ``*.npy.partial`` files; every ``commit_every``
+    rows (and at the end) both are flushed and the count of complete rows is
+    written to ``<...>.progress.json`` (atomic rename), then ``progress`` is
+    called. A call after a kill reopens the partial files and reads
+    ``split[rows:N]``, so finished rows are not decoded again (TFDS slicing
+    skips the files before row ``rows`` and the raw records of its file up to
+    it); at most ``commit_every`` rows are redone. When all N rows are
+    written the partial files are renamed into place (labels first; the
+    images file marks completion) and the progress file is removed. One
+    writer at a time per ``cache_dir``.
+
+    Args:
+        name: one of ``CLASSIFICATION`` (``'imagenet2012'``, ``'cifar10'``).
+        data_dir: TFDS data directory holding the prepared dataset.
+        cache_dir: directory of the cache files (created if needed).
+        split: a split name, unsliced (``'train'``, ``'validation'`` or
+            ``'test'``; ``_SPLITS``).
+        image_size: S, the side of the stored images (>= 16).
+        num_examples: N, the leading examples to keep; None = the whole split
+            (its size as recorded in ``data_dir``). N larger than a recorded
+            split size is refused.
+        batch_size: examples per tf.data batch (>= 1).
+        commit_every: rows between flushes, progress records and
+            ``progress`` calls (>= 1).
+        progress: called with a line after each commit; None = silent.
+
+    Returns:
+        (images, labels): uint8 (N, S, S, 3) read-only ``np.memmap`` and int32
+        (N,) array.
+
+    Raises:
+        ValueError: ``name`` not a classification set, bad ``split``,
+            ``image_size < 16``, ``num_examples``, ``batch_size`` or
+            ``commit_every`` < 1, empty ``data_dir`` or ``cache_dir``, N
+            larger than the split, or a split that ends before N rows.
+        ImportError: TensorFlow Datasets is not installed.
+    """
+    if name not in CLASSIFICATION:
+        raise ValueError(f"name must be one of {CLASSIFICATION}, got {name!r}")
+    if split not in _SPLITS[name]:
+        raise ValueError(f"split must be one of {_SPLITS[name]} for {name!r}, got {split!r}")
+    if not data_dir:
+        raise ValueError(f"data_dir must name a TFDS data directory, got {data_dir!r}")
+    if not cache_dir:
+        raise ValueError(f"cache_dir must name a directory, got {cache_dir!r}")
+    for arg, value in (("num_examples", num_examples), ("batch_size", batch_size),
+                       ("commit_every", commit_every)):
+        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
+            raise ValueError(f"{arg} must be an int >= 1, got {value!r}")
+    _check_args(name, split, image_size, batch_size, 0, 1, None)
+    tfds = _import_tfds()
+    recorded = tfds.builder(name, data_dir=data_dir).info.splits
+    available = recorded[split].num_examples if split in recorded else None
+    if num_examples is None:
+        if available is None:
+            raise ValueError(
+                f"num_examples: the size of {name} {split!r} is not recorded under "
+                f"{data_dir!r}; pass it"
+            )
+        num_examples = available
+    elif available is not None and num_examples > available:
+        raise ValueError(
+            f"num_examples must be <= {available} (the size of {name} {split!r}), "
+            f"got {num_examples}"
+        )
+    n = int(num_examples)
+    stem = os.path.join(cache_dir, f"{name.replace('/', '_')}-{split}-{n}-{image_size}px")
+    paths = {"images": stem + ".images.npy", "labels": stem + ".labels.npy",
+             "progress": stem + ".progress.json"}
+    paths.update(images_partial=paths["images"] + ".partial",
+                 labels_partial=paths["labels"] + ".partial")
+    if not os.path.exists(paths["images"]):
+        _write_split(name, data_dir, n, image_size, split, batch_size, commit_every,
+                     paths, progress, cache_dir)
+    return np.load(paths["images"], mmap_mode="r"), np.load(paths["labels"])
+
+
+def _write_split(name, data_dir, n, image_size, split, batch_size, commit_every, paths,
+                 progress, cache_dir) -> None:
+    """The write loop of :func:`cache_split` (arguments already checked)."""
+    os.makedirs(cache_dir, exist_ok=True)
+    meta = {"name": name, "split": split, "num_examples": n, "image_size": image_size}
+    rows = _committed_rows(paths, meta)
+    say = progress if progress is not None else (lambda line: None)
+    if rows < n:
+        if rows:
+            images = np.lib.format.open_memmap(paths["images_partial"], mode="r+")
+            labels = np.lib.format.open_memmap(paths["labels_partial"], mode="r+")
+            say(f"{name} {split}: resuming at row {rows}/{n} -> {paths['images']}")
+        else:
+            images = np.lib.format.open_memmap(
+                paths["images_partial"], mode="w+", dtype=np.uint8,
+                shape=(n, image_size, image_size, 3))
+            labels = np.lib.format.open_memmap(
+                paths["labels_partial"], mode="w+", dtype=np.int32, shape=(n,))
+            _atomic_json(paths["progress"], {**meta, "rows": 0})
+            say(f"{name} {split}: writing {n} rows at {image_size} px -> {paths['images']}")
+        start, first = time.perf_counter(), rows
+        batches = load(name, data_dir, split=f"{split}[{rows}:{n}]", image_size=image_size,
+                       batch_size=batch_size, shuffle_seed=None, shard_index=0, num_shards=1)
+        written = rows
+        for batch in batches:
+            k = min(len(batch["label"]), n - written)
+            images[written:written + k] = np.round(batch["image"][:k] * 255.0).astype(np.uint8)
+            labels[written:written + k] = batch["label"][:k]
+            written += k
+            if written - rows >= commit_every or written == n:
+                images.flush()
+                labels.flush()
+                _atomic_json(paths["progress"], {**meta, "rows": written})
+                rows = written
+                rate = (rows - first) / max(time.perf_counter() - start, 1e-9)
+                say(f"{name} {split}: {rows}/{n} rows ({100 * rows / n:.0f}%), "
+                    f"{rate:.0f} images/s, {(n - rows) / rate:.0f} s left")
+            if written == n:
+                break
+        del images, labels
+        if rows < n:
+            raise ValueError(
+                f"num_examples: {name} {split!r} under {data_dir!r} ended after "
+                f"{written} examples, fewer than {n}")
+    if os.path.exists(paths["labels_partial"]):
+        os.replace(paths["labels_partial"], paths["labels"])
+    os.replace(paths["images_partial"], paths["images"])
+    os.remove(paths["progress"])

@@ -1,4 +1,4 @@
-"""A small resumable trainer for self-supervised objectives: SeLa self-labelling and SimCLR (InfoNCE).
+"""A small resumable trainer for self-supervised objectives: SeLa, SimCLR, DINO and GDT.
 
     net = nets.get("smallcnn", num_classes=32)            # logits = cluster scores (SeLa)
     state, history = fit(net, images, epochs=20, batch_size=128, method="sela",
@@ -17,23 +17,73 @@ Methods (``method``):
 * ``'simclr'`` (Chen et al. 2020): two augmented views per image, the net's output
   (``num_classes`` = embedding dimension; the linear ``classifier`` of the
   smallcnn plays SimCLR's projection head) under
-  :func:`jaxinterp.objectives.nt_xent` with ``temperature``.
+  :func:`jaxinterp.objectives.nt_xent` with ``temperature`` (0.1).
+* ``'dino'`` (Caron et al. ICCV 2021): self-distillation.  The student is the net
+  being trained, the teacher an EMA of its params
+  (:func:`~jaxinterp.objectives.ema_update` after every update, momentum
+  :func:`~jaxinterp.objectives.cosine_schedule` from ``momentum_teacher`` = 0.996
+  to 1 over the run); no gradient reaches the teacher.  Each image gives 2 global
+  and ``n_local`` local crops (:func:`jaxinterp.train.augment.multicrop`); the
+  teacher sees the globals only, and :func:`~jaxinterp.objectives.dino_loss`
+  averages the cross-entropy over every (teacher view i, student view j != i)
+  pair, the teacher centred by ``center`` and sharpened by its temperature
+  (:func:`~jaxinterp.objectives.teacher_temperature`: 0.04 warmed up linearly to
+  0.07 over ``warmup_teacher_epochs``, by default 30 % of the run as DINO's 30
+  of 100 epochs), the student at 0.1.  After each update the centre becomes
+  ``0.9 center + 0.1 mean(teacher outputs of the batch)``
+  (:func:`~jaxinterp.objectives.update_center`); the step is one jitted program
+  on the whole (sharded) batch, so the mean is over all devices, as DINO's
+  all-reduce.  The net's output (``num_classes``) is the head's output dimension
+  K.  DINO's head (a 3-layer MLP 2048 -> 2048 -> 256, L2-normalised, then a
+  weight-normalised linear layer to K = 65536) is replaced by the net's own last
+  linear layer (the smallcnn's ``classifier``): the trainer trains any zoo net
+  through its facade, whose architectures are fixed, and 65536 prototypes are
+  sized for ImageNet's 1.28M images, not for a few thousand synthetic ones.
+  Without the normalised bottleneck only centring and sharpening keep the
+  outputs from collapsing.  Also unlike DINO: Adam (the schedule below) instead
+  of AdamW with a weight-decay schedule, no gradient clipping, no frozen last
+  layer in the first epoch.
+* ``'gdt'`` (Patrick et al. ICCV 2021): a Generalised Data Transformation
+  contrast over compositions of transformations.  Per image, views =
+  {2 random augmentations} x {rotation by 0 or 90 degrees} (``jnp.rot90`` of the
+  augmented view): 4 views, whose embeddings enter
+  :func:`~jaxinterp.objectives.gdt_loss` (``temperature`` 0.07, GDT) with the
+  contrast matrix :func:`gdt_contrast` built by
+  :func:`~jaxinterp.objectives.contrast_from_factors` from the factors (sample:
+  distinctive, augmentation draw: invariant, rotation: ``rotation`` =
+  ``'distinctive'`` (default, as GDT's "distinctive to time reversal": a rotated
+  view is a negative of its upright one) or ``'invariant'``).  ``rotation=None``
+  drops the rotation factor: 2 views, exactly SimCLR's NT-Xent.
 
 Every update is one jitted call (augmentation included, on device, one key per
 step: ``fold_in(fold_in(state.key, 0), step)``); epoch e visits the images in the
 order ``permutation(fold_in(fold_in(state.key, 1), e))`` and drops the last
 partial batch.  So a run is a pure function of its arguments: a run killed and
 restarted with the same arguments resumes from its last checkpoint (written at
-the end of each epoch, with the self-labels) and ends with the same params.
-With several devices the batch is split over the ``'data'`` mesh axis and the
-state replicated, as in :mod:`jaxinterp.train.classifier`.
+the end of each epoch, with the self-labels, the teacher and the centre) and
+ends with the same params.  With several devices the batch is split over the
+``'data'`` mesh axis and the state replicated, as in
+:mod:`jaxinterp.train.classifier`.
+
+Images may be float in [0, 1] or uint8 in [0, 255], in host memory or an
+``np.memmap``: only the batches are read and converted (``x / 255`` in float32
+for uint8), never the whole set.
 
 Metrics per epoch (the ``history`` list and the progress lines): mean training
 loss; for SeLa the NMI and ARI of the self-labels against ``classes`` (which are
 used for nothing else); every ``eval_every`` epochs and at the end, the k-NN
 accuracy (:func:`jaxinterp.train.metrics.knn_accuracy`) of the features at
 split point ``feature_layer`` (default ``'avgpool'``) of the ``heldout`` images
-against the training images.
+against the training images.  Experiments: ``experiments/sela.py``,
+``simclr.py``, ``dino.py``, ``gdt.py``.
+
+References:
+  Asano, Rupprecht and Vedaldi, "Self-labelling via simultaneous clustering and
+  representation learning", ICLR 2020.  Chen et al., "A simple framework for
+  contrastive learning of visual representations", ICML 2020.  Caron et al.,
+  "Emerging properties in self-supervised vision transformers", ICCV 2021.
+  Patrick et al., "On compositions of transformations in contrastive
+  self-supervised learning", ICCV 2021.
 """
 
 from __future__ import annotations
@@ -50,13 +100,46 @@ import optax
 
 from jaxinterp import objectives
 from jaxinterp.train import metrics, sharding
-from jaxinterp.train.augment import AugmentConfig, augment
+from jaxinterp.train.augment import AugmentConfig, augment, multicrop
 from jaxinterp.train.checkpoint import Checkpointer
 from jaxinterp.train.classifier import optimizer, resume_from
 
-__all__ = ["METHODS", "SelfSupState", "train_step", "features", "self_labels", "evaluate_knn", "fit"]
+__all__ = ["METHODS", "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
+           "batch_loss", "train_step", "features", "self_labels", "evaluate_knn", "fit"]
 
-METHODS = ("sela", "simclr")
+METHODS = ("sela", "simclr", "dino", "gdt")
+ROTATIONS = ("distinctive", "invariant", None)
+"""GDT's rotation factor: distinctive, invariant, or absent (2 views, no rotation)."""
+
+
+class Options(NamedTuple):
+    """Static hyper-parameters of one update (hashable: :func:`train_step` compiles once per value).
+
+    Attributes:
+      temperature: SimCLR / GDT contrast temperature.
+      rotation: GDT's rotation factor, one of :data:`ROTATIONS`.
+      n_local: DINO's local crops per image.
+      student_temp: DINO's student temperature (0.1).
+      teacher_temp: DINO's teacher temperature after warm-up (0.07).
+      warmup_teacher_temp: DINO's teacher temperature at epoch 0 (0.04).
+      warmup_teacher_epochs: epochs of the linear teacher-temperature warm-up.
+      momentum_teacher: DINO's teacher EMA momentum at step 0 (0.996; 1 at the end).
+      center_momentum: DINO's centre EMA momentum (0.9).
+      steps_per_epoch: updates per epoch (the teacher temperature changes per epoch).
+      total_steps: updates of the whole run (the momentum's cosine reaches 1 there).
+    """
+
+    temperature: float = 0.1
+    rotation: str | None = "distinctive"
+    n_local: int = 8
+    student_temp: float = 0.1
+    teacher_temp: float = 0.07
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_epochs: int = 30
+    momentum_teacher: float = 0.996
+    center_momentum: float = 0.9
+    steps_per_epoch: int = 1
+    total_steps: int = 1
 
 
 class SelfSupState(NamedTuple):
@@ -64,10 +147,13 @@ class SelfSupState(NamedTuple):
 
     Attributes:
       step: () int32 updates applied so far.
-      params: the net's params.
+      params: the net's params (DINO's student).
       opt_state: optax state.
       key: the run's key (augmentation and epoch-order streams, module docstring).
-      labels: (N,) int32 SeLa self-labels of the training images (zeros for SimCLR).
+      labels: (N,) int32 SeLa self-labels of the training images (zeros for the other methods).
+      teacher: DINO's teacher params (the structure of ``params``); a () float32 zero
+        placeholder for the other methods (orbax stores no None leaves).
+      center: (K,) float32 DINO's centre of the teacher outputs (zeros for the others).
     """
 
     step: jax.Array
@@ -75,39 +161,160 @@ class SelfSupState(NamedTuple):
     opt_state: Any
     key: jax.Array
     labels: jax.Array
+    teacher: Any
+    center: jax.Array
 
 
-def _loss(net, method: str, aug: AugmentConfig, temperature: float, params, key, images, labels):
+def init_state(net, tx: optax.GradientTransformation, key: jax.Array, n: int,
+               method: str = "sela") -> SelfSupState:
+    """A fresh :class:`SelfSupState` of a run on ``n`` images.
+
+    ``init_key, run_key = split(key)``; params = ``net.init(init_key)``; DINO's
+    teacher starts equal to the student (DINO); the centre at zero.
+
+    Args:
+      net: a :class:`jaxinterp.nets.Net` (``num_classes`` = K).
+      tx: the optax optimiser.
+      key: a PRNG key (``fit`` uses ``jax.random.key(seed)``).
+      n: number of training images (the length of ``labels``).
+      method: one of :data:`METHODS`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    init_key, run_key = jax.random.split(key)
+    params = net.init(init_key)
+    teacher = params if method == "dino" else jnp.zeros((), jnp.float32)
+    return SelfSupState(jnp.zeros((), jnp.int32), params, tx.init(params), run_key,
+                        jnp.zeros((n,), jnp.int32), teacher, jnp.zeros((net.num_classes,), jnp.float32))
+
+
+def gdt_contrast(batch: int, rotation: str | None = "distinctive") -> np.ndarray:
+    """GDT's contrast matrix over the views of a batch, as :func:`fit` orders them.
+
+    Embedding m = v B + n is view v of sample n; the views are v = 2 d + r for
+    augmentation draw d in {0, 1} and rotation r in {0 (upright), 1 (90 degrees)}
+    (or v = d without rotation).  Factors (sample n: distinctive, draw d:
+    invariant, rotation r: ``rotation``) give, by
+    :func:`jaxinterp.objectives.contrast_from_factors`, C_ij = 0 if i = j, +1 if
+    i and j show the same sample (and, for a distinctive rotation, the same
+    rotation), else -1.
+
+    Args:
+      batch: B >= 1 samples.
+      rotation: ``'distinctive'``, ``'invariant'`` or None (no rotation factor: 2 views).
+
+    Returns:
+      int32 (V B, V B) NumPy matrix, V = 4 (2 without rotation).
+
+    References:
+      Patrick et al., "On compositions of transformations in contrastive
+      self-supervised learning", ICCV 2021.
+    """
+    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
+        raise ValueError(f"batch: expected an int >= 1, got {batch!r}")
+    if rotation not in ROTATIONS:
+        raise ValueError(f"rotation: expected one of {ROTATIONS}, got {rotation!r}")
+    views = 2 if rotation is None else 4
+    v = np.repeat(np.arange(views), batch)
+    n = np.tile(np.arange(batch), views)
+    if rotation is None:
+        return objectives.contrast_from_factors(np.stack([n, v], 1), ("distinctive", "invariant"))
+    return objectives.contrast_from_factors(np.stack([n, v // 2, v % 2], 1),
+                                            ("distinctive", "invariant", rotation))
+
+
+def _teacher_views(net, teacher, globals_):
+    b = globals_[0].shape[0]
+    t = net.apply(teacher, jnp.concatenate(globals_))
+    return jax.lax.stop_gradient(t.reshape(2, b, -1).transpose(1, 0, 2))   # (B, 2, K)
+
+
+def _objective(net, method: str, aug, opts: Options, params, state: SelfSupState, key, images, labels):
+    """(loss, teacher outputs (B, 2, K) for DINO else None) of ``params`` on one batch."""
+    b = images.shape[0]
     if method == "sela":
         views = augment(key, images, aug)
-        return objectives.cross_entropy(net.apply(params, views), labels)
-    a = augment(jax.random.fold_in(key, 0), images, aug)
-    b = augment(jax.random.fold_in(key, 1), images, aug)
-    z = net.apply(params, jnp.concatenate([a, b]))
-    n = images.shape[0]
-    return objectives.nt_xent(z[:n], z[n:], temperature=temperature)
+        return objectives.cross_entropy(net.apply(params, views), labels), None
+    if method == "simclr":
+        a = augment(jax.random.fold_in(key, 0), images, aug)
+        v = augment(jax.random.fold_in(key, 1), images, aug)
+        z = net.apply(params, jnp.concatenate([a, v]))
+        return objectives.nt_xent(z[:b], z[b:], temperature=opts.temperature), None
+    if method == "gdt":
+        views = [augment(jax.random.fold_in(key, d), images, aug) for d in range(2)]
+        if opts.rotation is not None:
+            views = [w for x in views for w in (x, jnp.rot90(x, 1, axes=(1, 2)))]
+        z = net.apply(params, jnp.concatenate(views))
+        return objectives.gdt_loss(z, gdt_contrast(b, opts.rotation), temperature=opts.temperature), None
+    g, loc = multicrop(key, images, opts.n_local, global_configs=aug[:2], local_config=aug[2])
+    t = _teacher_views(net, state.teacher, g)
+    s = net.apply(params, jnp.concatenate(g)).reshape(2, b, -1)
+    if loc:
+        s = jnp.concatenate([s, net.apply(params, jnp.concatenate(loc)).reshape(len(loc), b, -1)])
+    temp = objectives.teacher_temperature(
+        state.step // opts.steps_per_epoch, warmup_temp=opts.warmup_teacher_temp,
+        temp=opts.teacher_temp, warmup_epochs=opts.warmup_teacher_epochs)
+    loss = objectives.dino_loss(s.transpose(1, 0, 2), t, state.center, student_temp=opts.student_temp,
+                                teacher_temp=temp)
+    return loss, t
+
+
+def _step_key(state: SelfSupState) -> jax.Array:
+    return jax.random.fold_in(jax.random.fold_in(state.key, 0), state.step)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2, 3))
+def batch_loss(net, method: str, aug, options: Options, state: SelfSupState, images: jax.Array,
+               labels: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    """The objective :func:`train_step` minimises, at ``state`` on one batch, without an update.
+
+    Args:
+      net, method, aug, options: as :func:`train_step` (static).
+      state: a :class:`SelfSupState` (its step sets DINO's teacher temperature).
+      images: (B, H, W, 3) float32 in [0, 1].
+      labels: (B,) int32 self-labels (SeLa; ignored otherwise).
+      key: the augmentation key; None = the key of ``state.step``'s update.
+
+    Returns:
+      float32 scalar.
+    """
+    key = _step_key(state) if key is None else key
+    return _objective(net, method, aug, options, state.params, state, key, images, labels)[0]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
-def train_step(net, tx: optax.GradientTransformation, method: str, aug: AugmentConfig,
-               temperature: float, state: SelfSupState, images: jax.Array,
-               labels: jax.Array) -> tuple[SelfSupState, jax.Array]:
-    """One update on a batch (jitted; ``net``, ``tx``, ``method``, ``aug``, ``temperature`` static).
+def train_step(net, tx: optax.GradientTransformation, method: str, aug, options: Options,
+               state: SelfSupState, images: jax.Array, labels: jax.Array) -> tuple[SelfSupState, jax.Array]:
+    """One update on a batch (jitted; ``net``, ``tx``, ``method``, ``aug``, ``options`` static).
+
+    DINO: after the optax update of the student, ``teacher <- m teacher + (1 - m) student``
+    with ``m = cosine_schedule(step, total_steps, momentum_teacher, 1)`` and
+    ``center <- c center + (1 - c) mean(teacher outputs)`` (the outputs of the
+    teacher before its update, on this batch's global crops).
 
     Args:
+      method: one of :data:`METHODS`.
+      aug: an :class:`AugmentConfig`; for DINO a tuple (global view 1, global view 2, local).
+      options: the :class:`Options`.
       state: the current :class:`SelfSupState`.
       images: (B, H, W, 3) float32 in [0, 1] (possibly sharded over ``'data'``).
-      labels: (B,) int32 self-labels of these images (ignored by SimCLR).
+      labels: (B,) int32 self-labels of these images (ignored by all but SeLa).
 
     Returns:
       (state, loss): the updated state and the batch loss before the update.
     """
-    key = jax.random.fold_in(jax.random.fold_in(state.key, 0), state.step)
-    loss, grads = jax.value_and_grad(
-        lambda p: _loss(net, method, aug, temperature, p, key, images, labels))(state.params)
+    key = _step_key(state)
+    (loss, t), grads = jax.value_and_grad(
+        lambda p: _objective(net, method, aug, options, p, state, key, images, labels),
+        has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return SelfSupState(state.step + 1, params, opt_state, state.key, state.labels), loss
+    teacher, center = state.teacher, state.center
+    if method == "dino":
+        m = objectives.cosine_schedule(state.step, options.total_steps, options.momentum_teacher, 1.0)
+        teacher = objectives.ema_update(state.teacher, params, m)
+        center = objectives.update_center(state.center, t, momentum=options.center_momentum)
+    return SelfSupState(state.step + 1, params, opt_state, state.key, state.labels, teacher, center), loss
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -115,9 +322,35 @@ def _forward(net, params, images, stop):
     return net.apply(params, images, stop=stop)
 
 
+def _check_images(images, name: str = "images") -> None:
+    shape, dtype = getattr(images, "shape", None), getattr(images, "dtype", None)
+    if shape is None or len(shape) != 4 or shape[-1] != 3:
+        raise ValueError(f"{name}: expected an array of shape (N, H, W, 3), got {shape}")
+    if not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
+        raise ValueError(f"{name}: expected float in [0, 1] or uint8 in [0, 255], got dtype {dtype}")
+
+
+def _host_float(x) -> np.ndarray:
+    """A batch read from the host set as float32 in [0, 1] (uint8: ``x / 255``)."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        return x.astype(np.float32) / np.float32(255)
+    return x.astype(np.float32, copy=False)
+
+
 def features(net, params, images, *, stop: str | None = None, batch_size: int = 256,
              mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
-    """``net.apply(params, images, stop=stop)`` in padded batches over ``mesh``, as a float32 numpy array."""
+    """``net.apply(params, images, stop=stop)`` in padded batches over ``mesh``, as a float32 numpy array.
+
+    Args:
+      images: (N, H, W, 3) float in [0, 1] or uint8 in [0, 255] (numpy or ``np.memmap``;
+        read and converted batch by batch).
+      stop: split point (None: the output).
+
+    Returns:
+      (N, D) float32, the activations flattened.
+    """
+    _check_images(images)
     mesh = sharding.data_mesh() if mesh is None else mesh
     devices = mesh.shape[sharding.DATA]
     n = len(images)
@@ -125,7 +358,7 @@ def features(net, params, images, *, stop: str | None = None, batch_size: int = 
     params = sharding.replicate(params, mesh)
     out = []
     for i in range(0, n, batch_size):
-        x = np.asarray(images[i:i + batch_size], np.float32)
+        x = _host_float(images[i:i + batch_size])
         pad = batch_size - len(x)
         x = np.pad(x, ((0, pad), (0, 0), (0, 0), (0, 0)))
         y = np.asarray(_forward(net, params, sharding.shard_batch(x, mesh), stop))
@@ -142,16 +375,47 @@ def evaluate_knn(net, params, train, heldout, *, layer: str = "avgpool", k: int 
     """k-NN accuracy of held-out images from the features at ``layer`` of the training images.
 
     Args:
-      train, heldout: (images (N, H, W, 3), labels (N,)) pairs.
+      train, heldout: (images (N, H, W, 3) float or uint8, labels (N,)) pairs.
     """
     ftr = features(net, params, train[0], stop=layer, mesh=mesh)
     fte = features(net, params, heldout[0], stop=layer, mesh=mesh)
     return metrics.knn_accuracy(ftr, np.asarray(train[1]), fte, np.asarray(heldout[1]), k=min(k, len(ftr)))
 
 
+def _positive(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not v > 0:
+        raise ValueError(f"{name}: expected a positive number, got {v!r}")
+    return float(v)
+
+
+def _default_aug(method: str, hw: tuple[int, int]):
+    if method == "dino":
+        local = (max(1, round(hw[0] * 7 / 16)), max(1, round(hw[1] * 7 / 16)))
+        return (AugmentConfig.dino_global(1, size=hw), AugmentConfig.dino_global(2, size=hw),
+                AugmentConfig.dino_local(size=local))
+    return AugmentConfig.simclr(size=hw, scale=(0.2, 1.0))
+
+
+def _check_aug(method: str, aug, rotation) -> None:
+    if method == "dino":
+        if not (isinstance(aug, tuple) and len(aug) == 3 and all(isinstance(a, AugmentConfig) for a in aug)):
+            raise ValueError(f"aug: DINO expects None or a tuple of 3 AugmentConfigs (global view 1, "
+                             f"global view 2, local), got {aug!r}")
+        if aug[0].size != aug[1].size:
+            raise ValueError(f"aug: DINO's two global views need one size, got {aug[0].size} and {aug[1].size}")
+        return
+    if not isinstance(aug, AugmentConfig):
+        raise ValueError(f"aug: expected an AugmentConfig, got {type(aug).__name__}")
+    if method == "gdt" and rotation is not None and aug.size[0] != aug.size[1]:
+        raise ValueError(f"aug: GDT rotates views by 90 degrees; expected a square size, got {aug.size}")
+
+
 def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: float = 1e-3,
-        seed: int = 0, aug: AugmentConfig | None = None, lam: float = 25.0, label_every: int = 1,
-        temperature: float = 0.1, classes=None, heldout=None, eval_every: int = 5, knn_k: int = 20,
+        seed: int = 0, aug=None, lam: float = 25.0, label_every: int = 1,
+        temperature: float | None = None, rotation: str | None = "distinctive", n_local: int = 8,
+        student_temp: float = 0.1, teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
+        warmup_teacher_epochs: int | None = None, momentum_teacher: float = 0.996,
+        center_momentum: float = 0.9, classes=None, heldout=None, eval_every: int = 5, knn_k: int = 20,
         feature_layer: str = "avgpool", checkpoint_dir: str | None = None,
         until_epoch: int | None = None, progress: Callable[[str], Any] | None = print,
         mesh: jax.sharding.Mesh | None = None) -> tuple[SelfSupState, list[dict]]:
@@ -159,22 +423,37 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
 
     Args:
       net: a :class:`jaxinterp.nets.Net`; for SeLa ``num_classes`` = number of clusters K
-        (K <= N), for SimCLR the embedding dimension.
-      images: (N, H, W, 3) float32 in [0, 1] (host memory; the whole training set).
+        (K <= N), for SimCLR / GDT the embedding dimension, for DINO the head's output
+        dimension K.
+      images: (N, H, W, 3) float in [0, 1] or uint8 in [0, 255]: a numpy array or an
+        ``np.memmap`` (host memory or disk; read one batch at a time).
       epochs: passes over the data (a resumed run counts the restored ones), >= 1.
       batch_size: images per update, a multiple of the devices of ``mesh``, <= N.
-      method: ``'sela'`` or ``'simclr'``.
+      method: one of :data:`METHODS`.
       lr: peak Adam learning rate (``classifier.optimizer``: warm-up then cosine).
-        SeLa and SimCLR use SGD / LARS at larger batch sizes; Adam trains this small
-        net on small batches without tuning.
-      seed: ``jax.random.key(seed)`` makes the init and run keys.
-      aug: the augmentation (default ``AugmentConfig.simclr`` at the image size, scale
-        (0.2, 1) as in SimCLR's CIFAR setting).
+        SeLa, SimCLR, DINO use SGD / LARS / AdamW at larger batch sizes; Adam trains
+        this small net on small batches without tuning.
+      seed: ``jax.random.key(seed)`` makes the init and run keys (:func:`init_state`).
+      aug: the augmentation.  SeLa / SimCLR / GDT: an :class:`AugmentConfig` (default
+        ``AugmentConfig.simclr`` at the image size, scale (0.2, 1) as in SimCLR's CIFAR
+        setting; square for GDT's rotations).  DINO: a tuple (global view 1, global
+        view 2, local) (default ``AugmentConfig.dino_global(1|2)`` at the image size and
+        ``dino_local`` at 7/16 of it, DINO's 96 / 224).
       lam: SeLa's lambda (25, SeLa ImageNet).
       label_every: SeLa: epochs between label updates (1; SeLa spreads ~80 label steps
         over 400 epochs, a rate set by the cost of ImageNet, not needed here).
-      temperature: SimCLR's temperature (0.1).
-      classes: (N,) int true classes, used only for the NMI / ARI metrics (optional).
+      temperature: SimCLR / GDT temperature; None = 0.1 for SimCLR, 0.07 for GDT.
+      rotation: GDT's rotation factor: ``'distinctive'`` (default), ``'invariant'``, or
+        None (no rotation: 2 views, SimCLR's contrast).
+      n_local: DINO's local crops per image, >= 0 (8, DINO).
+      student_temp: DINO's student temperature (0.1).
+      teacher_temp: DINO's teacher temperature after the warm-up (0.07).
+      warmup_teacher_temp: DINO's teacher temperature at the start (0.04).
+      warmup_teacher_epochs: epochs of the linear warm-up; None = round(0.3 epochs)
+        (DINO: 30 of 100).
+      momentum_teacher: DINO's teacher EMA momentum at step 0 in [0, 1] (0.996), cosine to 1.
+      center_momentum: DINO's centre EMA momentum in [0, 1] (0.9).
+      classes: (N,) int true classes, used only for the NMI / ARI / k-NN metrics (optional).
       heldout: (images, labels) for the k-NN metric (optional; ``classes`` required).
       eval_every: epochs between k-NN evaluations (and at the end).
       knn_k: neighbours of the k-NN vote (20).
@@ -189,15 +468,18 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
       (state, history): the final :class:`SelfSupState` and one dict per epoch with
       ``epoch``, ``step``, ``loss``, ``seconds`` and, when computed, ``nmi``, ``ari``,
       ``knn_accuracy``.
+
+    Raises:
+      ValueError: a bad argument (named first in the message).
+      FloatingPointError: the training loss became NaN or infinite (nothing is saved).
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    if np.ndim(images) != 4 or np.shape(images)[-1] != 3:
-        raise ValueError(f"images: expected shape (N, H, W, 3), got {np.shape(images)}")
+    _check_images(images)
     n = len(images)
     mesh = sharding.data_mesh() if mesh is None else mesh
     devices = mesh.shape[sharding.DATA]
-    if not isinstance(epochs, (int, np.integer)) or epochs < 1:
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
         raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
     if batch_size < 1 or batch_size % devices or batch_size > n:
         raise ValueError(f"batch_size: expected a positive multiple of the {devices} devices, "
@@ -208,21 +490,43 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
         raise ValueError(f"classes: expected shape ({n},), got {np.shape(classes)}")
     if heldout is not None and classes is None:
         raise ValueError("classes: required with heldout (the k-NN training labels)")
+    if heldout is not None:
+        _check_images(heldout[0], "heldout")
     if method == "sela" and net.num_classes > n:
         raise ValueError(f"net: SeLa needs K = num_classes <= N = {n}")
-    aug = AugmentConfig.simclr(size=np.shape(images)[1:3], scale=(0.2, 1.0)) if aug is None else aug
+    if temperature is None:
+        temperature = 0.07 if method == "gdt" else 0.1
+    temperature = _positive(temperature, "temperature")
+    if rotation not in ROTATIONS:
+        raise ValueError(f"rotation: expected one of {ROTATIONS}, got {rotation!r}")
+    if isinstance(n_local, bool) or not isinstance(n_local, (int, np.integer)) or n_local < 0:
+        raise ValueError(f"n_local: expected an int >= 0, got {n_local!r}")
+    student_temp = _positive(student_temp, "student_temp")
+    teacher_temp = _positive(teacher_temp, "teacher_temp")
+    warmup_teacher_temp = _positive(warmup_teacher_temp, "warmup_teacher_temp")
+    if warmup_teacher_epochs is None:
+        warmup_teacher_epochs = round(0.3 * epochs)
+    if (isinstance(warmup_teacher_epochs, bool) or not isinstance(warmup_teacher_epochs, (int, np.integer))
+            or warmup_teacher_epochs < 0):
+        raise ValueError(f"warmup_teacher_epochs: expected None or an int >= 0, got {warmup_teacher_epochs!r}")
+    for name, v in (("momentum_teacher", momentum_teacher), ("center_momentum", center_momentum)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= v <= 1:
+            raise ValueError(f"{name}: expected a number in [0, 1], got {v!r}")
+    hw = tuple(int(s) for s in images.shape[1:3])
+    aug = _default_aug(method, hw) if aug is None else aug
+    _check_aug(method, aug, rotation)
     steps_per_epoch = n // batch_size
     total = epochs * steps_per_epoch
+    opts = Options(temperature=temperature, rotation=rotation, n_local=int(n_local),
+                   student_temp=student_temp, teacher_temp=teacher_temp,
+                   warmup_teacher_temp=warmup_teacher_temp, warmup_teacher_epochs=int(warmup_teacher_epochs),
+                   momentum_teacher=float(momentum_teacher), center_momentum=float(center_momentum),
+                   steps_per_epoch=steps_per_epoch, total_steps=total)
     tx = optimizer(lr, total)
     config = {"net": repr(net), "method": method, "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "seed": seed, "aug": repr(aug), "lam": lam, "label_every": label_every,
-              "temperature": temperature, "n": n}
-    init_key, run_key = jax.random.split(jax.random.key(seed))
-    params = net.init(init_key)
-    state = SelfSupState(jnp.zeros((), jnp.int32), params, tx.init(params), run_key,
-                         jnp.zeros((n,), jnp.int32))
-    state = sharding.replicate(state, mesh)
-    images = np.asarray(images, np.float32)
+              "temperature": temperature, "n": n, "options": opts._asdict()}
+    state = sharding.replicate(init_state(net, tx, jax.random.key(seed), n, method), mesh)
     ckpt = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, max_to_keep=2)
     history = []
     try:
@@ -245,10 +549,13 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
             losses = []
             for b in range(steps_per_epoch):
                 idx = order[b * batch_size:(b + 1) * batch_size]
-                x, y = sharding.shard_batch((images[idx], labels[idx]), mesh)
-                state, loss = train_step(net, tx, method, aug, temperature, state, x, y)
+                x, y = sharding.shard_batch((_host_float(images[idx]), labels[idx]), mesh)
+                state, loss = train_step(net, tx, method, aug, opts, state, x, y)
                 losses.append(loss)
             row.update(step=int(state.step), loss=float(np.mean([float(v) for v in losses])))
+            if not math.isfinite(row["loss"]):
+                raise FloatingPointError(f"loss: {row['loss']} in epoch {epoch + 1} ({method}); "
+                                         "lower lr or check the inputs")
             if heldout is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
                 row["knn_accuracy"] = evaluate_knn(net, state.params, (images, classes), heldout,
                                                    layer=feature_layer, k=knn_k, mesh=mesh)

@@ -6,7 +6,8 @@ with Python's ``round``, its resize with PIL, TorchRay's ``voc_as_mask`` and a
 brute-force loop for the box masks.
 """
 
-import contextlib
+import json
+import os
 import sys
 import types
 
@@ -14,14 +15,13 @@ import jax
 import numpy as np
 import PIL.Image
 import pytest
-import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxinterp.data import tfds as jtfds
+from tfds_mock import FLAG, indexed_mock
 
 DATA_DIR = "/nonexistent/tfds"  # mock_data never reads it
 DETECTION = ("voc/2007", "coco/2014")
-FLAG = {"voc/2007": ("difficult", "is_difficult"), "coco/2014": ("crowd", "is_crowd")}
 
 
 def _raw(name, num_examples):
@@ -44,70 +44,6 @@ def _reference_boxes(raw, size, max_objects, one_based):
 def _pad(x, length, value):
     x = np.asarray(x)[:length]
     return np.concatenate([x, np.full(length - len(x), value, x.dtype)])
-
-
-# ---------------------------------------------------------------------------
-# Mock with consistent examples whose content is their index, honouring splits.
-# ---------------------------------------------------------------------------
-
-
-def _indexed_examples(name, n):
-    """n valid examples; ImageNet ``label`` and the first box label = index."""
-    rng = np.random.default_rng(0)
-    examples = []
-    for i in range(n):
-        h, w = rng.integers(20, 60, size=2)
-        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-        if name == "imagenet2012":
-            examples.append({"image": image, "label": np.int64(i), "file_name": b"x"})
-            continue
-        k = int(rng.integers(1, 5))
-        lo = rng.uniform(0.0, 0.5, (k, 2))
-        bbox = np.concatenate([lo, lo + rng.uniform(0.1, 0.5, (k, 2))], 1)
-        label = rng.integers(0, 20, k)
-        label[0] = i
-        examples.append(
-            {
-                "image": image,
-                "objects": {
-                    "bbox": bbox.astype(np.float32),
-                    "label": label.astype(np.int64),
-                    FLAG[name][1]: rng.random(k) < 0.5,
-                },
-            }
-        )
-    return examples
-
-
-def _signature(example):
-    return tf.nest.map_structure(
-        lambda x: tf.TensorSpec((None,) * np.ndim(x), tf.as_dtype(np.asarray(x).dtype)),
-        example,
-    )
-
-
-@contextlib.contextmanager
-def _indexed_mock(name, n):
-    """Mocks ``tfds.load`` (split slices honoured) and ``tfds.data_source``."""
-    examples = _indexed_examples(name, n)
-
-    def as_dataset(self, split, **kwargs):
-        del self, kwargs
-        infos = {"validation": types.SimpleNamespace(num_examples=n)}
-        spans = tfds.core.ReadInstruction.from_spec(split).to_absolute(infos)
-        chosen = [
-            examples[i] for s in spans for i in range(s.from_ or 0, n if s.to is None else s.to)
-        ]
-        return tf.data.Dataset.from_generator(
-            lambda: iter(chosen), output_signature=_signature(examples[0])
-        )
-
-    def as_data_source(self, split, **kwargs):
-        del self, split, kwargs
-        return examples
-
-    with tfds.testing.mock_data(as_dataset_fn=as_dataset, as_data_source_fn=as_data_source):
-        yield
 
 
 def _ids(batches, name):
@@ -289,7 +225,7 @@ READERS = {"tf.data": jtfds.load, "grain": jtfds.load_grain}
 def test_shuffle_is_deterministic_given_seed(reader, name):
     load = READERS[reader]
     kwargs = dict(image_size=16, batch_size=4, num_shards=1, shard_index=0)
-    with _indexed_mock(name, 12):
+    with indexed_mock(name, 12):
         plain = _ids(load(name, DATA_DIR, **kwargs), name)
         first = list(load(name, DATA_DIR, shuffle_seed=3, **kwargs))
         again = list(load(name, DATA_DIR, shuffle_seed=3, **kwargs))
@@ -305,7 +241,7 @@ def test_shuffle_is_deterministic_given_seed(reader, name):
 @pytest.mark.parametrize("reader", sorted(READERS))
 def test_shards_are_disjoint_and_cover_the_split(reader):
     load = READERS[reader]
-    with _indexed_mock("imagenet2012", 11):
+    with indexed_mock("imagenet2012", 11):
         shards = [
             _ids(
                 load(
@@ -328,7 +264,7 @@ def test_shards_are_disjoint_and_cover_the_split(reader):
 def test_drop_remainder_and_epochs(reader):
     load = READERS[reader]
     kwargs = dict(image_size=16, batch_size=4, num_shards=1, shard_index=0)
-    with _indexed_mock("imagenet2012", 10):
+    with indexed_mock("imagenet2012", 10):
         kept = [len(b["label"]) for b in load("imagenet2012", DATA_DIR, **kwargs)]
         dropped = [
             len(b["label"]) for b in load("imagenet2012", DATA_DIR, drop_remainder=True, **kwargs)
@@ -341,7 +277,7 @@ def test_drop_remainder_and_epochs(reader):
 @pytest.mark.parametrize("name", DETECTION)
 def test_grain_and_tf_data_give_the_same_batches(name):
     kwargs = dict(image_size=20, batch_size=3, num_shards=1, shard_index=0)
-    with _indexed_mock(name, 5):
+    with indexed_mock(name, 5):
         via_tf = list(jtfds.load(name, DATA_DIR, **kwargs))
         via_grain = list(jtfds.load_grain(name, DATA_DIR, **kwargs))
     assert len(via_tf) == len(via_grain) == 2
@@ -361,7 +297,9 @@ def test_grain_and_tf_data_give_the_same_batches(name):
 @pytest.mark.parametrize(
     "name, kwargs, argument",
     [
-        ("cifar10", {}, "name"),
+        ("mnist", {}, "name"),
+        ("cifar10", {"split": "validation"}, "split"),
+        ("cifar10", {"split": "test", "max_objects": 5}, "max_objects"),
         ("voc/2012", {}, "name"),
         ("imagenet2012", {"split": "test"}, "split"),
         ("coco/2014", {"split": "validation[:10]+test"}, "split"),
@@ -383,3 +321,111 @@ def test_missing_tfds_asks_for_the_data_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
     with pytest.raises(ImportError, match=r"jaxinterp\[data\]"):
         jtfds.load("imagenet2012", DATA_DIR, num_shards=1, shard_index=0)
+
+
+# ---------------------------------------------------------------------------
+# CIFAR-10 and the resumable uint8 cache.
+# ---------------------------------------------------------------------------
+
+
+def test_cifar10_batches_are_the_whole_image_resized():
+    pil = PIL.Image
+    kwargs = dict(batch_size=3, num_shards=1, shard_index=0)
+    with indexed_mock("cifar10", {"train": 4, "test": 3}) as examples:
+        (same,) = jtfds.cifar10(DATA_DIR, split="test", image_size=32, **kwargs)
+        small = np.concatenate([b["image"] for b in jtfds.load("cifar10", DATA_DIR, split="train",
+                                                               image_size=20, **kwargs)])
+    raw_test = np.stack([e["image"] for e in examples["test"]])
+    np.testing.assert_array_equal(same["label"], [0, 1, 2])
+    np.testing.assert_array_equal(np.round(same["image"] * 255), raw_test)  # the identity at 32
+    for image, e in zip(small, examples["train"], strict=True):
+        expected = np.asarray(pil.fromarray(e["image"]).resize((20, 20), pil.BILINEAR)) / 255.0
+        assert np.abs(image - expected).max() <= 1.01 / 255
+
+
+def _cache(cache_dir, **kwargs):
+    args = dict(split="train", image_size=16, num_examples=10, batch_size=2, commit_every=4,
+                progress=None)
+    return jtfds.cache_split("cifar10", DATA_DIR, str(cache_dir), **{**args, **kwargs})
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_cache_split_resumes_after_a_kill_without_rereading(tmp_path):
+    requested, lines = [], []
+
+    def kill_at_row_4(line):
+        lines.append(line)
+        if "4/10 rows" in line:
+            raise _Killed
+
+    with indexed_mock("cifar10", {"train": 12}, requested) as examples:
+        whole, whole_labels = _cache(tmp_path / "whole")
+        with pytest.raises(_Killed):
+            _cache(tmp_path / "killed", progress=kill_at_row_4)
+        stem = tmp_path / "killed" / "cifar10-train-10-16px"
+        assert not os.path.exists(f"{stem}.images.npy")
+        assert json.loads(open(f"{stem}.progress.json").read())["rows"] == 4
+        del requested[:]
+        images, labels = _cache(tmp_path / "killed", progress=lines.append)
+        assert requested == [[("train", 4, 10)]]  # the finished rows are not read again
+        again, _ = _cache(tmp_path / "killed")
+        assert requested == [[("train", 4, 10)]]  # a finished cache is only opened
+    assert "resuming at row 4/10" in lines[-3] and "8/10 rows" in lines[-2] and "10/10 rows" in lines[-1]
+    assert sorted(os.listdir(tmp_path / "killed")) == [
+        "cifar10-train-10-16px.images.npy", "cifar10-train-10-16px.labels.npy"]
+    assert isinstance(images, np.memmap) and images.dtype == np.uint8
+    assert images.shape == (10, 16, 16, 3) and labels.dtype == np.int32
+    np.testing.assert_array_equal(images, whole)
+    np.testing.assert_array_equal(again, whole)
+    np.testing.assert_array_equal(labels, np.arange(10))
+    np.testing.assert_array_equal(whole_labels, np.arange(10))
+    # Content: the rounded tf resize, within one grey level of PIL's.
+    reference = np.stack([np.asarray(PIL.Image.fromarray(e["image"]).resize((16, 16), PIL.Image.BILINEAR))
+                          for e in examples["train"][:10]])
+    assert np.abs(whole.astype(int) - reference).max() <= 1
+
+
+@pytest.mark.parametrize(
+    "name, kwargs, argument",
+    [
+        ("voc/2007", {}, "name"),
+        ("cifar10", {"split": "validation"}, "split"),
+        ("cifar10", {"split": "train[:5]"}, "split"),
+        ("cifar10", {"image_size": 15}, "image_size"),
+        ("cifar10", {"num_examples": 0}, "num_examples"),
+        ("cifar10", {"batch_size": 0}, "batch_size"),
+        ("cifar10", {"commit_every": 0}, "commit_every"),
+        ("cifar10", {"data_dir": ""}, "data_dir"),
+        ("cifar10", {"cache_dir": ""}, "cache_dir"),
+    ],
+)
+def test_cache_split_bad_arguments_raise_value_error_naming_them(tmp_path, name, kwargs, argument):
+    args = dict(split="train", image_size=16, num_examples=4, data_dir=DATA_DIR,
+                cache_dir=str(tmp_path))
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=f"^{argument}"):
+        jtfds.cache_split(name, args.pop("data_dir"), args.pop("cache_dir"), **args)
+
+
+def test_cache_split_takes_the_recorded_split_size(tmp_path, monkeypatch):
+    # The mock records no split sizes; a prepared data_dir does (builder.info.splits).
+    recorded = {"train": types.SimpleNamespace(num_examples=3)}
+    fake = types.SimpleNamespace(info=types.SimpleNamespace(splits=recorded))
+    monkeypatch.setattr(tfds, "builder", lambda name, data_dir: fake)
+    with indexed_mock("cifar10", {"train": 3}):
+        images, labels = _cache(tmp_path, num_examples=None)
+        with pytest.raises(ValueError, match=r"^num_examples must be <= 3"):
+            _cache(tmp_path, num_examples=5)
+    assert images.shape == (3, 16, 16, 3)
+    np.testing.assert_array_equal(labels, [0, 1, 2])
+
+
+def test_cache_split_refuses_a_split_that_ends_early(tmp_path, monkeypatch):
+    load = jtfds.load
+    monkeypatch.setattr(jtfds, "load", lambda *args, **kwargs: list(load(*args, **kwargs))[:2])
+    with indexed_mock("cifar10", {"train": 10}), pytest.raises(ValueError, match="^num_examples"):
+        _cache(tmp_path, num_examples=10)
+    assert not any(f.endswith(".images.npy") for f in os.listdir(tmp_path))

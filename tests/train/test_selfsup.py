@@ -1,15 +1,16 @@
-"""jaxinterp.train.metrics (vs brute force) and jaxinterp.train.selfsup (runs, resume, sharding)."""
+"""jaxinterp.train.metrics (vs brute force) and jaxinterp.train.selfsup (runs, resume, sharding; DINO, GDT)."""
 
 import itertools
 import math
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinterp import nets
-from jaxinterp.train import metrics, selfsup
-from jaxinterp.train.augment import AugmentConfig
+from jaxinterp import nets, objectives
+from jaxinterp.train import classifier, metrics, selfsup
+from jaxinterp.train.augment import AugmentConfig, multicrop
 
 
 # ---------------------------------------------------------------- metrics vs brute force
@@ -60,6 +61,20 @@ def test_nmi_ari_closed_forms():
         metrics.nmi(a, a[:3])
     with pytest.raises(ValueError, match="a"):
         metrics.ari(np.zeros(3), a[:3])
+
+
+def test_purity_vs_brute_force_and_closed_forms():
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 5, 50), rng.integers(0, 3, 50)
+    brute = sum(max(np.sum((a == k) & (b == j)) for j in set(b)) for k in set(a)) / len(a)
+    assert metrics.purity(a, b) == pytest.approx(brute, abs=1e-12)
+    # Manning et al.'s worked example (Fig. 16.4): purity (5 + 4 + 3) / 17.
+    clusters = np.repeat([0, 1, 2], [6, 6, 5])
+    classes = np.array([0, 0, 0, 0, 0, 1, 0, 1, 1, 1, 1, 2, 0, 0, 2, 2, 2])
+    assert metrics.purity(clusters, classes) == pytest.approx(12 / 17)
+    assert metrics.purity(np.arange(7), np.zeros(7, int)) == 1.0
+    with pytest.raises(ValueError, match="b"):
+        metrics.purity(a, b[:3])
 
 
 def test_knn_accuracy_vs_loop():
@@ -152,8 +167,293 @@ def test_simclr_runs(data):
 
 @pytest.mark.parametrize("kw,arg", [({"method": "byol"}, "method"), ({"epochs": 0}, "epochs"),
                                     ({"batch_size": 12}, "batch_size"), ({"batch_size": 64}, "batch_size"),
-                                    ({"classes": None}, "classes"), ({"label_every": 0}, "label_every")])
+                                    ({"classes": None}, "classes"), ({"label_every": 0}, "label_every"),
+                                    ({"method": "dino"}, "aug"), ({"method": "gdt", "rotation": "flip"}, "rotation"),
+                                    ({"method": "gdt", "aug": AugmentConfig.simclr(size=(16, 12))}, "aug"),
+                                    ({"method": "dino", "aug": None, "n_local": -1}, "n_local"),
+                                    ({"method": "gdt", "temperature": 0.0}, "temperature"),
+                                    ({"method": "dino", "aug": None, "student_temp": -1.0}, "student_temp"),
+                                    ({"method": "dino", "aug": None, "teacher_temp": 0}, "teacher_temp"),
+                                    ({"method": "dino", "aug": None, "momentum_teacher": 1.5},
+                                     "momentum_teacher"),
+                                    ({"method": "dino", "aug": None, "center_momentum": -0.1}, "center_momentum"),
+                                    ({"method": "dino", "aug": None, "warmup_teacher_epochs": -1},
+                                     "warmup_teacher_epochs"),
+                                    ({"images": np.zeros((32, 16, 16, 3), np.int32)}, "images"),
+                                    ({"images": np.zeros((32, 16, 16), np.float32)}, "images"),
+                                    ({"heldout": (np.zeros((8, 16, 16, 3), np.int64), np.zeros(8))}, "heldout")])
 def test_bad_arguments(data, kw, arg):
     images, classes = data
-    with pytest.raises(ValueError, match=arg):
+    images = kw.pop("images", images)
+    with pytest.raises(ValueError, match=f"^{arg}"):
         _fit(images, kw.pop("classes", classes), None, **kw)
+
+
+# ---------------------------------------------------------------- DINO
+
+# 16 px globals and 8 px locals (the smallcnn's three 2x2 pools need >= 8 px); light blur.
+_DINO_AUG = (AugmentConfig.dino_global(1, size=(_SIZE, _SIZE), blur_sigma=(0.1, 0.5)),
+             AugmentConfig.dino_global(2, size=(_SIZE, _SIZE), blur_sigma=(0.1, 0.5)),
+             AugmentConfig.dino_local(size=(8, 8), blur_sigma=(0.1, 0.5)))
+# What fit(epochs=2, batch_size=16) on 32 images builds from _DINO_KW (same jit cache entry).
+_DINO_KW = {"method": "dino", "aug": _DINO_AUG, "n_local": 2, "momentum_teacher": 0.5,
+            "warmup_teacher_epochs": 1, "lr": 1e-2}
+_DINO_OPTS = selfsup.Options(temperature=0.1, n_local=2, momentum_teacher=0.5, warmup_teacher_epochs=1,
+                             steps_per_epoch=2, total_steps=4)
+
+
+def _np_softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def _np_dino_loss(student, teacher, center, tt, ts=0.1):
+    """DINO's loss by loops over (teacher view i, student view j != i), float64."""
+    logps = np.log(_np_softmax(student / ts))
+    pt = _np_softmax((teacher - center) / tt)
+    terms = [-(pt[:, i] * logps[:, j]).sum(-1).mean()
+             for i in range(teacher.shape[1]) for j in range(student.shape[1]) if j != i]
+    return np.mean(terms)
+
+
+def test_dino_teacher_centre_loss_vs_numpy(data):
+    """Four updates by train_step against a float64 NumPy replay of DINO's EMA teacher, centre and loss."""
+    images, _ = data
+    net = _net()
+    tx = classifier.optimizer(1e-2, 16)
+    state = selfsup.init_state(net, tx, jax.random.key(3), _N, "dino")
+
+    @jax.jit
+    def replay(teacher_params, student_params, key, x):
+        g, loc = multicrop(key, x, 2, global_configs=_DINO_AUG[:2], local_config=_DINO_AUG[2])
+        return (jnp.stack([net.apply(teacher_params, v) for v in g], 1),
+                jnp.stack([net.apply(student_params, v) for v in g + loc], 1))
+
+    f64 = lambda t: jax.tree.map(lambda a: np.asarray(a, np.float64), t)  # noqa: E731
+    teacher, center = f64(state.params), np.zeros(4)
+    jax.tree.map(np.testing.assert_array_equal, f64(state.teacher), teacher)   # teacher starts = student
+    for t in range(4):
+        x = jnp.asarray(images[16 * (t % 2):16 * (t % 2) + 16])
+        key = jax.random.fold_in(jax.random.fold_in(state.key, 0), t)
+        # The outputs the NumPy replay needs: the step's crops through the pre-update nets.
+        tout, sout = replay(state.teacher, state.params, key, x)
+        tout, sout = np.asarray(tout, np.float64), np.asarray(sout, np.float64)
+        tt = 0.04 if t < 2 else 0.07            # epoch 0 = warm-up start, epoch 1 = warmed up
+        expected_loss = _np_dino_loss(sout, tout, center, tt)
+        state, loss = selfsup.train_step(net, tx, "dino", _DINO_AUG, _DINO_OPTS, state, x, jnp.zeros(16, jnp.int32))
+        assert float(loss) == pytest.approx(expected_loss, rel=1e-5)
+        m = 1.0 - (1.0 - 0.5) * (1.0 + math.cos(math.pi * t / 4)) / 2
+        teacher = jax.tree.map(lambda a, s: m * a + (1 - m) * s, teacher, f64(state.params))
+        center = 0.9 * center + 0.1 * tout.mean(axis=(0, 1))
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, atol=1e-6, rtol=1e-5),
+                     state.teacher, teacher)
+        np.testing.assert_allclose(np.asarray(state.center), center, atol=1e-6, rtol=1e-5)
+    # The teacher moved, and is not the student.
+    assert not np.allclose(jax.tree.leaves(state.teacher)[0], jax.tree.leaves(state.params)[0])
+
+
+def test_dino_distils_into_the_student_only(data):
+    """Momentum 1 and a frozen centre: DINO is distillation from a fixed (peaked) teacher; the loss falls."""
+    images, _ = data
+    net = _net()
+    tx = classifier.optimizer(1e-2, 12)
+    opts = selfsup.Options(n_local=2, momentum_teacher=1.0, center_momentum=1.0, warmup_teacher_epochs=0,
+                           steps_per_epoch=12, total_steps=12)
+    state = selfsup.init_state(net, tx, jax.random.key(3), _N, "dino")
+    # Another init, doubled: logits ~30x larger (5 homogeneous layers), so the targets are peaked.
+    teacher = jax.tree.map(lambda a: 2 * a, net.init(jax.random.key(99)))
+    state = state._replace(teacher=teacher)
+    x, y = jnp.asarray(images[:16]), jnp.zeros(16, jnp.int32)
+    losses = []
+    for _ in range(12):
+        state, loss = selfsup.train_step(net, tx, "dino", _DINO_AUG, opts, state, x, y)
+        losses.append(float(loss))
+    jax.tree.map(np.testing.assert_array_equal, state.teacher, teacher)
+    np.testing.assert_array_equal(np.asarray(state.center), np.zeros(4))
+    assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2]), losses
+
+
+def test_dino_resumes_and_matches_sharded(data, tmp_path):
+    images, classes = data
+    one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    kw = {**_DINO_KW, "heldout": None}
+    full, hist = _fit(images, classes, one, **kw)
+    assert int(full.step) == 4 and all(np.isfinite(h["loss"]) for h in hist)
+    assert np.abs(np.asarray(full.center)).sum() > 0
+    d = str(tmp_path / "ckpt")
+    _fit(images, classes, one, checkpoint_dir=d, until_epoch=1, **kw)
+    lines = []
+    resumed, h2 = _fit(images, classes, one, checkpoint_dir=d, progress=lines.append, **kw)
+    assert "resumed from step 2" in lines[0] and [h["epoch"] for h in h2] == [2]
+    for a, b in ((resumed.params, full.params), (resumed.teacher, full.teacher), (resumed.center, full.center)):
+        jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-6), a, b)
+    # 8 devices == 1: the centre's batch mean is global under the sharded jit.
+    eight, _ = _fit(images, classes, jax.sharding.Mesh(np.array(jax.devices()), ("data",)), **kw)
+    for a, b in ((eight.params, full.params), (eight.teacher, full.teacher), (eight.center, full.center)):
+        jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=2e-4), a, b)
+
+
+# ---------------------------------------------------------------- GDT
+
+def test_gdt_contrast_hand_written():
+    # B = 2; embedding m = v B + n, views v = (draw 0, upright), (draw 0, rotated), (draw 1, upright),
+    # (draw 1, rotated).  Distinctive rotation: positives share the sample and the rotation.
+    dist = np.array([
+        # d0r0   d0r1   d1r0   d1r1   (n = 0, 1 in each)
+        [0, -1, -1, -1, 1, -1, -1, -1],
+        [-1, 0, -1, -1, -1, 1, -1, -1],
+        [-1, -1, 0, -1, -1, -1, 1, -1],
+        [-1, -1, -1, 0, -1, -1, -1, 1],
+        [1, -1, -1, -1, 0, -1, -1, -1],
+        [-1, 1, -1, -1, -1, 0, -1, -1],
+        [-1, -1, 1, -1, -1, -1, 0, -1],
+        [-1, -1, -1, 1, -1, -1, -1, 0]])
+    np.testing.assert_array_equal(selfsup.gdt_contrast(2, "distinctive"), dist)
+    # Invariant rotation: every other view of the same sample is a positive.
+    inv = np.array([[0 if i == j else (1 if i % 2 == j % 2 else -1) for j in range(8)] for i in range(8)])
+    np.testing.assert_array_equal(selfsup.gdt_contrast(2, "invariant"), inv)
+    # No rotation: SimCLR's contrast on [a; b].
+    np.testing.assert_array_equal(selfsup.gdt_contrast(2, None),
+                                  [[0, -1, 1, -1], [-1, 0, -1, 1], [1, -1, 0, -1], [-1, 1, -1, 0]])
+    with pytest.raises(ValueError, match="^rotation"):
+        selfsup.gdt_contrast(2, "upside-down")
+    with pytest.raises(ValueError, match="^batch"):
+        selfsup.gdt_contrast(0)
+
+
+def test_gdt_two_views_is_nt_xent(data):
+    """Planted equivalence: sample distinctive + augmentation invariant on 2 views is NT-Xent."""
+    rng = np.random.default_rng(1)
+    z = jnp.asarray(rng.normal(size=(12, 5)), jnp.float32)
+    gdt = objectives.gdt_loss(z, selfsup.gdt_contrast(6, None), temperature=0.2)
+    np.testing.assert_allclose(float(gdt), float(objectives.nt_xent(z[:6], z[6:], temperature=0.2)), rtol=1e-6)
+    # Through the trainer: method 'gdt' without rotation == 'simclr' on the same views.
+    images, _ = data
+    net = _net()
+    tx = classifier.optimizer(1e-3, 2)
+    state = selfsup.init_state(net, tx, jax.random.key(0), _N, "gdt")
+    x, y = jnp.asarray(images[:8]), jnp.zeros(8, jnp.int32)
+    opts = selfsup.Options(temperature=0.1, rotation=None)
+    a = selfsup.batch_loss(net, "gdt", _AUG, opts, state, x, y)
+    b = selfsup.batch_loss(net, "simclr", _AUG, opts, state, x, y)
+    np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
+
+
+class _NoWholeArray:
+    """An image set that can only be read by indexing (fit and features must not convert it whole)."""
+
+    def __init__(self, a):
+        self._a, self.shape, self.dtype = a, a.shape, a.dtype
+
+    def __len__(self):
+        return len(self._a)
+
+    def __getitem__(self, idx):
+        return np.array(self._a[idx])
+
+    def __array__(self, *args, **kwargs):
+        raise AssertionError("the whole image set was converted")
+
+
+def test_gdt_learns_and_uint8_equals_float(data, tmp_path):
+    images, classes = data
+    u8 = np.round(images * 255).astype(np.uint8)
+    mm = np.memmap(tmp_path / "images.u8", np.uint8, "w+", shape=u8.shape)
+    mm[:] = u8
+    mm.flush()
+    one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    kw = {"method": "gdt", "epochs": 4, "lr": 1e-2}
+    f, hf = _fit(u8.astype(np.float32) / np.float32(255), classes, one, **kw, heldout=(images[:8], classes[:8]))
+    # The same run from a uint8 memmap that can only be indexed: identical, batch by batch.
+    u, hu = _fit(_NoWholeArray(np.memmap(tmp_path / "images.u8", np.uint8, "r", shape=u8.shape)), classes,
+                 one, **kw, heldout=(_NoWholeArray(u8[:8]), classes[:8]))
+    jax.tree.map(np.testing.assert_array_equal, u.params, f.params)
+    assert [h["loss"] for h in hu] == [h["loss"] for h in hf] and hu[-1]["knn_accuracy"] == hf[-1]["knn_accuracy"]
+    np.testing.assert_array_equal(selfsup.features(_net(), u.params, _NoWholeArray(u8), mesh=one),
+                                  selfsup.features(_net(), f.params, u8.astype(np.float32) / 255, mesh=one))
+    # Eight updates on one fixed batch (the Options and optimiser that fit built above): the loss falls.
+    tx = classifier.optimizer(1e-2, 8)
+    opts = selfsup.Options(temperature=0.07, rotation="distinctive", warmup_teacher_epochs=1, steps_per_epoch=2,
+                           total_steps=8)
+    state = selfsup.init_state(_net(), tx, jax.random.key(0), _N, "gdt")
+    x, y = jnp.asarray(images[:16]), jnp.zeros(16, jnp.int32)
+    losses = []
+    for _ in range(8):
+        state, loss = selfsup.train_step(_net(), tx, "gdt", _AUG, opts, state, x, y)
+        losses.append(float(loss))
+    assert np.mean(losses[-4:]) < np.mean(losses[:2]) - 0.2, losses
+
+
+# ---------------------------------------------------------------- linear probe vs scipy
+
+def _probe_problem(seed=0, n=120, d=6, k=3):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.5, (k, d))
+    y = rng.integers(0, k, n)
+    x = centres[y] + rng.normal(0, 1.0, (n, d)) + 3.0          # offset: the standardisation matters
+    return x.astype(np.float32), y
+
+
+def _scipy_probe(x, y, k, l2):
+    """The same regularised objective in float64, minimised by scipy's L-BFGS-B with exact gradients."""
+    from scipy.optimize import minimize
+    z = (x - x.mean(0)) / np.maximum(x.std(0), 1e-6)
+    n, d = z.shape
+    onehot = np.eye(k)[y]
+
+    def f(theta):
+        w, b = theta[:d * k].reshape(d, k), theta[d * k:]
+        logits = z @ w + b
+        logits -= logits.max(1, keepdims=True)
+        p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+        loss = -np.mean(np.sum(onehot * np.log(p), 1)) + 0.5 * l2 * np.sum(w * w)
+        g = (p - onehot) / n
+        return loss, np.concatenate([(z.T @ g + l2 * w).ravel(), g.sum(0)])
+
+    res = minimize(f, np.zeros(d * k + k), jac=True, method="L-BFGS-B", options={"gtol": 1e-10, "maxiter": 5000})
+    return res.x[:d * k].reshape(d, k), res.x[d * k:], res.fun
+
+
+@pytest.mark.parametrize("l2", [1e-1, 1e-2])
+def test_linear_probe_matches_scipy_float64(l2):
+    x, y = _probe_problem()
+    probe = jax.jit(metrics.fit_linear_probe, static_argnames=("num_classes", "max_iters"))(
+        jax.numpy.asarray(x), jax.numpy.asarray(y), 3, l2=l2)
+    w, b, fun = _scipy_probe(x.astype(np.float64), y, 3, l2)
+    assert float(probe.loss) == pytest.approx(fun, rel=1e-5)
+    np.testing.assert_allclose(probe.kernel, w, atol=2e-3 * max(1, np.abs(w).max()))
+    np.testing.assert_allclose(probe.bias, b, atol=2e-3 * max(1, np.abs(b).max()))
+    assert 0 < int(probe.iterations) < 1000
+
+
+def test_linear_probe_accuracy_planted_and_vmap_sharded():
+    # Separable planted classes: the probe classifies held-out points perfectly; shuffled labels do not.
+    x, y = _probe_problem(seed=1, n=400, d=8, k=4)
+    x = x + 4.0 * np.eye(4, 8)[y]
+    assert metrics.linear_probe(x[:300], y[:300], x[300:], y[300:]) == 1.0
+    assert metrics.linear_probe(x[:300], np.random.default_rng(0).permutation(y[:300]), x[300:], y[300:]) < 0.6
+    # vmap over two feature sets == a loop; features sharded over 8 devices == one device.
+    jnp = jax.numpy
+    fit = lambda f, lab: metrics.fit_linear_probe(f, lab, 4, l2=1e-2, max_iters=200)  # noqa: E731
+    xs = jnp.stack([jnp.asarray(x[:96]), jnp.asarray(x[96:192])])
+    ys = jnp.stack([jnp.asarray(y[:96]), jnp.asarray(y[96:192])])
+    batched = jax.jit(jax.vmap(fit))(xs, ys)
+    for i in range(2):
+        single = jax.jit(fit)(xs[i], ys[i])
+        np.testing.assert_allclose(batched.kernel[i], single.kernel, rtol=1e-4, atol=1e-4)
+    from jaxinterp.train import sharding
+    mesh = sharding.data_mesh()
+    sharded = jax.jit(fit)(*sharding.shard_batch((xs[0], ys[0]), mesh))
+    np.testing.assert_allclose(sharded.kernel, jax.jit(fit)(xs[0], ys[0]).kernel, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_probe_bad_arguments():
+    x, y = _probe_problem()
+    with pytest.raises(ValueError, match="train_features"):
+        metrics.linear_probe(x[:10], y[:11], x, y)
+    with pytest.raises(ValueError, match="test_features"):
+        metrics.linear_probe(x, y, x[:, :3], y)
+    with pytest.raises(ValueError, match="l2"):
+        metrics.linear_probe(x, y, x, y, l2=0.0)
+    with pytest.raises(ValueError, match="train_labels"):
+        metrics.linear_probe(x, y.astype(float), x, y)
