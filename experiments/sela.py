@@ -11,8 +11,8 @@ once as a uint8 .npy memmap (:func:`load_data`; resumable, with progress lines).
 Trains with :func:`jaxinterp.train.selfsup.fit` (method 'sela'), checkpointing
 every epoch under ``<out>/<id>/ckpt`` (rerun with the same --id to resume), and
 writes ``<out>/<id>/config.json``, ``history.json`` (per-epoch loss, NMI, ARI,
-k-NN accuracy) and ``metrics.json`` (the final ones, the k-NN accuracy of the
-untrained net and chance).
+k-NN and linear-probe accuracy) and ``metrics.json`` (the final ones, the same
+accuracies of the untrained net, and chance).
 """
 
 from __future__ import annotations
@@ -128,12 +128,12 @@ def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | Non
         heldout=(held["image"], held["label"]), eval_every=config.eval_every, knn_k=config.knn_k,
         checkpoint_dir=os.path.join(run_dir, "ckpt"), progress=log, **extra)
     init = net.init(jax.random.key(config.seed))
-    baseline = selfsup.evaluate_knn(net, init, (train["image"], train["label"]),
-                                    (held["image"], held["label"]), k=config.knn_k)
-    final = selfsup.evaluate_knn(net, state.params, (train["image"], train["label"]),
-                                 (held["image"], held["label"]), k=config.knn_k)
-    metrics = {"method": method, "epochs": config.epochs, "steps": int(state.step),
-               "knn_accuracy": final, "knn_accuracy_untrained": baseline,
+    baseline = selfsup.evaluate(net, init, (train["image"], train["label"]),
+                                (held["image"], held["label"]), k=config.knn_k)
+    final = selfsup.evaluate(net, state.params, (train["image"], train["label"]),
+                             (held["image"], held["label"]), k=config.knn_k)
+    metrics = {"method": method, "epochs": config.epochs, "steps": int(state.step), **final,
+               **{f"{k}_untrained": v for k, v in baseline.items()},
                "chance": 1.0 / NUM_CLASSES[config.get("dataset", "synthetic")]}
     if method == "sela":
         y = np.asarray(state.labels)
@@ -141,7 +141,8 @@ def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | Non
     if history:
         write_json(os.path.join(run_dir, "history.json"), history)
     write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    log(f"k-NN accuracy {final:.3f} (untrained {baseline:.3f}, chance {metrics['chance']:.3f}) "
+    log(f"k-NN accuracy {final['knn_accuracy']:.3f}, linear probe {final['linear_probe']:.3f} (untrained "
+        f"{baseline['knn_accuracy']:.3f}, {baseline['linear_probe']:.3f}; chance {metrics['chance']:.3f}) "
         f"-> {run_dir}/metrics.json")
     return metrics
 

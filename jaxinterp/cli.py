@@ -708,12 +708,13 @@ def self_labelling_section(ctx: DemoContext) -> Section:
                                  lam=10.0, classes=y, heldout=(xt, yt), eval_every=epochs, progress=ctx.log)
     seconds = time.perf_counter() - t0
     labels = np.asarray(state.labels)
-    untrained = selfsup.evaluate_knn(net, net.init(jax.random.key(0)), (x, y), (xt, yt))
+    untrained = selfsup.evaluate(net, net.init(jax.random.key(0)), (x, y), (xt, yt))
     ctx.arrays["self_labels"] = labels
     result = {"images": n, "size": _SELA_SIZE, "clusters": _SELA_CLUSTERS, "epochs": epochs, "lam": 10.0,
               "seconds": seconds, "purity": cluster_metrics.purity(labels, y), "nmi": cluster_metrics.nmi(labels, y),
               "ari": cluster_metrics.ari(labels, y), "knn_accuracy": history[-1]["knn_accuracy"],
-              "knn_accuracy_untrained": untrained, "chance": 1.0 / synthetic.NUM_CLASSES,
+              "linear_probe": history[-1]["linear_probe"], "knn_accuracy_untrained": untrained["knn_accuracy"],
+              "linear_probe_untrained": untrained["linear_probe"], "chance": 1.0 / synthetic.NUM_CLASSES,
               "loss": [row["loss"] for row in history]}
     ctx.metrics["self_labelling"] = result
     # The largest clusters, each a row of its first images; titles name the majority class.
@@ -737,9 +738,14 @@ def self_labelling_section(ctx: DemoContext) -> Section:
         "self-labels (equipartitioned, lambda 10, SeLa's CIFAR value; objectives.sinkhorn_labels) with "
         "cross-entropy on augmented views (train.selfsup.fit).  The true classes are used only to "
         "score: purity (each cluster credited with its majority class), NMI and ARI of the self-labels, "
-        "and the k-NN accuracy (k = 20, cosine) of held-out images from the avgpool features, against "
-        "the untrained net and chance.")
-    sec.metrics({k: result[k] for k in ("purity", "nmi", "ari", "knn_accuracy", "knn_accuracy_untrained", "chance")})
+        "and the k-NN (k = 20, cosine) and linear-probe accuracies of held-out images from the avgpool "
+        "features, against the untrained net and chance.  At this scale SeLa does not find the "
+        "classes: with 2,048 images the net memorises its own labels (the training loss falls below "
+        "ln K while NMI stays near 0.02; equipartition prevents collapse, not memorisation; SeLa's "
+        "ImageNet run has 1.28M images), whereas SimCLR on the same images reaches a k-NN accuracy "
+        "of about 0.3 (experiments/simclr.py --variant local).")
+    sec.metrics({k: result[k] for k in ("purity", "nmi", "ari", "knn_accuracy", "knn_accuracy_untrained",
+                                        "linear_probe", "linear_probe_untrained", "chance")})
     sec.figure(path, "The largest clusters, one per row: the title of the first image names the cluster's "
                      "majority class and its share, the others each image's true class.")
     return sec

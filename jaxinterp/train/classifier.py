@@ -234,7 +234,7 @@ def resume_from(ckpt: Checkpointer, state, config: dict, progress):
             raise ValueError(f"checkpoint_dir: {ckpt.directory} holds a run with {name}="
                              f"{saved.get(name)!r}, not {value!r}; use another directory")
     if progress is not None:
-        progress(f"resumed from step {int(state.step)} of {ckpt.directory}")
+        progress(f"resumed from step {int(sharding.local_value(state.step))} of {ckpt.directory}")
     return state
 
 

@@ -72,9 +72,9 @@ for uint8), never the whole set.
 Metrics per epoch (the ``history`` list and the progress lines): mean training
 loss; for SeLa the NMI and ARI of the self-labels against ``classes`` (which are
 used for nothing else); every ``eval_every`` epochs and at the end, the k-NN
-accuracy (:func:`jaxinterp.train.metrics.knn_accuracy`) of the features at
-split point ``feature_layer`` (default ``'avgpool'``) of the ``heldout`` images
-against the training images.  Experiments: ``experiments/sela.py``,
+and linear-probe accuracies (:func:`evaluate`) of the features at split point
+``feature_layer`` (default ``'avgpool'``) of the ``heldout`` images against the
+training images.  Experiments: ``experiments/sela.py``,
 ``simclr.py``, ``dino.py``, ``gdt.py``.
 
 References:
@@ -104,8 +104,8 @@ from jaxinterp.train.augment import AugmentConfig, augment, multicrop
 from jaxinterp.train.checkpoint import Checkpointer
 from jaxinterp.train.classifier import optimizer, resume_from
 
-__all__ = ["METHODS", "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
-           "batch_loss", "train_step", "features", "self_labels", "evaluate_knn", "fit"]
+__all__ = ["dino_head", "METHODS", "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
+           "batch_loss", "train_step", "features", "self_labels", "evaluate", "fit"]
 
 METHODS = ("sela", "simclr", "dino", "gdt")
 ROTATIONS = ("distinctive", "invariant", None)
@@ -223,9 +223,38 @@ def gdt_contrast(batch: int, rotation: str | None = "distinctive") -> np.ndarray
                                             ("distinctive", "invariant", rotation))
 
 
+def dino_head(net, params, x: jax.Array) -> jax.Array:
+    """DINO's normalised output: cosines of the features with the net's last-layer prototypes.
+
+    DINO (Caron et al. 2021, Sec. 3.1 and its code) ends its projection head with
+    an L2-normalised bottleneck and a weight-normalised linear layer whose norm is
+    fixed to 1, so its K outputs are cosines in [-1, 1] that the temperatures
+    (student 0.1, teacher 0.04 - 0.07) turn into peaked distributions.  Here the
+    bottleneck is the feature at the split point before the net's last layer
+    (the smallcnn's 128-d ``avgpool``) and the prototypes are the columns of that
+    layer's kernel (its bias unused): out_k = <z / ||z||, w_k / ||w_k||>.  With the
+    raw linear outputs of a fresh net (spread ~0.02 across outputs) the centred
+    teacher is uniform at any temperature and DINO does not start.
+
+    Args:
+      net, params: a net whose last split point is a linear layer with params
+        ``params[net.layers[-1]]['kernel']`` (D, K).
+      x: images (B, H, W, 3) in [0, 1].
+
+    Returns:
+      (B, K) cosines.
+    """
+    head = params.get(net.layers[-1]) if isinstance(params, dict) else None
+    if not isinstance(head, dict) or "kernel" not in head:
+        raise ValueError(f"net: DINO needs a last linear layer with a 'kernel'; {net.name}'s last split point "
+                         f"{net.layers[-1]!r} has none")
+    feats = net.apply(params, x, stop=net.layers[-2]).reshape(x.shape[0], -1)
+    return objectives.prototype_scores(feats, head["kernel"].T)
+
+
 def _teacher_views(net, teacher, globals_):
     b = globals_[0].shape[0]
-    t = net.apply(teacher, jnp.concatenate(globals_))
+    t = dino_head(net, teacher, jnp.concatenate(globals_))
     return jax.lax.stop_gradient(t.reshape(2, b, -1).transpose(1, 0, 2))   # (B, 2, K)
 
 
@@ -248,9 +277,9 @@ def _objective(net, method: str, aug, opts: Options, params, state: SelfSupState
         return objectives.gdt_loss(z, gdt_contrast(b, opts.rotation), temperature=opts.temperature), None
     g, loc = multicrop(key, images, opts.n_local, global_configs=aug[:2], local_config=aug[2])
     t = _teacher_views(net, state.teacher, g)
-    s = net.apply(params, jnp.concatenate(g)).reshape(2, b, -1)
+    s = dino_head(net, params, jnp.concatenate(g)).reshape(2, b, -1)
     if loc:
-        s = jnp.concatenate([s, net.apply(params, jnp.concatenate(loc)).reshape(len(loc), b, -1)])
+        s = jnp.concatenate([s, dino_head(net, params, jnp.concatenate(loc)).reshape(len(loc), b, -1)])
     temp = objectives.teacher_temperature(
         state.step // opts.steps_per_epoch, warmup_temp=opts.warmup_teacher_temp,
         temp=opts.teacher_temp, warmup_epochs=opts.warmup_teacher_epochs)
@@ -356,13 +385,14 @@ def features(net, params, images, *, stop: str | None = None, batch_size: int = 
     n = len(images)
     batch_size = min(math.ceil(batch_size / devices), math.ceil(n / devices)) * devices
     params = sharding.replicate(params, mesh)
+    rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
     out = []
     for i in range(0, n, batch_size):
-        x = _host_float(images[i:i + batch_size])
-        pad = batch_size - len(x)
-        x = np.pad(x, ((0, pad), (0, 0), (0, 0), (0, 0)))
-        y = np.asarray(_forward(net, params, sharding.shard_batch(x, mesh), stop))
-        out.append(y[:len(y) - pad].reshape(len(y) - pad, -1))
+        idx = np.minimum(i + rows, n - 1)                    # the last batch padded with image n - 1
+        x = sharding.from_process_rows(_host_float(images[idx]), mesh, batch_size)
+        y = sharding.gather(_forward(net, params, x, stop))
+        k = min(batch_size, n - i)
+        out.append(y[:k].reshape(k, -1))
     return np.concatenate(out)
 
 
@@ -371,15 +401,25 @@ def self_labels(net, params, images, *, lam: float = 25.0, mesh=None) -> objecti
     return objectives.sinkhorn_labels(jnp.asarray(features(net, params, images, mesh=mesh)), lam=lam)
 
 
-def evaluate_knn(net, params, train, heldout, *, layer: str = "avgpool", k: int = 20, mesh=None) -> float:
-    """k-NN accuracy of held-out images from the features at ``layer`` of the training images.
+def evaluate(net, params, train, heldout, *, layer: str = "avgpool", k: int = 20, mesh=None) -> dict[str, float]:
+    """k-NN and linear-probe accuracy of held-out images from the features at ``layer``.
+
+    The features of the training images are the k-NN's memory and the linear
+    probe's training set (:func:`jaxinterp.train.metrics.knn_accuracy`, k = ``k``,
+    cosine; :func:`jaxinterp.train.metrics.linear_probe`, L2-regularised softmax
+    regression on standardised features).
 
     Args:
       train, heldout: (images (N, H, W, 3) float or uint8, labels (N,)) pairs.
+
+    Returns:
+      {'knn_accuracy': float, 'linear_probe': float}.
     """
     ftr = features(net, params, train[0], stop=layer, mesh=mesh)
     fte = features(net, params, heldout[0], stop=layer, mesh=mesh)
-    return metrics.knn_accuracy(ftr, np.asarray(train[1]), fte, np.asarray(heldout[1]), k=min(k, len(ftr)))
+    ytr, yte = np.asarray(train[1]), np.asarray(heldout[1])
+    return {"knn_accuracy": metrics.knn_accuracy(ftr, ytr, fte, yte, k=min(k, len(ftr))),
+            "linear_probe": metrics.linear_probe(ftr, ytr, fte, yte)}
 
 
 def _positive(v, name: str) -> float:
@@ -454,8 +494,8 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
       momentum_teacher: DINO's teacher EMA momentum at step 0 in [0, 1] (0.996), cosine to 1.
       center_momentum: DINO's centre EMA momentum in [0, 1] (0.9).
       classes: (N,) int true classes, used only for the NMI / ARI / k-NN metrics (optional).
-      heldout: (images, labels) for the k-NN metric (optional; ``classes`` required).
-      eval_every: epochs between k-NN evaluations (and at the end).
+      heldout: (images, labels) for the k-NN and linear-probe metrics (optional; ``classes`` required).
+      eval_every: epochs between these evaluations (and at the end).
       knn_k: neighbours of the k-NN vote (20).
       feature_layer: the split point whose activations are the features ('avgpool').
       checkpoint_dir: save at the end of every epoch and resume from the latest there
@@ -467,7 +507,7 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     Returns:
       (state, history): the final :class:`SelfSupState` and one dict per epoch with
       ``epoch``, ``step``, ``loss``, ``seconds`` and, when computed, ``nmi``, ``ari``,
-      ``knn_accuracy``.
+      ``knn_accuracy``, ``linear_probe``.
 
     Raises:
       ValueError: a bad argument (named first in the message).
@@ -527,42 +567,46 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
               "seed": seed, "aug": repr(aug), "lam": lam, "label_every": label_every,
               "temperature": temperature, "n": n, "options": opts._asdict()}
     state = sharding.replicate(init_state(net, tx, jax.random.key(seed), n, method), mesh)
+    rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
+    if jax.process_index() != 0:
+        progress = None                                      # one process reports
     ckpt = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, max_to_keep=2)
     history = []
     try:
         if ckpt is not None and ckpt.latest_step() is not None:
             state = resume_from(ckpt, state, config, progress)
         start = time.perf_counter()
-        host_key = jax.device_put(state.key, mesh.devices.flat[0])
+        host_key = sharding.local_value(state.key)
         last = epochs if until_epoch is None else min(epochs, int(until_epoch))
-        for epoch in range(int(state.step) // steps_per_epoch, last):
+        for epoch in range(int(sharding.local_value(state.step)) // steps_per_epoch, last):
             row = {"epoch": epoch + 1}
             if method == "sela" and epoch % label_every == 0:
                 result = self_labels(net, state.params, images, lam=lam, mesh=mesh)
                 state = state._replace(labels=sharding.replicate(result.labels, mesh))
             if method == "sela" and classes is not None:
-                y = np.asarray(state.labels)
+                y = sharding.local_value(state.labels)
                 row.update(nmi=metrics.nmi(y, np.asarray(classes)), ari=metrics.ari(y, np.asarray(classes)))
             order = np.asarray(jax.random.permutation(
                 jax.random.fold_in(jax.random.fold_in(host_key, 1), epoch), n))
-            labels = np.asarray(state.labels)
+            labels = sharding.local_value(state.labels)
             losses = []
             for b in range(steps_per_epoch):
-                idx = order[b * batch_size:(b + 1) * batch_size]
-                x, y = sharding.shard_batch((_host_float(images[idx]), labels[idx]), mesh)
+                idx = order[b * batch_size:(b + 1) * batch_size][rows]
+                x, y = sharding.from_process_rows((_host_float(images[idx]), labels[idx]), mesh, batch_size)
                 state, loss = train_step(net, tx, method, aug, opts, state, x, y)
                 losses.append(loss)
-            row.update(step=int(state.step), loss=float(np.mean([float(v) for v in losses])))
+            step = int(sharding.local_value(state.step))
+            row.update(step=step, loss=float(np.mean(sharding.local_value(losses))))
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss: {row['loss']} in epoch {epoch + 1} ({method}); "
                                          "lower lr or check the inputs")
             if heldout is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-                row["knn_accuracy"] = evaluate_knn(net, state.params, (images, classes), heldout,
-                                                   layer=feature_layer, k=knn_k, mesh=mesh)
+                row.update(evaluate(net, state.params, (images, classes), heldout,
+                                    layer=feature_layer, k=knn_k, mesh=mesh))
             row["seconds"] = time.perf_counter() - start
             history.append(row)
             if ckpt is not None:
-                ckpt.save(int(state.step), state, config, force=True)
+                ckpt.save(step, state, config, force=True)
             if progress is not None:
                 progress("epoch {epoch}/{epochs}  ".format(epoch=epoch + 1, epochs=epochs)
                          + "  ".join(f"{k} {v:.4f}" for k, v in row.items()
@@ -571,4 +615,6 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     finally:
         if ckpt is not None:
             ckpt.close()
-    return jax.device_put(state, mesh.devices.flat[0]), history
+    # This process's copy of the replicated state, on its first device.
+    return jax.tree.map(lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a),
+                        sharding.local_value(state)), history
