@@ -98,6 +98,32 @@ def load_npz(path: str) -> dict[str, np.ndarray] | None:
         return {k: f[k] for k in f.files}
 
 
+def shards(run_dir: str, batches, compute: Callable[[dict], dict], log, num: int | None = None,
+           describe: Callable[[dict], str] = lambda batch: "") -> tuple[list[dict], int]:
+    """Each batch's results, computed once and kept as ``<run_dir>/shards/b<index>.npz`` (resumable).
+
+    Args:
+      batches: iterable of (index, batch); compute: batch -> dict of arrays.
+      log: progress printer; num: number of batches, if known; describe: batch -> text of its log line.
+
+    Returns:
+      (list of the shards' arrays in batch order, number computed in this call).
+    """
+    out, computed = [], 0
+    for b, batch in batches:
+        path = os.path.join(run_dir, "shards", f"b{b:05d}.npz")
+        done = load_npz(path)
+        if done is None:
+            t0 = time.perf_counter()
+            done = compute(batch)
+            save_npz(path, **done)
+            computed += 1
+            log(f"batch {b + 1}/{num or '?'}: {describe(batch)} in {time.perf_counter() - t0:.1f}s")
+        out.append(done)
+    log(f"computed {computed} batches, {len(out) - computed} resumed from disk")
+    return out, computed
+
+
 def logger(name: str) -> Callable[[str], None]:
     t0 = time.perf_counter()
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import functools
 import os
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -115,33 +114,13 @@ def summarise(run_dir, shards, config, num_classes, tolerance, log) -> dict:
 
 def run(config, run_id: str | None = None) -> dict:
     log = _common.logger("extremal")
-    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
-    if config.dataset not in ("synthetic", *pointing_game.TFDS_NAMES):
-        raise ValueError(f"dataset: expected 'synthetic', 'voc07' or 'coco14', got {config.dataset!r}")
-    run_dir = _common.prepare_run(config, run_id, config.out, log)
-    net, params, _ = pointing_game.load_net(config, log)
-    mesh = sharding.data_mesh()
-    if mesh.size > 1:
-        params = sharding.replicate(params, mesh)
-    if config.dataset == "synthetic":
-        num, batches, num_classes = pointing_game.synthetic_batches(config, run_dir)
-    else:
-        num, batches, num_classes = pointing_game.tfds_batches(config, net.num_classes)
+    run_dir, net, params, mesh = pointing_game.setup(config, run_id, log)
+    num, batches, num_classes = pointing_game.dataset_batches(config, run_dir, net.num_classes)
     size = 64 if config.dataset == "synthetic" else config.image_size
     tolerance = scaled_tolerance(size) if config.tolerance is None else float(config.tolerance)
-    shards, computed = [], 0
-    for b, batch in batches:
-        path = os.path.join(run_dir, "shards", f"b{b:05d}.npz")
-        done = _common.load_npz(path)
-        if done is None:
-            t0 = time.perf_counter()
-            done = run_batch(net, params, mesh, batch, config)
-            _common.save_npz(path, **done)
-            computed += 1
-            log(f"batch {b + 1}/{num or '?'}: {int(batch['valid'].sum())} pairs x {len(config.areas)} areas, "
-                f"{config.steps} steps in {time.perf_counter() - t0:.1f}s")
-        shards.append(done)
-    log(f"computed {computed} batches, {len(shards) - computed} resumed from disk")
+    shards, computed = _common.shards(
+        run_dir, batches, lambda batch: run_batch(net, params, mesh, batch, config), log, num,
+        lambda batch: f"{int(batch['valid'].sum())} pairs x {len(config.areas)} areas, {config.steps} steps")
     metrics = summarise(run_dir, shards, config, num_classes, tolerance, log)
     return {**metrics, "computed_batches": computed}
 

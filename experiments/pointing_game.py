@@ -113,6 +113,29 @@ def tfds_batches(config, num_classes):
     return None, it(), num_classes
 
 
+def dataset_batches(config, run_dir: str, num_classes: int):
+    """(number of batches or None, iterator of (index, batch), classes) of ``config.dataset``."""
+    if config.dataset == "synthetic":
+        return synthetic_batches(config, run_dir)
+    return tfds_batches(config, num_classes)
+
+
+def setup(config, run_id: str | None, log):
+    """Check ``config.dataset``, prepare the run directory, load the net: (run_dir, net, params, mesh).
+
+    ``params`` are replicated over the data mesh of all devices when there are several.
+    """
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
+    if config.dataset not in ("synthetic", *TFDS_NAMES):
+        raise ValueError(f"dataset: expected 'synthetic', 'voc07' or 'coco14', got {config.dataset!r}")
+    run_dir = _common.prepare_run(config, run_id, config.out, log)
+    net, params, _ = load_net(config, log)
+    mesh = sharding.data_mesh()
+    if mesh.size > 1:
+        params = sharding.replicate(params, mesh)
+    return run_dir, net, params, mesh
+
+
 def load_net(config, log):
     if config.dataset == "synthetic":
         return _common.load_smallcnn(config, log)

@@ -36,11 +36,14 @@ Methods (``method``):
   all-reduce.  The net's output (``num_classes``) is the head's output dimension
   K.  DINO's head (a 3-layer MLP 2048 -> 2048 -> 256, L2-normalised, then a
   weight-normalised linear layer to K = 65536) is replaced by the net's own last
-  linear layer (the smallcnn's ``classifier``): the trainer trains any zoo net
-  through its facade, whose architectures are fixed, and 65536 prototypes are
-  sized for ImageNet's 1.28M images, not for a few thousand synthetic ones.
-  Without the normalised bottleneck only centring and sharpening keep the
-  outputs from collapsing.  Also unlike DINO: Adam (the schedule below) instead
+  linear layer used as DINO's last layer (:func:`dino_head`: the cosines of the
+  L2-normalised features before it with its L2-normalised weight columns): the
+  trainer trains any zoo net through its facade, whose architectures are fixed,
+  and 65536 prototypes are sized for ImageNet's 1.28M images, not for a few
+  thousand synthetic ones.  Without the MLP the features of a fresh smallcnn
+  (non-negative, after ReLU and pooling) are nearly parallel, so the centred
+  teacher starts almost uniform; on the local synthetic run the loss stays at
+  ln K (README).  Also unlike DINO: Adam (the schedule below) instead
   of AdamW with a weight-decay schedule, no gradient clipping, no frozen last
   layer in the first epoch.
 * ``'gdt'`` (Patrick et al. ICCV 2021): a Generalised Data Transformation
@@ -63,7 +66,15 @@ restarted with the same arguments resumes from its last checkpoint (written at
 the end of each epoch, with the self-labels, the teacher and the centre) and
 ends with the same params.  With several devices the batch is split over the
 ``'data'`` mesh axis and the state replicated, as in
-:mod:`jaxinterp.train.classifier`.
+:mod:`jaxinterp.train.classifier`.  With several processes (call
+``jax.distributed.initialize()`` first; ``mesh`` then spans every process's
+devices) each process reads only its rows of every batch from ``images``
+(:func:`jaxinterp.train.sharding.process_rows`; an ``np.memmap`` of a shared
+file reads nothing else), features for the label step and the evaluations are
+all-gathered, every process computes the same labels and metrics, orbax writes
+the checkpoints, and process 0 alone reports; the result equals one process on
+the same devices (tests/train/test_multiprocess.py: 2 x 4 CPU devices against
+1 x 8).
 
 Images may be float in [0, 1] or uint8 in [0, 255], in host memory or an
 ``np.memmap``: only the batches are read and converted (``x / 255`` in float32
@@ -232,9 +243,9 @@ def dino_head(net, params, x: jax.Array) -> jax.Array:
     (student 0.1, teacher 0.04 - 0.07) turn into peaked distributions.  Here the
     bottleneck is the feature at the split point before the net's last layer
     (the smallcnn's 128-d ``avgpool``) and the prototypes are the columns of that
-    layer's kernel (its bias unused): out_k = <z / ||z||, w_k / ||w_k||>.  With the
-    raw linear outputs of a fresh net (spread ~0.02 across outputs) the centred
-    teacher is uniform at any temperature and DINO does not start.
+    layer's kernel (its bias unused): out_k = <z / ||z||, w_k / ||w_k||>, bounded
+    whatever the scale of the features (the raw linear outputs of a fresh
+    smallcnn spread by only ~0.02 across outputs).
 
     Args:
       net, params: a net whose last split point is a linear layer with params
