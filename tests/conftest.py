@@ -65,3 +65,20 @@ def trained_smallcnn():
     from jaxinterp.train import zoo
 
     return zoo.pretrained("smallcnn")
+
+
+# Modules that take minutes, longest first (measured on the 2-core CI machine).  ``--dist loadscope``
+# hands whole modules to the workers in collection order, so starting the long ones first keeps both
+# workers busy to the end (longest processing time first) instead of leaving one idle behind the last.
+_LONG_MODULES = (
+    "tests/test_cli.py", "tests/train/test_selfsup.py", "tests/test_notebooks.py", "tests/test_readme.py",
+    "tests/synthesis/test_synthesis_methods.py", "tests/test_experiments_dip.py",
+    "tests/attribution/test_gradient.py", "tests/perturbation/test_extremal.py", "tests/synthesis/test_dip.py",
+    "tests/test_bench.py", "tests/test_experiments_extremal.py", "tests/test_experiments_sela.py",
+    "tests/test_experiments_dino_gdt.py", "tests/train/test_multiprocess.py", "tests/test_experiments.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {module: i for i, module in enumerate(_LONG_MODULES)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))   # stable: the rest keep their order
