@@ -31,7 +31,8 @@ from jaxinterp import attribution, perturbation, synthesis
 from jaxinterp.attribution import gradient
 from jaxinterp.data import images, synthetic
 from jaxinterp.report import Report, Section, write_json
-from jaxinterp.train import zoo
+from jaxinterp.train import metrics as cluster_metrics, selfsup, zoo
+from jaxinterp.train.augment import AugmentConfig
 
 __all__ = ["main", "DEMO_SECTIONS", "DemoContext", "attribution_methods", "extremal_method"]
 
@@ -692,9 +693,6 @@ _SELA_CLUSTERS = 16        # K: over-clustering of the 8 classes (SeLa: K > clas
 
 def self_labelling_section(ctx: DemoContext) -> Section:
     """SeLa (Asano, Rupprecht and Vedaldi 2020) on the synthetic set: cluster purity, NMI, k-NN, example clusters."""
-    from jaxinterp.train import metrics as cluster_metrics, selfsup
-    from jaxinterp.train.augment import AugmentConfig
-
     n, held, epochs = (128, 64, 2) if ctx.args.quick else (2048, 512, 12)
     train = synthetic.generate(jax.random.key(1), n, size=_SELA_SIZE)
     test = synthetic.generate(jax.random.key(zoo.TEST_SEED), held, size=_SELA_SIZE)
@@ -741,7 +739,7 @@ def self_labelling_section(ctx: DemoContext) -> Section:
         "and the k-NN (k = 20, cosine) and linear-probe accuracies of held-out images from the avgpool "
         "features, against the untrained net and chance.  At this scale SeLa does not find the "
         "classes: its clusters follow the background's colour, the cue that survives the colour "
-        "jitter best (see the rows), and with 2,048 images the net fits its own labels (the training "
+        f"jitter best (see the rows), and with {n:,} images the net fits its own labels (the training "
         "loss falls well below ln K while NMI stays near 0.01; equipartition prevents collapse, not "
         "this; SeLa's ImageNet run has 1.28M images), whereas SimCLR on the same images reaches a "
         "k-NN accuracy of about 0.3 (experiments/simclr.py --variant local).")

@@ -12,7 +12,7 @@ The fields and variants of configs/sela.py (``clusters``, ``lam``, ``label_every
   ``warmup_teacher_fraction``: the warm-up lasts round(fraction x epochs) epochs
   (0.3: DINO's 30 of 100).
 * ``momentum_teacher``: the teacher EMA momentum at the start, cosine to 1 (DINO
-  0.996 over ~10^5 updates; 0.99 for the 160 updates of 'local', where 0.996 would
+  0.996 over ~10^5 updates; 0.99 for the 480 updates of 'local', where 0.996 would
   leave the teacher near its initialisation).
 * ``center_momentum`` 0.9 (DINO).
 """
