@@ -41,7 +41,6 @@ from jaxinterp import plot  # noqa: E402
 from jaxinterp.perturbation import channel_extremal  # noqa: E402
 from jaxinterp.report import Report, write_json  # noqa: E402
 from jaxinterp.synthesis import activation_diffing  # noqa: E402
-from jaxinterp.train import sharding  # noqa: E402
 
 
 def target_scores(net, params, phi, target, masks, layer: str):
@@ -75,10 +74,7 @@ def diffing_fn(net, layer: str, areas: tuple, steps: int, pre_image_steps: int):
 
 def run_batch(net, params, mesh, batch, config) -> dict[str, np.ndarray]:
     k = batch["image"].shape[0]
-    padded = pointing_game._pad(batch, mesh.size)
-    x, t = padded["image"], padded["target"]
-    if mesh.size > 1:
-        x, t = sharding.shard_batch((x, t), mesh)
+    x, t = pointing_game.device_batch(batch, mesh)
     out = diffing_fn(net, config.layer, tuple(config.areas), config.steps, config.pre_image_steps)(params, x, t)
     out = {name: np.asarray(v)[:k] for name, v in out.items()}
     as_uint8 = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)           # noqa: E731

@@ -36,7 +36,6 @@ from jaxinterp.evaluation import pointing_hits  # noqa: E402
 from jaxinterp.evaluation.benchmark import pointing_rows, scaled_tolerance  # noqa: E402
 from jaxinterp.perturbation import extremal  # noqa: E402
 from jaxinterp.report import Report, write_json  # noqa: E402
-from jaxinterp.train import sharding  # noqa: E402
 
 
 @functools.lru_cache(maxsize=None)
@@ -57,10 +56,7 @@ def saliency(masks: np.ndarray, smooth: float) -> jax.Array:
 
 def run_batch(net, params, mesh, batch, config) -> dict[str, np.ndarray]:
     k = batch["image"].shape[0]
-    padded = pointing_game._pad(batch, mesh.size)
-    x, t = padded["image"], padded["target"]
-    if mesh.size > 1:
-        x, t = sharding.shard_batch((x, t), mesh)
+    x, t = pointing_game.device_batch(batch, mesh)
     fn = masks_fn(net, tuple(config.areas), config.steps, config.variant, config.perturbation)
     masks, final = fn(params, x, t)
     return {"masks": np.asarray(masks)[:k].astype(np.float16), "final": np.asarray(final)[:k],

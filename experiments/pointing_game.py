@@ -160,6 +160,13 @@ def _pad(batch, n_dev):
     return {key: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for key, v in batch.items()}
 
 
+def device_batch(batch, mesh, keys=("image", "target")) -> tuple:
+    """The ``keys`` of a batch padded to a multiple of the devices and, with several, sharded over 'data'."""
+    padded = _pad(batch, mesh.size)
+    arrays = tuple(padded[k] for k in keys)
+    return sharding.shard_batch(arrays, mesh) if mesh.size > 1 else arrays
+
+
 def run_batch(net, params, mesh, title, method, options, batch, config, tolerance):
     """hits (B, T) and, when curve_steps > 0, deletion / insertion AUC (B, T) of one method on one batch.
 
@@ -167,10 +174,7 @@ def run_batch(net, params, mesh, title, method, options, batch, config, toleranc
     non-finite map values are counted, then made harmless by ``sanitise_maps``.
     """
     k = batch["image"].shape[0]
-    padded = _pad(batch, mesh.size)
-    x, t, masks = padded["image"], padded["target"], padded["mask"]
-    if mesh.size > 1:
-        x, t, masks = sharding.shard_batch((x, t, masks), mesh)
+    x, t, masks = device_batch(batch, mesh, ("image", "target", "mask"))
     maps = _common.explain_fn(net, title, method, options)(params, x, t)
     out = {"nonfinite": np.int64(np.sum(~np.isfinite(np.asarray(maps)[:k])))}
     scores = score_maps(net, params, x, sanitise_maps(maps), t, masks, tolerance=tolerance,
