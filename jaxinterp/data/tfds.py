@@ -48,7 +48,6 @@ import functools
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -56,6 +55,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxinterp.files import write_json
 
 __all__ = [
     "CLASSIFICATION",
@@ -594,18 +595,6 @@ def load_grain(
 # ----------------------------------------------------------------------------
 
 
-def _atomic_json(path: str, value: Mapping[str, Any]) -> None:
-    """Writes JSON to ``path`` through a temporary file and ``os.replace``."""
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
 def _committed_rows(paths: Mapping[str, str], meta: Mapping[str, Any]) -> int:
     """Rows recorded as written by an interrupted :func:`cache_split`, else 0."""
     if not os.path.exists(paths["progress"]) or not os.path.exists(paths["images_partial"]):
@@ -738,7 +727,7 @@ def _write_split(name, data_dir, n, image_size, split, batch_size, commit_every,
                 shape=(n, image_size, image_size, 3))
             labels = np.lib.format.open_memmap(
                 paths["labels_partial"], mode="w+", dtype=np.int32, shape=(n,))
-            _atomic_json(paths["progress"], {**meta, "rows": 0})
+            write_json(paths["progress"], {**meta, "rows": 0})
             say(f"{name} {split}: writing {n} rows at {image_size} px -> {paths['images']}")
         start, first = time.perf_counter(), rows
         batches = load(name, data_dir, split=f"{split}[{rows}:{n}]", image_size=image_size,
@@ -752,7 +741,7 @@ def _write_split(name, data_dir, n, image_size, split, batch_size, commit_every,
             if written - rows >= commit_every or written == n:
                 images.flush()
                 labels.flush()
-                _atomic_json(paths["progress"], {**meta, "rows": written})
+                write_json(paths["progress"], {**meta, "rows": written})
                 rows = written
                 rate = (rows - first) / max(time.perf_counter() - start, 1e-9)
                 say(f"{name} {split}: {rows}/{n} rows ({100 * rows / n:.0f}%), "

@@ -112,7 +112,9 @@ def test_sharded_equals_single_device_one_psum_per_iteration():
     np.testing.assert_allclose(np.asarray(log_r), np.asarray(one.log_r), rtol=1e-5, atol=1e-3)
     assert int(it) == int(one.iterations)
     np.testing.assert_allclose(float(err), float(one.error), atol=1e-6)
-    np.testing.assert_allclose(float(sela), float(one.sela_error), rtol=1e-2, atol=1e-6)
+    # SeLa's criterion sums N residuals near float32 rounding, so the order of the sums moves it by a
+    # few per cent (3 % between XLA's optimisation levels); a per-device sum without the psum is ~1/8.
+    np.testing.assert_allclose(float(sela), float(one.sela_error), rtol=0.1, atol=1e-6)
     # the loop body holds exactly one psum, of a (K + 1)-vector
     mesh = sharding.data_mesh()
     f = jax.shard_map(lambda l: sinkhorn_labels(l, lam=25.0, axis_name="data").log_r, mesh=mesh,
