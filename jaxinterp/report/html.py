@@ -26,9 +26,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from jaxinterp.files import atomic_write, write_json
+from jaxinterp.files import atomic_write
 
-__all__ = ["Report", "Section", "atomic_write", "write_json"]
+__all__ = ["Report", "Section"]
 
 _CSS = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
