@@ -183,3 +183,19 @@ def test_tfds_variants_on_the_command_line():
     assert config.dataset == "imagenet2012" and config.clusters == sela_config.get_config("full").clusters
     with pytest.raises(ValueError, match="^variant"):
         _common.parse(["--variant", "cifar"], sela_config.get_config, "")
+
+
+def test_augmentation_of_each_config():
+    """SeLa trains on SeLa's transform; SimCLR and GDT on SimCLR's, with their own crop scale and blur."""
+    from jaxinterp.train.augment import AugmentConfig
+    from configs import gdt as gdt_config
+    from configs import simclr as simclr_config
+
+    config = sela_config.get_config("local")
+    assert sela.augmentation(config) == AugmentConfig.sela(size=(32, 32), scale=(0.2, 1.0))
+    for get in (simclr_config.get_config, gdt_config.get_config):
+        assert sela.augmentation(get("local")) == AugmentConfig.simclr(size=(32, 32), scale=(0.3, 1.0),
+                                                                      blur_sigma=(0.1, 1.0))
+    config.augmentation = "byol"
+    with pytest.raises(ValueError, match="^augmentation"):
+        sela.augmentation(config)

@@ -24,6 +24,7 @@ from configs import sela
 
 def get_config(variant: str = "local") -> ml_collections.ConfigDict:
     config = sela.get_config(variant)
+    config.epochs = 30 if variant == "local" else 100
     config.head_dim = 256
     config.n_local = 4
     config.local_size = round(config.size * 7 / 16)

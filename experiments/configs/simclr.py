@@ -12,6 +12,9 @@ from configs import sela
 
 def get_config(variant: str = "local") -> ml_collections.ConfigDict:
     config = sela.get_config(variant)
+    config.epochs = 30 if variant == "local" else 100
+    config.augmentation = "simclr"
+    config.scale = (0.3, 1.0)       # crop area range (SimCLR: 0.08 on ImageNet, 0.2 on CIFAR)
     config.embedding = 64
     config.temperature = 0.1
     config.out = "runs/simclr"

@@ -144,6 +144,15 @@ class AugmentConfig:
                    saturation=min(1.0, 0.8 * s), hue=min(0.5, 0.2 * s), **overrides)
 
     @classmethod
+    def sela(cls, size=(32, 32), **overrides) -> "AugmentConfig":
+        """SeLa's pipeline (Asano et al. 2020, its released training transform): crop scale (0.2, 1),
+        colour jitter 0.4 on brightness, contrast, saturation and hue, always applied; greyscale
+        p 0.2; flip; no blur.  The strong hue jitter removes colour as a cue for the clusters."""
+        base = dict(size=size, scale=(0.2, 1.0), brightness=0.4, contrast=0.4, saturation=0.4, hue=0.4,
+                    jitter_p=1.0, greyscale_p=0.2, blur_p=0.0)
+        return cls(**{**base, **overrides})
+
+    @classmethod
     def dino_global(cls, view: int, size=(64, 64), **overrides) -> "AugmentConfig":
         """DINO's global view 1 (blur p 1.0) or 2 (blur p 0.1, solarise p 0.2); scale (0.4, 1)."""
         if view not in (1, 2):

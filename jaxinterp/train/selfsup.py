@@ -10,10 +10,18 @@ Methods (``method``):
 * ``'sela'`` (Asano, Rupprecht and Vedaldi, ICLR 2020): the net's logits are the
   scores of K clusters.  Every ``label_every`` epochs (from epoch 0) the labels of
   the whole data set are re-estimated by :func:`jaxinterp.objectives.sinkhorn_labels`
-  on the logits of the un-augmented images (equipartitioned, lambda ``lam``); in
-  between, the net is trained by cross-entropy on one augmented view of each
-  image against its current label.  One head (SeLa uses 10 on ImageNet; one
-  suffices to show the effect on the synthetic set).
+  (equipartitioned, lambda ``lam``) on the log-probabilities of augmented views,
+  averaged over ``label_views`` views of each image (:func:`label_log_probs`:
+  SeLa clusters p(c | t(x)), "transformation-invariant clustering", and its
+  code labels the training transform, one view); in between, the net is
+  trained by cross-entropy on one augmented view of each image against its
+  current label.  The default augmentation is SeLa's
+  (:meth:`AugmentConfig.sela <jaxinterp.train.augment.AugmentConfig.sela>`:
+  hue jitter 0.4 on every view).  On the synthetic set the labels of
+  un-augmented images under SimCLR's milder jitter cluster by background
+  colour (NMI ~0.01), and one view per image learns far more slowly than four
+  (README).  One head (SeLa uses 10 on ImageNet; one suffices to show the
+  effect on the synthetic set).
 * ``'simclr'`` (Chen et al. 2020): two augmented views per image, the net's output
   (``num_classes`` = embedding dimension; the linear ``classifier`` of the
   smallcnn plays SimCLR's projection head) under
@@ -63,10 +71,11 @@ Methods (``method``):
 Every update is one jitted call (augmentation included, on device, one key per
 step: ``fold_in(fold_in(state.key, 0), step)``); epoch e visits the images in the
 order ``permutation(fold_in(fold_in(state.key, 1), e))`` and drops the last
-partial batch.  So a run is a pure function of its arguments: a run killed and
-restarted with the same arguments resumes from its last checkpoint (written at
-the end of each epoch, with the self-labels, the teacher and the centre) and
-ends with the same params.  With several devices the batch is split over the
+partial batch; SeLa's label step of epoch e draws its views from
+``fold_in(fold_in(state.key, 2), e)``.  So a run is a pure function of its
+arguments: a run killed and restarted with the same arguments resumes from its
+last checkpoint (written at the end of each epoch, with the self-labels, the
+teacher and the centre) and ends with the same params.  With several devices the batch is split over the
 ``'data'`` mesh axis and the state replicated, as in
 :mod:`jaxinterp.train.classifier`.  With several processes (call
 ``jax.distributed.initialize()`` first; ``mesh`` then spans every process's
@@ -113,12 +122,12 @@ import optax
 
 from jaxinterp import objectives
 from jaxinterp.train import metrics, sharding
-from jaxinterp.train.augment import AugmentConfig, augment, multicrop
+from jaxinterp.train.augment import AugmentConfig, augment, augment_one, multicrop, sample_params
 from jaxinterp.train.checkpoint import Checkpointer
 from jaxinterp.train.classifier import optimizer, resume_from
 
 __all__ = ["dino_head", "METHODS", "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
-           "batch_loss", "train_step", "features", "self_labels", "evaluate", "fit"]
+           "batch_loss", "train_step", "features", "label_log_probs", "self_labels", "evaluate", "fit"]
 
 METHODS = ("sela", "simclr", "dino", "gdt")
 ROTATIONS = ("distinctive", "invariant", None)
@@ -380,6 +389,29 @@ def _host_float(x) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+def _map_batches(apply, images, *, batch_size: int, mesh: jax.sharding.Mesh | None) -> np.ndarray:
+    """``apply(x, index)`` of every image in padded batches sharded over ``mesh``, as float32 numpy.
+
+    ``x`` is a (B, H, W, 3) float32 batch in [0, 1], ``index`` its (B,) int32 rows of
+    ``images``; the last batch is padded with image N - 1 and the padding dropped.
+    Returns (N, D), the outputs flattened.
+    """
+    _check_images(images)
+    mesh = sharding.data_mesh() if mesh is None else mesh
+    devices = mesh.shape[sharding.DATA]
+    n = len(images)
+    batch_size = min(math.ceil(batch_size / devices), math.ceil(n / devices)) * devices
+    rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
+    out = []
+    for i in range(0, n, batch_size):
+        idx = np.minimum(i + rows, n - 1)
+        x, index = sharding.from_process_rows((_host_float(images[idx]), idx.astype(np.int32)), mesh, batch_size)
+        y = sharding.gather(apply(x, index))
+        k = min(batch_size, n - i)
+        out.append(y[:k].reshape(k, -1))
+    return np.concatenate(out)
+
+
 def features(net, params, images, *, stop: str | None = None, batch_size: int = 256,
              mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
     """``net.apply(params, images, stop=stop)`` in padded batches over ``mesh``, as a float32 numpy array.
@@ -392,26 +424,77 @@ def features(net, params, images, *, stop: str | None = None, batch_size: int = 
     Returns:
       (N, D) float32, the activations flattened.
     """
-    _check_images(images)
     mesh = sharding.data_mesh() if mesh is None else mesh
-    devices = mesh.shape[sharding.DATA]
-    n = len(images)
-    batch_size = min(math.ceil(batch_size / devices), math.ceil(n / devices)) * devices
     params = sharding.replicate(params, mesh)
-    rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
-    out = []
-    for i in range(0, n, batch_size):
-        idx = np.minimum(i + rows, n - 1)                    # the last batch padded with image n - 1
-        x = sharding.from_process_rows(_host_float(images[idx]), mesh, batch_size)
-        y = sharding.gather(_forward(net, params, x, stop))
-        k = min(batch_size, n - i)
-        out.append(y[:k].reshape(k, -1))
-    return np.concatenate(out)
+    return _map_batches(lambda x, index: _forward(net, params, x, stop), images, batch_size=batch_size, mesh=mesh)
 
 
-def self_labels(net, params, images, *, lam: float = 25.0, mesh=None) -> objectives.SinkhornResult:
-    """SeLa's label step: :func:`sinkhorn_labels` of the logits of all ``images`` (un-augmented)."""
-    return objectives.sinkhorn_labels(jnp.asarray(features(net, params, images, mesh=mesh)), lam=lam)
+@functools.partial(jax.jit, static_argnums=(0, 4, 5))
+def _view_log_probs(net, params, images, index, aug: AugmentConfig, views: int, key):
+    """(B, K) mean over ``views`` augmented views of each image of ``log_softmax(net(view))``.
+
+    View v of image ``index[i]`` is ``augment_one`` with the params of
+    ``fold_in(fold_in(key, v), index[i])``: it depends on the image's row in the
+    data set, not on the batch or the devices.
+    """
+    hw = images.shape[1:3]
+
+    def one_view(x, i, v):
+        return augment_one(x, sample_params(jax.random.fold_in(jax.random.fold_in(key, v), i), hw, aug), aug)
+
+    v = jnp.arange(views)
+    x = jax.vmap(lambda xi, i: jax.vmap(lambda vv: one_view(xi, i, vv))(v))(images, index)   # (B, V, h, w, 3)
+    logp = jax.nn.log_softmax(net.apply(params, x.reshape(-1, *x.shape[2:])))
+    return logp.reshape(images.shape[0], views, -1).mean(1)
+
+
+def label_log_probs(net, params, images, *, aug: AugmentConfig | None = None, views: int = 1,
+                    key: jax.Array | None = None, batch_size: int = 256,
+                    mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+    """The scores SeLa's label step equipartitions: ``mean_v log p(c | t_v(x))`` per image.
+
+    SeLa (the slides' "transformation-invariant clustering") clusters p(c | t(x))
+    for random transformations t; its released code scores the label step on
+    the training transform, one view per image.  Here ``views`` augmented views
+    of each image (``aug``) are averaged in the log domain: a sample of
+    E_t log p(c | t(x)), the score whose Sinkhorn-Knopp solution is the optimal
+    q of SeLa's cross-entropy averaged over augmentations; more views give
+    labels that change less with the draw.  ``views = 0`` (or ``aug`` None)
+    scores the un-augmented images; Sinkhorn with lambda is unchanged by
+    subtracting each row's log-sum-exp, so those are the labels of the raw logits.
+
+    Args:
+      net, params: a net whose output is K cluster scores.
+      images: (N, H, W, 3) float in [0, 1] or uint8 in [0, 255].
+      aug: the augmentation of the views (None: un-augmented).
+      views: augmented views per image, >= 0.
+      key: the views' key (required when ``views`` > 0 and ``aug`` is given); view v of
+        image n depends only on (key, v, n), so the scores do not depend on
+        ``batch_size`` or ``mesh``.
+      batch_size, mesh: as :func:`features`.
+
+    Returns:
+      (N, K) float32 log-probabilities.
+    """
+    if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or views < 0:
+        raise ValueError(f"views: expected an int >= 0, got {views!r}")
+    if aug is None or views == 0:
+        return np.asarray(jax.nn.log_softmax(features(net, params, images, batch_size=batch_size, mesh=mesh)))
+    if not isinstance(aug, AugmentConfig):
+        raise ValueError(f"aug: expected an AugmentConfig or None, got {type(aug).__name__}")
+    if key is None:
+        raise ValueError("key: required for augmented views")
+    mesh = sharding.data_mesh() if mesh is None else mesh
+    params, key = sharding.replicate((params, key), mesh)
+    return _map_batches(lambda x, index: _view_log_probs(net, params, x, index, aug, int(views), key),
+                        images, batch_size=batch_size, mesh=mesh)
+
+
+def self_labels(net, params, images, *, lam: float = 25.0, aug: AugmentConfig | None = None, views: int = 1,
+                key: jax.Array | None = None, mesh=None) -> objectives.SinkhornResult:
+    """SeLa's label step: :func:`sinkhorn_labels` of :func:`label_log_probs` of all ``images``."""
+    scores = label_log_probs(net, params, images, aug=aug, views=views, key=key, mesh=mesh)
+    return objectives.sinkhorn_labels(jnp.asarray(scores), lam=lam)
 
 
 def evaluate(net, params, train, heldout, *, layer: str = "avgpool", k: int = 20, mesh=None) -> dict[str, float]:
@@ -446,6 +529,8 @@ def _default_aug(method: str, hw: tuple[int, int]):
         local = (max(1, round(hw[0] * 7 / 16)), max(1, round(hw[1] * 7 / 16)))
         return (AugmentConfig.dino_global(1, size=hw), AugmentConfig.dino_global(2, size=hw),
                 AugmentConfig.dino_local(size=local))
+    if method == "sela":
+        return AugmentConfig.sela(size=hw)
     return AugmentConfig.simclr(size=hw, scale=(0.2, 1.0))
 
 
@@ -464,7 +549,7 @@ def _check_aug(method: str, aug, rotation) -> None:
 
 
 def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: float = 1e-3,
-        seed: int = 0, aug=None, lam: float = 25.0, label_every: int = 1,
+        seed: int = 0, aug=None, lam: float = 25.0, label_every: int = 1, label_views: int = 1,
         temperature: float | None = None, rotation: str | None = "distinctive", n_local: int = 8,
         student_temp: float = 0.1, teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
         warmup_teacher_epochs: int | None = None, momentum_teacher: float = 0.996,
@@ -488,13 +573,17 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
         this small net on small batches without tuning.
       seed: ``jax.random.key(seed)`` makes the init and run keys (:func:`init_state`).
       aug: the augmentation.  SeLa / SimCLR / GDT: an :class:`AugmentConfig` (default
-        ``AugmentConfig.simclr`` at the image size, scale (0.2, 1) as in SimCLR's CIFAR
-        setting; square for GDT's rotations).  DINO: a tuple (global view 1, global
+        SeLa: ``AugmentConfig.sela`` at the image size, SeLa's transform; SimCLR / GDT:
+        ``AugmentConfig.simclr``, scale (0.2, 1) as in SimCLR's CIFAR setting; square
+        for GDT's rotations).  DINO: a tuple (global view 1, global
         view 2, local) (default ``AugmentConfig.dino_global(1|2)`` at the image size and
         ``dino_local`` at 7/16 of it, DINO's 96 / 224).
       lam: SeLa's lambda (25, SeLa ImageNet).
       label_every: SeLa: epochs between label updates (1; SeLa spreads ~80 label steps
         over 400 epochs, a rate set by the cost of ImageNet, not needed here).
+      label_views: SeLa: augmented views (``aug``) per image whose mean log-probabilities
+        the label step equipartitions (:func:`label_log_probs`); 1 = SeLa's released
+        code (the training transform), 0 = the un-augmented images.
       temperature: SimCLR / GDT temperature; None = 0.1 for SimCLR, 0.07 for GDT.
       rotation: GDT's rotation factor: ``'distinctive'`` (default), ``'invariant'``, or
         None (no rotation: 2 views, SimCLR's contrast).
@@ -537,6 +626,8 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     if batch_size < 1 or batch_size % devices or batch_size > n:
         raise ValueError(f"batch_size: expected a positive multiple of the {devices} devices, "
                          f"at most N = {n}, got {batch_size}")
+    if isinstance(label_views, bool) or not isinstance(label_views, (int, np.integer)) or label_views < 0:
+        raise ValueError(f"label_views: expected an int >= 0, got {label_views!r}")
     if label_every < 1 or eval_every < 1:
         raise ValueError(f"label_every: expected ints >= 1 (and eval_every), got {label_every}, {eval_every}")
     if classes is not None and np.shape(classes) != (n,):
@@ -578,6 +669,7 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     tx = optimizer(lr, total)
     config = {"net": repr(net), "method": method, "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "seed": seed, "aug": repr(aug), "lam": lam, "label_every": label_every,
+              "label_views": int(label_views),
               "temperature": temperature, "n": n, "options": opts._asdict()}
     state = sharding.replicate(init_state(net, tx, jax.random.key(seed), n, method), mesh)
     rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
@@ -594,7 +686,8 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
         for epoch in range(int(sharding.local_value(state.step)) // steps_per_epoch, last):
             row = {"epoch": epoch + 1}
             if method == "sela" and epoch % label_every == 0:
-                result = self_labels(net, state.params, images, lam=lam, mesh=mesh)
+                result = self_labels(net, state.params, images, lam=lam, aug=aug, views=int(label_views),
+                                     key=jax.random.fold_in(jax.random.fold_in(host_key, 2), epoch), mesh=mesh)
                 state = state._replace(labels=sharding.replicate(result.labels, mesh))
             if method == "sela" and classes is not None:
                 y = sharding.local_value(state.labels)

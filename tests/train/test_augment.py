@@ -159,3 +159,15 @@ def test_bad_inputs():
         A.multicrop(jax.random.key(0), np.zeros((1, 8, 8, 3)), n_local=-1)
     with pytest.raises(ValueError, match="view"):
         A.AugmentConfig.dino_global(3)
+
+
+def test_sela_preset_always_jitters_never_blurs():
+    """SeLa's transform: ColorJitter(0.4, 0.4, 0.4, 0.4) on every view, greyscale p 0.2, no blur."""
+    cfg = A.AugmentConfig.sela(size=(8, 8))
+    params = jax.vmap(lambda k: A.sample_params(k, (64, 64), cfg))(jax.random.split(jax.random.key(0), 2000))
+    assert bool(np.all(params["jitter"])) and not bool(np.any(params["blur"]))
+    assert np.abs(params["hue"]).max() > 0.35 and np.abs(params["hue"]).max() <= 0.4
+    assert 0.17 < float(np.mean(params["greyscale"])) < 0.23
+    # The crop area is at least 0.2 of the image (SeLa's RandomResizedCrop scale; integer sides).
+    area = np.asarray(params["box"][:, 2] * params["box"][:, 3]) / 64 ** 2
+    assert 0.19 < area.min() < 0.25

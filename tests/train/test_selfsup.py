@@ -10,7 +10,7 @@ import pytest
 
 from jaxinterp import nets, objectives
 from jaxinterp.train import classifier, metrics, selfsup
-from jaxinterp.train.augment import AugmentConfig, multicrop
+from jaxinterp.train.augment import AugmentConfig, augment_one, multicrop, sample_params
 
 
 # ---------------------------------------------------------------- metrics vs brute force
@@ -157,6 +157,53 @@ def test_sela_runs_resumes_and_matches_sharded(data, tmp_path):
                  eight.params, full.params)
 
 
+def test_label_log_probs_vs_per_image_loop(data):
+    """SeLa's label scores: the mean over views of log p(c | t_v(x)), each view drawn from (key, v, n).
+
+    Oracle: a Python loop over images and views of the public per-image pipeline
+    (``sample_params`` / ``augment_one``), the net on one view at a time and a float64
+    NumPy log-softmax.  The batched, padded (batch 12 does not divide 32) and sharded
+    (8 devices) versions must equal it, and the labels must be Sinkhorn's of it.
+    """
+    images, _ = data
+    net = _net()
+    params = net.init(jax.random.key(3))
+    key, views = jax.random.key(7), 3
+    want = np.zeros((_N, net.num_classes))
+    for n in range(_N):
+        for v in range(views):
+            p = sample_params(jax.random.fold_in(jax.random.fold_in(key, v), n), (_SIZE, _SIZE), _AUG)
+            z = np.asarray(net.apply(params, augment_one(jnp.asarray(images[n]), p, _AUG)[None]), np.float64)[0]
+            want[n] += (z - z.max() - np.log(np.exp(z - z.max()).sum())) / views
+    one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    eight = jax.sharding.Mesh(np.array(jax.devices()), ("data",))
+    got = selfsup.label_log_probs(net, params, images, aug=_AUG, views=views, key=key, batch_size=12, mesh=one)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    got8 = selfsup.label_log_probs(net, params, images, aug=_AUG, views=views, key=key, mesh=eight)
+    np.testing.assert_allclose(got8, want, atol=1e-5)
+    # Another key draws other views (the views are not the identity).
+    other = selfsup.label_log_probs(net, params, images, aug=_AUG, views=views, key=jax.random.key(8), mesh=one)
+    assert np.abs(other - want).max() > 1e-3
+    # views = 0: the un-augmented images' log-softmax.
+    z = np.asarray(net.apply(params, jnp.asarray(images)), np.float64)
+    plain = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+    np.testing.assert_allclose(selfsup.label_log_probs(net, params, images, aug=_AUG, views=0, mesh=one),
+                               plain, atol=1e-5)
+    labels = selfsup.self_labels(net, params, images, lam=10.0, aug=_AUG, views=views, key=key, mesh=eight).labels
+    np.testing.assert_array_equal(
+        np.asarray(labels), np.asarray(objectives.sinkhorn_labels(jnp.asarray(want, jnp.float32), lam=10.0).labels))
+
+
+@pytest.mark.parametrize("kw,arg", [({"views": -1}, "views"), ({"views": True}, "views"),
+                                    ({"aug": "sela"}, "aug"), ({"key": None}, "key")])
+def test_label_log_probs_bad_arguments(data, kw, arg):
+    images, _ = data
+    net = _net()
+    kw = {"aug": _AUG, "views": 2, "key": jax.random.key(0), **kw}
+    with pytest.raises(ValueError, match=f"^{arg}"):
+        selfsup.label_log_probs(net, net.init(jax.random.key(0)), images, **kw)
+
+
 def test_simclr_runs(data):
     images, classes = data
     one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
@@ -168,6 +215,7 @@ def test_simclr_runs(data):
 @pytest.mark.parametrize("kw,arg", [({"method": "byol"}, "method"), ({"epochs": 0}, "epochs"),
                                     ({"batch_size": 12}, "batch_size"), ({"batch_size": 64}, "batch_size"),
                                     ({"classes": None}, "classes"), ({"label_every": 0}, "label_every"),
+                                    ({"label_views": -1}, "label_views"),
                                     ({"method": "dino"}, "aug"), ({"method": "gdt", "rotation": "flip"}, "rotation"),
                                     ({"method": "gdt", "aug": AugmentConfig.simclr(size=(16, 12))}, "aug"),
                                     ({"method": "dino", "aug": None, "n_local": -1}, "n_local"),
