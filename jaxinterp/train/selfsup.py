@@ -478,6 +478,10 @@ def label_log_probs(net, params, images, *, aug: AugmentConfig | None = None, vi
 
     Returns:
       (N, K) float32 log-probabilities.
+
+    References:
+      Asano, Rupprecht and Vedaldi, "Self-labelling via simultaneous clustering and
+      representation learning", ICLR 2020.
     """
     if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or views < 0:
         raise ValueError(f"views: expected an int >= 0, got {views!r}")
