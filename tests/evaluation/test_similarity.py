@@ -27,6 +27,21 @@ def test_rankdata_and_spearman_match_scipy_with_ties():
     assert np.isnan(float(spearman(np.ones((4, 4), np.float32), a[0, :4, :4])))
 
 
+def test_spearman_of_large_maps_is_exact_for_identical_maps():
+    """(N, T, 64, 64) maps with ties (ReLU'd): rho(a, a) = 1 and near-copies match scipy, in float32 under jit.
+
+    The centred rank sums reach ~5e9 here; sum(ra * rb) computed apart from sum(ra * ra) put
+    rho(a, a) off 1 by up to 2e-5 on XLA's CPU backend (jax 0.10: the sanity check's stage 0).
+    """
+    rng = np.random.default_rng(1)
+    a = np.maximum(rng.standard_normal((4, 1, 64, 64)), 0.0).astype(np.float32)   # half the pixels tie at 0
+    b = a + (1e-3 * rng.standard_normal(a.shape)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(jax.jit(spearman)(a, a.copy())), 1.0, rtol=0, atol=1e-6)
+    near = np.asarray(jax.jit(spearman)(a, b))[:, 0]
+    want = [scipy.stats.spearmanr(a[i, 0].ravel(), b[i, 0].ravel()).statistic for i in range(4)]
+    np.testing.assert_allclose(near, want, rtol=0, atol=1e-6)
+
+
 def _np_ssim(x, y, data_range, sigma=1.5, truncate=3.5, k1=0.01, k2=0.03):
     """Wang et al. 2004 eq. (13) with an 11 x 11 normalised Gaussian window, float64, window by window."""
     x, y = x.astype(np.float64), y.astype(np.float64)
