@@ -57,10 +57,11 @@ Methods (``method``):
   BatchNorm) collapse too, and with the prototypes also frozen they do not,
   but learn nothing (k-NN 13 - 14 % after 20 - 25 epochs, with DINO's or
   SeLa's colour jitter); DINOv2's Sinkhorn-Knopp centring, with or without its
-  KoLeo term, and BatchNorm on batch statistics in the backbone do not learn
-  either (README); so the zoo nets are kept as they are.  Also unlike DINO: Adam
-  (the schedule below) instead of AdamW with a weight-decay schedule, no gradient clipping, no
-  frozen last layer in the first epoch.
+  KoLeo term, BatchNorm on batch statistics in the backbone, and DINO's AdamW
+  with gradient clipping do not learn either (README); so the zoo nets are kept
+  as they are.  Also unlike DINO: Adam (the schedule below) instead of AdamW
+  with a weight-decay schedule, no gradient clipping, no frozen last layer in
+  the first epoch.
 * ``'gdt'`` (Patrick et al. ICCV 2021): a Generalised Data Transformation
   contrast over compositions of transformations.  Per image, views =
   {2 random augmentations} x {rotation by 0 or 90 degrees} (``jnp.rot90`` of the
