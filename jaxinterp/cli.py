@@ -272,7 +272,8 @@ def attribution_section(ctx: DemoContext) -> Section:
     for title, method, options in methods:
         ctx.log(f"attribution: {title}")
         t0 = time.perf_counter()
-        m = np.asarray(jax.block_until_ready(method(ctx.net, ctx.params, x, targets, **options)))
+        compiled = jax.jit(functools.partial(method, ctx.net, **options))      # one program per method
+        m = np.asarray(jax.block_until_ready(compiled(ctx.params, x, targets)))
         seconds[title] = time.perf_counter() - t0
         _check_finite(f"{title} maps", m)
         maps[title] = m
@@ -296,7 +297,7 @@ def attribution_section(ctx: DemoContext) -> Section:
         "Attribution methods",
         f"Every method of jaxinterp.attribution on {k} held-out synthetic images and one bundled "
         "photograph, for two targets each (the true or top class, and the runner-up class), all "
-        "images and targets in one call per method.  Signed maps (diverging colours: red positive, "
+        "images and targets in one compiled call per method.  Signed maps (diverging colours: red positive, "
         "blue negative) and non-negative maps (inferno) are scaled per map.")
     sec.figure(path, "Rows: image and target; columns: methods.  Grad-CAM and CAM are at the "
                      f"8 x 8 resolution of '{_LAST_CONV}', upsampled bilinearly; linear approx at "

@@ -57,8 +57,9 @@ Methods (``method``):
   BatchNorm) collapse too, and with the prototypes also frozen they do not,
   but learn nothing (k-NN 13 - 14 % after 20 - 25 epochs, with DINO's or
   SeLa's colour jitter); DINOv2's Sinkhorn-Knopp centring, with or without its
-  KoLeo term, BatchNorm on batch statistics in the backbone, and DINO's AdamW
-  with gradient clipping do not learn either (README); so the zoo nets are kept
+  KoLeo term, BatchNorm on batch statistics in the backbone, DINO's AdamW
+  with gradient clipping and a teacher temperature of 0.02 throughout (its
+  targets stay off uniform) do not learn either (README); so the zoo nets are kept
   as they are.  Also unlike DINO: Adam (the schedule below) instead of AdamW
   with a weight-decay schedule, no gradient clipping, no frozen last layer in
   the first epoch.
