@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import __version__, nets, plot
-from jaxinterp import attribution, perturbation, synthesis
+from jaxinterp import attribution, evaluation, perturbation, synthesis
 from jaxinterp.attribution import gradient
 from jaxinterp.data import images, synthetic
 from jaxinterp.report import Report, Section, write_json
@@ -272,7 +272,7 @@ def attribution_section(ctx: DemoContext) -> Section:
     for title, method, options in methods:
         ctx.log(f"attribution: {title}")
         t0 = time.perf_counter()
-        compiled = jax.jit(functools.partial(method, ctx.net, **options))      # one program per method
+        compiled = evaluation.explain_fn(ctx.net, title, method, options)     # one program per method
         m = np.asarray(jax.block_until_ready(compiled(ctx.params, x, targets)))
         seconds[title] = time.perf_counter() - t0
         _check_finite(f"{title} maps", m)
@@ -327,7 +327,6 @@ def _eval_methods(quick: bool) -> list[tuple[str, str, Callable, dict]]:
     Always the quick sample counts (IG / SmoothGrad 8, RISE 250 masks): with full counts RISE
     alone would take minutes on 128 images; experiments/pointing_game.py has the full counts.
     """
-    from jaxinterp import evaluation
     methods = [(evaluation.method_slug(t), t, m, o) for t, m, o in attribution_methods(True)]
     return [m for m in methods if m[0] in _QUICK_EVAL_METHODS] if quick else methods
 
@@ -345,7 +344,6 @@ def _eval_batches(ctx: DemoContext) -> list[dict[str, np.ndarray]]:
 
 def pointing_section(ctx: DemoContext) -> Section:
     """The pointing game (and deletion / insertion AUC) of the attribution methods on held-out synthetic images."""
-    from jaxinterp import evaluation
     batches = _eval_batches(ctx)
     n = batches[0]["image"].shape[0]
     tol = evaluation.scaled_tolerance(batches[0]["image"].shape[1])     # 15 px at 224 -> 4.3 px at 64
@@ -393,7 +391,6 @@ def pointing_section(ctx: DemoContext) -> Section:
 
 def sanity_section(ctx: DemoContext) -> Section:
     """Cascading parameter randomisation (Adebayo et al. 2018) of the smallcnn for a few methods."""
-    from jaxinterp import evaluation
     batch = _eval_batches(ctx)[0]     # the easy batch: the shapes of pointing_section, so no recompilation
     x, t = batch["image"], batch["target"]
     wanted = _QUICK_EVAL_METHODS if ctx.args.quick else evaluation.SANITY_METHODS
