@@ -5,7 +5,10 @@
 
 The trainer, outputs and resumption of experiments/sela.py (``metrics.json``: k-NN
 accuracy, of the untrained net, chance), with method 'dino': 2 global crops and
-``n_local`` local crops per image (configs/dino.py).
+``n_local`` local crops per image (configs/dino.py).  ``history.json`` and the
+progress lines also hold DINO's collapse monitors per epoch: ``teacher_entropy``,
+``teacher_marginal_entropy`` and ``kl`` (:func:`jaxinterp.train.selfsup.train_step`;
+both entropies near ln K = the targets went uniform).
 """
 
 from __future__ import annotations

@@ -58,8 +58,10 @@ Methods (``method``):
   but learn nothing (k-NN 13 - 14 % after 20 - 25 epochs, with DINO's or
   SeLa's colour jitter); DINOv2's Sinkhorn-Knopp centring, with or without its
   KoLeo term, BatchNorm on batch statistics in the backbone, DINO's AdamW
-  with gradient clipping and a teacher temperature of 0.02 throughout (its
-  targets stay off uniform) do not learn either (README); so the zoo nets are kept
+  with gradient clipping, a teacher temperature of 0.02 throughout (its
+  targets stay off uniform), lower learning rates, greyscale crops and
+  features centred over the batch do not learn either (README; the collapse
+  monitors of :func:`train_step` show it); so the zoo nets are kept
   as they are.  Also unlike DINO: Adam (the schedule below) instead of AdamW
   with a weight-decay schedule, no gradient clipping, no frozen last layer in
   the first epoch.
@@ -99,12 +101,15 @@ Images may be float in [0, 1] or uint8 in [0, 255], in host memory or an
 for uint8), never the whole set.
 
 Metrics per epoch (the ``history`` list and the progress lines): mean training
-loss; for SeLa the NMI and ARI of the self-labels against ``classes`` (which are
-used for nothing else); every ``eval_every`` epochs and at the end, the k-NN
-and linear-probe accuracies (:func:`evaluate`) of the features at split point
-``feature_layer`` (default ``'avgpool'``) of the ``heldout`` images against the
-training images.  Experiments: ``experiments/sela.py``,
-``simclr.py``, ``dino.py``, ``gdt.py``.
+loss; for DINO the collapse monitors of its Sec. 5.3 (Fig. 7), the mean entropy
+of the teacher's targets, the entropy of their batch mean and the KL divergence
+from target to student (loss minus target entropy: both entropies at ln K is
+the uniform collapse, both at 0 the one-dimensional one); for SeLa the NMI and
+ARI of the self-labels against ``classes`` (which are used for nothing else);
+every ``eval_every`` epochs and at the end, the k-NN and linear-probe
+accuracies (:func:`evaluate`) of the features at split point ``feature_layer``
+(default ``'avgpool'``) of the ``heldout`` images against the training images.
+Experiments: ``experiments/sela.py``, ``simclr.py``, ``dino.py``, ``gdt.py``.
 
 References:
   Asano, Rupprecht and Vedaldi, "Self-labelling via simultaneous clustering and
@@ -288,22 +293,23 @@ def _teacher_views(net, teacher, globals_):
 
 
 def _objective(net, method: str, aug, opts: Options, params, state: SelfSupState, key, images, labels):
-    """(loss, teacher outputs (B, 2, K) for DINO else None) of ``params`` on one batch."""
+    """(loss, (teacher outputs (B, 2, K) for DINO else None, :func:`train_step`'s extra statistics))
+    of ``params`` on one batch."""
     b = images.shape[0]
     if method == "sela":
         views = augment(key, images, aug)
-        return objectives.cross_entropy(net.apply(params, views), labels), None
+        return objectives.cross_entropy(net.apply(params, views), labels), (None, {})
     if method == "simclr":
         a = augment(jax.random.fold_in(key, 0), images, aug)
         v = augment(jax.random.fold_in(key, 1), images, aug)
         z = net.apply(params, jnp.concatenate([a, v]))
-        return objectives.nt_xent(z[:b], z[b:], temperature=opts.temperature), None
+        return objectives.nt_xent(z[:b], z[b:], temperature=opts.temperature), (None, {})
     if method == "gdt":
         views = [augment(jax.random.fold_in(key, d), images, aug) for d in range(2)]
         if opts.rotation is not None:
             views = [w for x in views for w in (x, jnp.rot90(x, 1, axes=(1, 2)))]
         z = net.apply(params, jnp.concatenate(views))
-        return objectives.gdt_loss(z, gdt_contrast(b, opts.rotation), temperature=opts.temperature), None
+        return objectives.gdt_loss(z, gdt_contrast(b, opts.rotation), temperature=opts.temperature), (None, {})
     g, loc = multicrop(key, images, opts.n_local, global_configs=aug[:2], local_config=aug[2])
     t = _teacher_views(net, state.teacher, g)
     s = dino_head(net, params, jnp.concatenate(g)).reshape(2, b, -1)
@@ -314,7 +320,21 @@ def _objective(net, method: str, aug, opts: Options, params, state: SelfSupState
         temp=opts.teacher_temp, warmup_epochs=opts.warmup_teacher_epochs)
     loss = objectives.dino_loss(s.transpose(1, 0, 2), t, state.center, student_temp=opts.student_temp,
                                 teacher_temp=temp)
-    return loss, t
+    return loss, (t, _teacher_entropies((t - state.center) / temp))
+
+
+def _teacher_entropies(target_logits: jax.Array) -> dict[str, jax.Array]:
+    """DINO's collapse monitors (Caron et al. 2021, Sec. 5.3 and Fig. 7) of the teacher's targets.
+
+    ``target_logits``: (B, Vt, K) centred teacher outputs over the teacher temperature.
+    ``teacher_entropy``: the mean entropy of one target, h(P_t); ``teacher_marginal_entropy``:
+    the entropy of the batch's mean target.  Both near ln K: collapse to the uniform
+    distribution; both near 0: collapse to one dimension; h(P_t) low and the marginal
+    high: peaked targets spread over the K outputs.
+    """
+    flat = target_logits.reshape(-1, target_logits.shape[-1])
+    return {"teacher_entropy": objectives.conditional_entropy(flat),
+            "teacher_marginal_entropy": objectives.marginal_entropy(flat)}
 
 
 def _step_key(state: SelfSupState) -> jax.Array:
@@ -342,7 +362,8 @@ def batch_loss(net, method: str, aug, options: Options, state: SelfSupState, ima
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2, 3, 4))
 def train_step(net, tx: optax.GradientTransformation, method: str, aug, options: Options,
-               state: SelfSupState, images: jax.Array, labels: jax.Array) -> tuple[SelfSupState, jax.Array]:
+               state: SelfSupState, images: jax.Array,
+               labels: jax.Array) -> tuple[SelfSupState, dict[str, jax.Array]]:
     """One update on a batch (jitted; ``net``, ``tx``, ``method``, ``aug``, ``options`` static).
 
     DINO: after the optax update of the student, ``teacher <- m teacher + (1 - m) student``
@@ -359,10 +380,14 @@ def train_step(net, tx: optax.GradientTransformation, method: str, aug, options:
       labels: (B,) int32 self-labels of these images (ignored by all but SeLa).
 
     Returns:
-      (state, loss): the updated state and the batch loss before the update.
+      (state, stats): the updated state and float32 scalars of the batch before the
+      update: ``'loss'``; for DINO also ``'teacher_entropy'`` (the mean entropy of the
+      teacher's centred, sharpened targets) and ``'teacher_marginal_entropy'`` (the
+      entropy of their batch mean), DINO's collapse monitors; the loss minus the
+      first is DINO's other monitor, the mean KL divergence from target to student.
     """
     key = _step_key(state)
-    (loss, t), grads = jax.value_and_grad(
+    (loss, (t, stats)), grads = jax.value_and_grad(
         lambda p: _objective(net, method, aug, options, p, state, key, images, labels),
         has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -372,7 +397,8 @@ def train_step(net, tx: optax.GradientTransformation, method: str, aug, options:
         m = objectives.cosine_schedule(state.step, options.total_steps, options.momentum_teacher, 1.0)
         teacher = objectives.ema_update(state.teacher, params, m)
         center = objectives.update_center(state.center, t, momentum=options.center_momentum)
-    return SelfSupState(state.step + 1, params, opt_state, state.key, state.labels, teacher, center), loss
+    return (SelfSupState(state.step + 1, params, opt_state, state.key, state.labels, teacher, center),
+            {"loss": loss, **stats})
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))
@@ -619,8 +645,9 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
 
     Returns:
       (state, history): the final :class:`SelfSupState` and one dict per epoch with
-      ``epoch``, ``step``, ``loss``, ``seconds`` and, when computed, ``nmi``, ``ari``,
-      ``knn_accuracy``, ``linear_probe``.
+      ``epoch``, ``step``, ``loss``, ``seconds``; for DINO ``teacher_entropy``,
+      ``teacher_marginal_entropy`` and ``kl`` (:func:`train_step`, the epoch's means);
+      and, when computed, ``nmi``, ``ari``, ``knn_accuracy``, ``linear_probe``.
 
     Raises:
       ValueError: a bad argument (named first in the message).
@@ -706,14 +733,17 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
             order = np.asarray(jax.random.permutation(
                 jax.random.fold_in(jax.random.fold_in(host_key, 1), epoch), n))
             labels = sharding.local_value(state.labels)
-            losses = []
+            stats = []
             for b in range(steps_per_epoch):
                 idx = order[b * batch_size:(b + 1) * batch_size][rows]
                 x, y = sharding.from_process_rows((_host_float(images[idx]), labels[idx]), mesh, batch_size)
-                state, loss = train_step(net, tx, method, aug, opts, state, x, y)
-                losses.append(loss)
+                state, batch_stats = train_step(net, tx, method, aug, opts, state, x, y)
+                stats.append(batch_stats)
             step = int(sharding.local_value(state.step))
-            row.update(step=step, loss=float(np.mean(sharding.local_value(losses))))
+            row.update(step=step, **{k: float(np.mean(sharding.local_value([s[k] for s in stats])))
+                                     for k in stats[0]})
+            if method == "dino":
+                row["kl"] = row["loss"] - row["teacher_entropy"]
             if not math.isfinite(row["loss"]):
                 raise FloatingPointError(f"loss: {row['loss']} in epoch {epoch + 1} ({method}); "
                                          "lower lr or check the inputs")

@@ -288,8 +288,16 @@ def test_dino_teacher_centre_loss_vs_numpy(data):
         tout, sout = np.asarray(tout, np.float64), np.asarray(sout, np.float64)
         tt = 0.04 if t < 2 else 0.07            # epoch 0 = warm-up start, epoch 1 = warmed up
         expected_loss = _np_dino_loss(sout, tout, center, tt)
-        state, loss = selfsup.train_step(net, tx, "dino", _DINO_AUG, _DINO_OPTS, state, x, jnp.zeros(16, jnp.int32))
-        assert float(loss) == pytest.approx(expected_loss, rel=1e-4, abs=1e-7)   # float32 loss of ~1e-3
+        state, stats = selfsup.train_step(net, tx, "dino", _DINO_AUG, _DINO_OPTS, state, x,
+                                          jnp.zeros(16, jnp.int32))
+        assert float(stats["loss"]) == pytest.approx(expected_loss, rel=1e-4, abs=1e-7)  # float32 loss of ~1e-3
+        # DINO's collapse monitors: the entropy of each target and of the batch's mean target.
+        logits = ((tout - center) / tt).reshape(-1, tout.shape[-1])
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        pm = p.mean(0)
+        assert float(stats["teacher_entropy"]) == pytest.approx(-(p * np.log(p)).sum(1).mean(), rel=1e-4, abs=1e-7)
+        assert float(stats["teacher_marginal_entropy"]) == pytest.approx(-(pm * np.log(pm)).sum(), rel=1e-4, abs=1e-7)
         m = 1.0 - (1.0 - 0.5) * (1.0 + math.cos(math.pi * t / 4)) / 2
         teacher = jax.tree.map(lambda a, s: m * a + (1 - m) * s, teacher, f64(state.params))
         center = 0.9 * center + 0.1 * tout.mean(axis=(0, 1))
@@ -327,8 +335,8 @@ def test_dino_distils_into_the_student_only(data):
     x, y = jnp.asarray(images[:16]), jnp.zeros(16, jnp.int32)
     losses = []
     for _ in range(12):
-        state, loss = selfsup.train_step(net, tx, "dino", _DINO_AUG, opts, state, x, y)
-        losses.append(float(loss))
+        state, stats = selfsup.train_step(net, tx, "dino", _DINO_AUG, opts, state, x, y)
+        losses.append(float(stats["loss"]))
     jax.tree.map(np.testing.assert_array_equal, state.teacher, teacher)
     np.testing.assert_array_equal(np.asarray(state.center), np.zeros(4))
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2]), losses
@@ -340,6 +348,9 @@ def test_dino_resumes_and_matches_sharded(data, tmp_path):
     kw = {**_DINO_KW, "heldout": None}
     full, hist = _fit(images, classes, one, **kw)
     assert int(full.step) == 4 and all(np.isfinite(h["loss"]) for h in hist)
+    for h in hist:   # the epoch means of the collapse monitors: entropies in [0, ln K], KL = loss - entropy >= 0
+        assert 0 <= h["teacher_entropy"] <= h["teacher_marginal_entropy"] + 1e-5 <= math.log(4) + 2e-5, h
+        assert h["kl"] == pytest.approx(h["loss"] - h["teacher_entropy"]) and h["kl"] > -1e-6, h
     assert np.abs(np.asarray(full.center)).sum() > 0
     d = str(tmp_path / "ckpt")
     _fit(images, classes, one, checkpoint_dir=d, until_epoch=1, **kw)
@@ -440,8 +451,9 @@ def test_gdt_learns_and_uint8_equals_float(data, tmp_path):
     x, y = jnp.asarray(images[:16]), jnp.zeros(16, jnp.int32)
     losses = []
     for _ in range(8):
-        state, loss = selfsup.train_step(_net(), tx, "gdt", _AUG, opts, state, x, y)
-        losses.append(float(loss))
+        state, stats = selfsup.train_step(_net(), tx, "gdt", _AUG, opts, state, x, y)
+        assert set(stats) == {"loss"}
+        losses.append(float(stats["loss"]))
     assert np.mean(losses[-4:]) < np.mean(losses[:2]) - 0.2, losses
 
 
