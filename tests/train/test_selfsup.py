@@ -348,9 +348,9 @@ def test_dino_resumes_and_matches_sharded(data, tmp_path):
     kw = {**_DINO_KW, "heldout": None}
     full, hist = _fit(images, classes, one, **kw)
     assert int(full.step) == 4 and all(np.isfinite(h["loss"]) for h in hist)
-    for h in hist:   # the epoch means of the collapse monitors: entropies in [0, ln K], KL = loss - entropy >= 0
+    for h in hist:   # the collapse monitors' epoch means: mean entropy <= entropy of the mean <= ln K; KL >= 0
         assert 0 <= h["teacher_entropy"] <= h["teacher_marginal_entropy"] + 1e-5 <= math.log(4) + 2e-5, h
-        assert h["kl"] == pytest.approx(h["loss"] - h["teacher_entropy"]) and h["kl"] > -1e-6, h
+        assert h["kl"] > -1e-6, h
     assert np.abs(np.asarray(full.center)).sum() > 0
     d = str(tmp_path / "ckpt")
     _fit(images, classes, one, checkpoint_dir=d, until_epoch=1, **kw)
@@ -360,9 +360,11 @@ def test_dino_resumes_and_matches_sharded(data, tmp_path):
     for a, b in ((resumed.params, full.params), (resumed.teacher, full.teacher), (resumed.center, full.center)):
         jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-6), a, b)
     # 8 devices == 1: the centre's batch mean is global under the sharded jit.
-    eight, _ = _fit(images, classes, jax.sharding.Mesh(np.array(jax.devices()), ("data",)), **kw)
+    eight, h8 = _fit(images, classes, jax.sharding.Mesh(np.array(jax.devices()), ("data",)), **kw)
     for a, b in ((eight.params, full.params), (eight.teacher, full.teacher), (eight.center, full.center)):
         jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=2e-4), a, b)
+    for name in ("loss", "teacher_entropy", "teacher_marginal_entropy", "kl"):   # batch means over all devices
+        np.testing.assert_allclose([h[name] for h in h8], [h[name] for h in hist], rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------- GDT
