@@ -4,7 +4,8 @@
     python experiments/dino.py --variant local --set epochs=2 --id t
 
 The trainer, outputs and resumption of experiments/sela.py (``metrics.json``: k-NN
-accuracy, of the untrained net, chance), with method 'dino': 2 global crops and
+and linear-probe accuracy of the teacher, as DINO evaluates, ``student_*`` of the
+student, those of the untrained net, chance), with method 'dino': 2 global crops and
 ``n_local`` local crops per image (configs/dino.py).  ``history.json`` and the
 progress lines also hold DINO's collapse monitors per epoch: ``teacher_entropy``,
 ``teacher_marginal_entropy`` and ``kl`` (:func:`jaxinterp.train.selfsup.train_step`;

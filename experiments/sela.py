@@ -146,8 +146,8 @@ def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | Non
     init = net.init(jax.random.key(config.seed))
     baseline = selfsup.evaluate(net, init, (train["image"], train["label"]),
                                 (held["image"], held["label"]), k=config.knn_k)
-    final = selfsup.evaluate(net, state.params, (train["image"], train["label"]),
-                             (held["image"], held["label"]), k=config.knn_k)
+    final = selfsup.evaluate_state(net, state, method, (train["image"], train["label"]),
+                                   (held["image"], held["label"]), k=config.knn_k)
     metrics = {"method": method, "epochs": config.epochs, "steps": int(state.step), **final,
                **{f"{k}_untrained": v for k, v in baseline.items()},
                "chance": 1.0 / NUM_CLASSES[config.get("dataset", "synthetic")]}

@@ -23,6 +23,7 @@ def test_dino_local_tiny(tmp_path):
                            "--set", "blur_max=0.5")
     assert metrics["method"] == "dino" and metrics["steps"] == 2 and "nmi" not in metrics
     assert 0 <= metrics["knn_accuracy"] <= 1 and 0 <= metrics["knn_accuracy_untrained"] <= 1
+    assert 0 <= metrics["student_knn_accuracy"] <= 1 and 0 <= metrics["student_linear_probe"] <= 1  # the teacher's are main
     assert metrics["chance"] == 1 / 8 and "epoch 1/1" in result.stdout
 
 

@@ -66,8 +66,8 @@ def optimizer(lr: float, steps: int) -> optax.GradientTransformation:
         raise ValueError(f"lr: expected a positive learning rate, got {lr}")
     if steps < 1:
         raise ValueError(f"steps: expected an int >= 1, got {steps}")
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, lr, warmup_steps=max(1, steps // 20), decay_steps=steps)
+    warmup = max(1, steps // 20)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=warmup, decay_steps=max(steps, warmup + 1))
     return optax.adam(schedule)
 
 

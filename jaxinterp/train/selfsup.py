@@ -50,21 +50,13 @@ Methods (``method``):
   and 65536 prototypes are sized for ImageNet's 1.28M images, not for a few
   thousand synthetic ones.  Without the MLP the features of a fresh smallcnn
   (non-negative, after ReLU and pooling) are nearly parallel, so the centred
-  teacher starts almost uniform; on the local synthetic run the loss stays at
-  ln K (README).  A DINO-style MLP head (128 -> 256 -> 256 -> 64) on the
-  smallcnn, tried outside the library, collapses to ln K the same way;
-  features standardised over the batch before the prototypes (as DINO's
-  BatchNorm) collapse too, and with the prototypes also frozen they do not,
-  but learn nothing (k-NN 13 - 14 % after 20 - 25 epochs, with DINO's or
-  SeLa's colour jitter); DINOv2's Sinkhorn-Knopp centring, with or without its
-  KoLeo term, BatchNorm on batch statistics in the backbone, DINO's AdamW
-  with gradient clipping, a teacher temperature of 0.02 throughout (its
-  targets stay off uniform), lower learning rates, greyscale crops and
-  features centred over the batch do not learn either (README; the collapse
-  monitors of :func:`train_step` show it); so the zoo nets are kept
-  as they are.  Also unlike DINO: Adam (the schedule below) instead of AdamW
-  with a weight-decay schedule, no gradient clipping, no frozen last layer in
-  the first epoch.
+  teacher starts almost uniform, and on the local synthetic run its targets go
+  uniform (loss ln K; the collapse monitors of :func:`train_step` show it).
+  The README lists the variants tried there (MLP heads, BatchNorm, DINOv2's
+  centring and KoLeo term, DINO's AdamW, sharper teachers, other crops); none
+  learned the shapes, so the zoo nets are kept as they are.  Also unlike DINO:
+  Adam (the schedule below) instead of AdamW with a weight-decay schedule, no
+  gradient clipping, no frozen last layer in the first epoch.
 * ``'gdt'`` (Patrick et al. ICCV 2021): a Generalised Data Transformation
   contrast over compositions of transformations.  Per image, views =
   {2 random augmentations} x {rotation by 0 or 90 degrees} (``jnp.rot90`` of the
@@ -108,7 +100,8 @@ the uniform collapse, both at 0 the one-dimensional one); for SeLa the NMI and
 ARI of the self-labels against ``classes`` (which are used for nothing else);
 every ``eval_every`` epochs and at the end, the k-NN and linear-probe
 accuracies (:func:`evaluate`) of the features at split point ``feature_layer``
-(default ``'avgpool'``) of the ``heldout`` images against the training images.
+(default ``'avgpool'``) of the ``heldout`` images against the training images,
+for DINO of its teacher and of the student (:func:`evaluate_state`).
 Experiments: ``experiments/sela.py``, ``simclr.py``, ``dino.py``, ``gdt.py``.
 
 References:
@@ -139,7 +132,8 @@ from jaxinterp.train.checkpoint import Checkpointer
 from jaxinterp.train.classifier import optimizer, resume_from
 
 __all__ = ["dino_head", "METHODS", "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
-           "batch_loss", "train_step", "features", "label_log_probs", "self_labels", "evaluate", "fit"]
+           "batch_loss", "train_step", "features", "label_log_probs", "self_labels", "evaluate",
+           "evaluate_state", "fit"]
 
 METHODS = ("sela", "simclr", "dino", "gdt")
 ROTATIONS = ("distinctive", "invariant", None)
@@ -555,6 +549,28 @@ def evaluate(net, params, train, heldout, *, layer: str = "avgpool", k: int = 20
             "linear_probe": metrics.linear_probe(ftr, ytr, fte, yte)}
 
 
+def evaluate_state(net, state: SelfSupState, method: str, train, heldout, *, layer: str = "avgpool", k: int = 20,
+                   mesh=None) -> dict[str, float]:
+    """:func:`evaluate` of the net a method delivers: DINO's teacher, else the trained params.
+
+    DINO evaluates its teacher (Caron et al. 2021, Sec. 5.2: the teacher
+    outperforms the student throughout training; its k-NN and linear evaluations
+    load the teacher's weights), so for ``method='dino'`` ``knn_accuracy`` and
+    ``linear_probe`` are the teacher's and ``student_knn_accuracy`` /
+    ``student_linear_probe`` the student's.
+
+    Args:
+      state: a :class:`SelfSupState` of ``method``.
+      train, heldout, layer, k, mesh: as :func:`evaluate`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
+    score = functools.partial(evaluate, net, train=train, heldout=heldout, layer=layer, k=k, mesh=mesh)
+    if method != "dino":
+        return score(state.params)
+    return {**score(state.teacher), **{f"student_{name}": v for name, v in score(state.params).items()}}
+
+
 def _positive(v, name: str) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not v > 0:
         raise ValueError(f"{name}: expected a positive number, got {v!r}")
@@ -647,7 +663,9 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
       (state, history): the final :class:`SelfSupState` and one dict per epoch with
       ``epoch``, ``step``, ``loss``, ``seconds``; for DINO ``teacher_entropy``,
       ``teacher_marginal_entropy`` and ``kl`` (:func:`train_step`, the epoch's means);
-      and, when computed, ``nmi``, ``ari``, ``knn_accuracy``, ``linear_probe``.
+      and, when computed, ``nmi``, ``ari``, ``knn_accuracy``, ``linear_probe``
+      (:func:`evaluate_state`: for DINO the teacher's, and ``student_knn_accuracy``,
+      ``student_linear_probe``).
 
     Raises:
       ValueError: a bad argument (named first in the message).
@@ -748,8 +766,8 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
                 raise FloatingPointError(f"loss: {row['loss']} in epoch {epoch + 1} ({method}); "
                                          "lower lr or check the inputs")
             if heldout is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-                row.update(evaluate(net, state.params, (images, classes), heldout,
-                                    layer=feature_layer, k=knn_k, mesh=mesh))
+                row.update(evaluate_state(net, state, method, (images, classes), heldout,
+                                          layer=feature_layer, k=knn_k, mesh=mesh))
             row["seconds"] = time.perf_counter() - start
             history.append(row)
             if ckpt is not None:

@@ -134,6 +134,25 @@ def test_data_parallel_fit_equals_single_device():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("steps", [1, 2, 40, 100])
+def test_optimizer_schedule_closed_form(steps):
+    """Adam's first step is lr(0) sign(g); lr(t) = lr t / w for t < w = max(1, steps // 20), then cosine to 0."""
+    lr, warmup = 1e-2, max(1, steps // 20)
+    tx = classifier.optimizer(lr, steps)
+    params, grad = jnp.zeros(3), jnp.array([1.0, -2.0, 3.0])
+    state, rates = tx.init(params), []
+    for _ in range(min(steps, 6)):
+        updates, state = tx.update(grad, state, params)   # a constant gradient: Adam's step is -lr(t) sign(g)
+        rates.append(float(-updates[0]))
+    expected = [lr * t / warmup if t < warmup else
+                lr * 0.5 * (1 + np.cos(np.pi * (t - warmup) / max(steps - warmup, 1))) for t in range(len(rates))]
+    np.testing.assert_allclose(rates, expected, rtol=1e-4, atol=1e-9)
+    with pytest.raises(ValueError, match="steps"):
+        classifier.optimizer(lr, 0)
+    with pytest.raises(ValueError, match="lr"):
+        classifier.optimizer(0.0, steps)
+
+
 def test_fit_rejects_bad_arguments():
     with pytest.raises(ValueError, match="batch_size"):
         classifier.fit(TINY, planted, steps=2, batch_size=12)

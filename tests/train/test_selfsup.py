@@ -367,6 +367,24 @@ def test_dino_resumes_and_matches_sharded(data, tmp_path):
         np.testing.assert_allclose([h[name] for h in h8], [h[name] for h in hist], rtol=1e-4, atol=1e-6)
 
 
+def test_dino_evaluates_the_teacher(data):
+    """DINO's metrics are its teacher's (DINO Sec. 5.2); with momentum 1 the teacher stays the untrained net."""
+    images, _ = data
+    one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
+    classes = np.random.default_rng(1).integers(0, 4, _N)   # random labels: the accuracies depend on the features
+    held = (images[:16], classes[:16])
+    state, hist = _fit(images, classes, one, **{**_DINO_KW, "momentum_teacher": 1.0, "heldout": held, "lr": 5e-2})
+    untrained = selfsup.init_state(_net(), classifier.optimizer(1e-3, 1), jax.random.key(0), _N, "dino").params
+    jax.tree.map(np.testing.assert_array_equal, state.teacher, untrained)
+    teacher, student = (selfsup.evaluate(_net(), p, (images, classes), held, k=3) for p in (untrained, state.params))
+    assert teacher != student                       # the two nets score differently, so the check below can fail
+    assert {k: hist[-1][k] for k in teacher} == teacher
+    assert {k: hist[-1][f"student_{k}"] for k in student} == student
+    assert selfsup.evaluate_state(_net(), state, "sela", (images, classes), held, k=3) == student
+    with pytest.raises(ValueError, match="method"):
+        selfsup.evaluate_state(_net(), state, "byol", (images, classes), held)
+
+
 # ---------------------------------------------------------------- GDT
 
 def test_gdt_contrast_hand_written():
