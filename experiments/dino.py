@@ -1,6 +1,6 @@
 """DINO self-distillation (Caron et al. ICCV 2021) of the smallcnn on the synthetic set, with k-NN accuracy.
 
-    python experiments/dino.py --variant local             # a few minutes on a CPU
+    python experiments/dino.py --variant local             # about 22 minutes on one CPU core
     python experiments/dino.py --variant local --set epochs=2 --id t
 
 The trainer, outputs and resumption of experiments/sela.py (``metrics.json``: k-NN
@@ -36,7 +36,10 @@ def options(config) -> dict:
     return {"aug": aug, "n_local": config.n_local, "student_temp": config.student_temp,
             "teacher_temp": config.teacher_temp, "warmup_teacher_temp": config.warmup_teacher_temp,
             "warmup_teacher_epochs": round(config.warmup_teacher_fraction * config.epochs),
-            "momentum_teacher": config.momentum_teacher, "center_momentum": config.center_momentum}
+            "momentum_teacher": config.momentum_teacher, "center_momentum": config.center_momentum,
+            "head": (config.head_hidden, config.head_bottleneck) if config.head_hidden else None,
+            "freeze_last_layer": config.freeze_last_layer, "optimizer_name": config.optimizer,
+            "weight_decay": config.weight_decay}
 
 
 def main(argv=None) -> dict:

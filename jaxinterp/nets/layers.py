@@ -61,6 +61,20 @@ def batch_norm_eval(x: jax.Array, scale: jax.Array, bias: jax.Array, mean: jax.A
     return (x - mean.astype(x.dtype)) * inv + bias.astype(x.dtype)
 
 
+def batch_norm_train(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float = 1e-5) -> jax.Array:
+    """Training-mode batch norm on the last axis: the statistics are those of ``x`` itself.
+
+    (x - mean) / sqrt(var + eps) * scale + bias with the mean and biased variance over
+    every axis but the last, as ``torch.nn.BatchNorm1d`` in training mode.  Inside
+    ``jax.jit`` on a batch sharded over devices the statistics are those of the
+    global batch (synchronised batch norm, with no explicit all-reduce).
+    """
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x, axis=axes)
+    var = jnp.mean(jnp.square(x - mean), axis=axes)
+    return batch_norm_eval(x, scale, bias, mean, var, eps)
+
+
 def layer_norm(x: jax.Array, scale: jax.Array, bias: jax.Array, eps: float) -> jax.Array:
     """Layer norm over the last axis, as ``torch.nn.LayerNorm`` (biased variance)."""
     mean = jnp.mean(x, axis=-1, keepdims=True)

@@ -30,7 +30,7 @@ import optax
 from jaxinterp.train import sharding
 from jaxinterp.train.checkpoint import Checkpointer
 
-__all__ = ["TrainState", "optimizer", "init_state", "loss_fn", "train_step", "evaluate", "fit"]
+__all__ = ["TrainState", "optimizer", "lars_optimizer", "init_state", "loss_fn", "train_step", "evaluate", "fit"]
 
 DataFn = Callable[[jax.Array, int], dict]
 
@@ -62,13 +62,40 @@ def optimizer(lr: float, steps: int) -> optax.GradientTransformation:
       lr: peak learning rate, > 0.
       steps: total number of updates, >= 1.
     """
+    return optax.adam(_warmup_cosine(lr, steps))
+
+
+def _warmup_cosine(lr: float, steps: int) -> optax.Schedule:
+    """Linear warm-up from 0 to ``lr`` over the first 5 % of ``steps``, then cosine decay to 0."""
     if not lr > 0:
         raise ValueError(f"lr: expected a positive learning rate, got {lr}")
     if steps < 1:
         raise ValueError(f"steps: expected an int >= 1, got {steps}")
     warmup = max(1, steps // 20)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=warmup, decay_steps=max(steps, warmup + 1))
-    return optax.adam(schedule)
+    return optax.warmup_cosine_decay_schedule(0.0, lr, warmup_steps=warmup, decay_steps=max(steps, warmup + 1))
+
+
+def _is_matrix(params):
+    return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+@functools.lru_cache(maxsize=None)
+def lars_optimizer(lr: float, steps: int, weight_decay: float = 1e-6) -> optax.GradientTransformation:
+    """LARS (You et al. 2017; momentum 0.9, trust coefficient 0.001) with the schedule of :func:`optimizer`.
+
+    As in SimCLR, BYOL and DINO's LARS, biases and normalisation parameters (the
+    params with ndim <= 1) get neither weight decay nor the layer-wise trust ratio.
+    SimCLR's recipe: ``lr`` = 0.3 x batch / 256, ``weight_decay`` = 1e-6.
+
+    Args:
+      lr: peak learning rate, > 0.
+      steps: total number of updates, >= 1.
+      weight_decay: >= 0, applied to the matrices and kernels only.
+    """
+    if not weight_decay >= 0:
+        raise ValueError(f"weight_decay: expected a number >= 0, got {weight_decay}")
+    return optax.lars(_warmup_cosine(lr, steps), weight_decay=weight_decay, weight_decay_mask=_is_matrix,
+                      trust_ratio_mask=_is_matrix, momentum=0.9)
 
 
 def init_state(net, tx: optax.GradientTransformation, key: jax.Array) -> TrainState:

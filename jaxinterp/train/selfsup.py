@@ -42,21 +42,24 @@ Methods (``method``):
   (:func:`~jaxinterp.objectives.update_center`); the step is one jitted program
   on the whole (sharded) batch, so the mean is over all devices, as DINO's
   all-reduce.  The net's output (``num_classes``) is the head's output dimension
-  K.  DINO's head (a 3-layer MLP 2048 -> 2048 -> 256, L2-normalised, then a
-  weight-normalised linear layer to K = 65536) is replaced by the net's own last
-  linear layer used as DINO's last layer (:func:`dino_head`: the cosines of the
-  L2-normalised features before it with its L2-normalised weight columns): the
-  trainer trains any zoo net through its facade, whose architectures are fixed,
-  and 65536 prototypes are sized for ImageNet's 1.28M images, not for a few
-  thousand synthetic ones.  Without the MLP the features of a fresh smallcnn
-  (non-negative, after ReLU and pooling) are nearly parallel, so the centred
-  teacher starts almost uniform, and on the local synthetic run its targets go
-  uniform (loss ln K; the collapse monitors of :func:`train_step` show it).
-  The README lists the variants tried there (MLP heads, BatchNorm, DINOv2's
-  centring and KoLeo term, DINO's AdamW, sharper teachers, other crops); none
-  learned the shapes, so the zoo nets are kept as they are.  Also unlike DINO:
-  Adam (the schedule below) instead of AdamW with a weight-decay schedule, no
-  gradient clipping, no frozen last layer in the first epoch.
+  K.  With ``head=(hidden, bottleneck)`` the params are :class:`DinoParams`: the
+  net and DINO's projection head for convnets (:func:`dino_mlp`: 3 linear layers,
+  batch norm and GELU after the first two, an L2-normalised bottleneck, a
+  weight-normalised last layer of norm 1 to K outputs; DINO's ResNet-50 uses
+  2048 -> 2048 -> 256 -> 65536) on the features before the net's last layer,
+  which goes unused; the student's head runs once on the features of all crops,
+  so its batch norm sees all of them, as DINO's multi-crop wrapper; the teacher's
+  on its 2 global crops.  With ``head=None`` (the default) the net's own last
+  linear layer is DINO's last layer (:func:`dino_head`: the cosines of the
+  L2-normalised features before it with its L2-normalised weight columns).
+  DINO freezes the last layer in the first epoch
+  (``freeze_last_layer``, 1).  The optimiser is Adam or LARS (``optimizer_name``;
+  DINO: AdamW for ViTs, SGD or LARS for ResNets), the schedule a 5 % warm-up then
+  a cosine, without DINO's weight-decay schedule or gradient clipping.  On the
+  local synthetic run the targets go uniform without the MLP head (loss ln K;
+  the collapse monitors of :func:`train_step` show it); with it (experiments/dino.py)
+  they stay off uniform but cluster something other than the shapes (k-NN and
+  linear probe at the untrained net's).  The README lists the variants tried there.
 * ``'gdt'`` (Patrick et al. ICCV 2021): a Generalised Data Transformation
   contrast over compositions of transformations.  Per image, views =
   {2 random augmentations} x {rotation by 0 or 90 degrees} (``jnp.rot90`` of the
@@ -126,16 +129,19 @@ import numpy as np
 import optax
 
 from jaxinterp import objectives
+from jaxinterp.nets.layers import batch_norm_train, dense
 from jaxinterp.train import metrics, sharding
 from jaxinterp.train.augment import AugmentConfig, augment, augment_one, multicrop, sample_params
 from jaxinterp.train.checkpoint import Checkpointer
-from jaxinterp.train.classifier import optimizer, resume_from
+from jaxinterp.train.classifier import lars_optimizer, optimizer, resume_from
 
-__all__ = ["dino_head", "METHODS", "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
+__all__ = ["dino_head", "DinoParams", "backbone_params", "dino_mlp_init", "dino_mlp", "METHODS", "OPTIMIZERS",
+           "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
            "batch_loss", "train_step", "features", "label_log_probs", "self_labels", "evaluate",
            "evaluate_state", "fit"]
 
 METHODS = ("sela", "simclr", "dino", "gdt")
+OPTIMIZERS = ("adam", "lars")
 ROTATIONS = ("distinctive", "invariant", None)
 """GDT's rotation factor: distinctive, invariant, or absent (2 views, no rotation)."""
 
@@ -155,6 +161,8 @@ class Options(NamedTuple):
       center_momentum: DINO's centre EMA momentum (0.9).
       steps_per_epoch: updates per epoch (the teacher temperature changes per epoch).
       total_steps: updates of the whole run (the momentum's cosine reaches 1 there).
+      freeze_last_layer_steps: DINO: updates during which the last layer (the prototypes)
+        gets a zero gradient (DINO freezes it for its first epoch).
     """
 
     temperature: float = 0.1
@@ -168,6 +176,7 @@ class Options(NamedTuple):
     center_momentum: float = 0.9
     steps_per_epoch: int = 1
     total_steps: int = 1
+    freeze_last_layer_steps: int = 0
 
 
 class SelfSupState(NamedTuple):
@@ -175,7 +184,7 @@ class SelfSupState(NamedTuple):
 
     Attributes:
       step: () int32 updates applied so far.
-      params: the net's params (DINO's student).
+      params: the net's params (DINO's student; a :class:`DinoParams` with a projection head).
       opt_state: optax state.
       key: the run's key (augmentation and epoch-order streams, module docstring).
       labels: (N,) int32 SeLa self-labels of the training images (zeros for the other methods).
@@ -194,11 +203,14 @@ class SelfSupState(NamedTuple):
 
 
 def init_state(net, tx: optax.GradientTransformation, key: jax.Array, n: int,
-               method: str = "sela") -> SelfSupState:
+               method: str = "sela", head: tuple[int, int] | None = None) -> SelfSupState:
     """A fresh :class:`SelfSupState` of a run on ``n`` images.
 
-    ``init_key, run_key = split(key)``; params = ``net.init(init_key)``; DINO's
-    teacher starts equal to the student (DINO); the centre at zero.
+    ``init_key, run_key = split(key)``; params = ``net.init(init_key)`` (for DINO
+    with ``head``, :class:`DinoParams` of those and
+    ``dino_mlp_init(fold_in(init_key, 1), D, *head, K)``, D the input width of the
+    net's last linear layer); DINO's teacher starts equal to the student (DINO);
+    the centre at zero.
 
     Args:
       net: a :class:`jaxinterp.nets.Net` (``num_classes`` = K).
@@ -206,11 +218,19 @@ def init_state(net, tx: optax.GradientTransformation, key: jax.Array, n: int,
       key: a PRNG key (``fit`` uses ``jax.random.key(seed)``).
       n: number of training images (the length of ``labels``).
       method: one of :data:`METHODS`.
+      head: DINO's projection head (hidden, bottleneck) widths, or None (no MLP, :func:`dino_head`).
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     init_key, run_key = jax.random.split(key)
     params = net.init(init_key)
+    if head is not None:
+        if method != "dino":
+            raise ValueError(f"head: a projection head is DINO's; got method {method!r}")
+        if not (isinstance(head, tuple) and len(head) == 2):
+            raise ValueError(f"head: expected None or (hidden, bottleneck), got {head!r}")
+        in_dim = params[net.layers[-1]]["kernel"].shape[0]
+        params = DinoParams(params, dino_mlp_init(jax.random.fold_in(init_key, 1), in_dim, *head, net.num_classes))
     teacher = params if method == "dino" else jnp.zeros((), jnp.float32)
     return SelfSupState(jnp.zeros((), jnp.int32), params, tx.init(params), run_key,
                         jnp.zeros((n,), jnp.int32), teacher, jnp.zeros((net.num_classes,), jnp.float32))
@@ -251,38 +271,128 @@ def gdt_contrast(batch: int, rotation: str | None = "distinctive") -> np.ndarray
                                             ("distinctive", "invariant", rotation))
 
 
-def dino_head(net, params, x: jax.Array) -> jax.Array:
-    """DINO's normalised output: cosines of the features with the net's last-layer prototypes.
+class DinoParams(NamedTuple):
+    """DINO's params with a projection head: the backbone net's params and :func:`dino_mlp_init`'s head."""
+
+    net: Any
+    head: Any
+
+
+def dino_mlp_init(key: jax.Array, in_dim: int, hidden: int, bottleneck: int, k: int) -> dict:
+    """Params of DINO's projection head (Caron et al. 2021, Sec. 3.1) for a convnet.
+
+    Three linear layers in_dim -> hidden -> hidden -> bottleneck, the first two
+    followed by batch norm and GELU (DINO uses BN in the head of convnets, none
+    for ViTs), then a weight-normalised linear layer to K outputs whose norm is
+    fixed to 1 (DINO's ``norm_last_layer``).  Linear kernels ~ N(0, 0.02^2)
+    (DINO's truncated normal), biases 0; BN scale 1, bias 0; prototypes ~ N(0, 1)
+    (only their direction matters).
+
+    Returns:
+      {'dense1': {'kernel' (in_dim, hidden), 'bias'}, 'norm1': {'scale', 'bias'},
+      'dense2', 'norm2', 'dense3': {'kernel' (hidden, bottleneck), 'bias'},
+      'prototypes': (K, bottleneck)}.
+    """
+    for name, v in (("in_dim", in_dim), ("hidden", hidden), ("bottleneck", bottleneck), ("k", k)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+    keys = jax.random.split(key, 4)
+    dims = (in_dim, hidden, hidden, bottleneck)
+    head = {}
+    for i in range(3):
+        head[f"dense{i + 1}"] = {"kernel": 0.02 * jax.random.truncated_normal(keys[i], -2.0, 2.0, dims[i:i + 2]),
+                                 "bias": jnp.zeros((dims[i + 1],), jnp.float32)}
+        if i < 2:
+            head[f"norm{i + 1}"] = {"scale": jnp.ones((hidden,), jnp.float32),
+                                    "bias": jnp.zeros((hidden,), jnp.float32)}
+    head["prototypes"] = jax.random.normal(keys[3], (k, bottleneck), jnp.float32)
+    return head
+
+
+def dino_mlp(head: dict, feats: jax.Array) -> jax.Array:
+    """DINO's projection head on features (B, D) -> (B, K) cosines with the prototypes.
+
+    Batch norm uses the statistics of ``feats`` (training mode, as DINO's student
+    and teacher): DINO applies the head once to the features of all crops of a
+    batch, so its statistics are over every crop (:func:`dino_head`).  GELU is the
+    exact one (PyTorch's ``nn.GELU``).
+
+    Args:
+      head: :func:`dino_mlp_init`'s params (in_dim D).
+      feats: (B, D) float features, B >= 2 (batch norm needs a batch).
+
+    References:
+      Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021.
+    """
+    in_dim = head["dense1"]["kernel"].shape[0]
+    if feats.ndim != 2 or feats.shape[1] != in_dim or feats.shape[0] < 2:
+        raise ValueError(f"feats: expected (B >= 2, {in_dim}) features, got shape {feats.shape}")
+    x = feats
+    for i in (1, 2):
+        x = dense(x, head[f"dense{i}"]["kernel"], head[f"dense{i}"]["bias"])
+        x = jax.nn.gelu(batch_norm_train(x, head[f"norm{i}"]["scale"], head[f"norm{i}"]["bias"]), approximate=False)
+    x = dense(x, head["dense3"]["kernel"], head["dense3"]["bias"])
+    return objectives.prototype_scores(x, head["prototypes"])
+
+
+def dino_head(net, params, x) -> jax.Array:
+    """DINO's normalised output: cosines of the (projected) features with the prototypes.
 
     DINO (Caron et al. 2021, Sec. 3.1 and its code) ends its projection head with
     an L2-normalised bottleneck and a weight-normalised linear layer whose norm is
     fixed to 1, so its K outputs are cosines in [-1, 1] that the temperatures
-    (student 0.1, teacher 0.04 - 0.07) turn into peaked distributions.  Here the
-    bottleneck is the feature at the split point before the net's last layer
-    (the smallcnn's 128-d ``avgpool``) and the prototypes are the columns of that
-    layer's kernel (its bias unused): out_k = <z / ||z||, w_k / ||w_k||>, bounded
-    whatever the scale of the features (the raw linear outputs of a fresh
-    smallcnn spread by only ~0.02 across outputs).
+    (student 0.1, teacher 0.04 - 0.07) turn into peaked distributions.  The
+    features are the net's at the split point before its last layer (the
+    smallcnn's 128-d ``avgpool``).
+
+    * ``params`` a :class:`DinoParams`: DINO's projection head :func:`dino_mlp`
+      on those features (the net's last layer unused).
+    * ``params`` the net's params: no MLP; the bottleneck is the features
+      themselves and the prototypes the columns of the net's last linear layer's
+      kernel (its bias unused): out_k = <z / ||z||, w_k / ||w_k||>.
 
     Args:
-      net, params: a net whose last split point is a linear layer with params
-        ``params[net.layers[-1]]['kernel']`` (D, K).
-      x: images (B, H, W, 3) in [0, 1].
+      net: a net whose last split point is a linear layer with params
+        ``params[net.layers[-1]]['kernel']`` (D, K) (for :class:`DinoParams`: any net
+        whose second-last split point gives the head's ``in_dim`` features).
+      params: the net's params or a :class:`DinoParams`.
+      x: images (B, H, W, 3) in [0, 1], or a list of such groups of crops (one size
+        per group, as DINO's multi-crop wrapper: the backbone runs once per group and
+        the head once on all their features, so its batch norm sees every crop).
 
     Returns:
-      (B, K) cosines.
+      (sum of the groups' B, K) cosines, the groups in order.
     """
-    head = params.get(net.layers[-1]) if isinstance(params, dict) else None
-    if not isinstance(head, dict) or "kernel" not in head:
-        raise ValueError(f"net: DINO needs a last linear layer with a 'kernel'; {net.name}'s last split point "
-                         f"{net.layers[-1]!r} has none")
-    feats = net.apply(params, x, stop=net.layers[-2]).reshape(x.shape[0], -1)
+    groups = list(x) if isinstance(x, (list, tuple)) else [x]
+    backbone = params.net if isinstance(params, DinoParams) else params
+    if not isinstance(params, DinoParams):
+        head = backbone.get(net.layers[-1]) if isinstance(backbone, dict) else None
+        if not isinstance(head, dict) or "kernel" not in head:
+            raise ValueError(f"net: DINO needs a last linear layer with a 'kernel'; {net.name}'s last split point "
+                             f"{net.layers[-1]!r} has none")
+    feats = jnp.concatenate([net.apply(backbone, g, stop=net.layers[-2]).reshape(g.shape[0], -1) for g in groups])
+    if isinstance(params, DinoParams):
+        return dino_mlp(params.head, feats)
     return objectives.prototype_scores(feats, head["kernel"].T)
+
+
+def _freeze_last_layer(net, grads, frozen: jax.Array):
+    """``grads`` with the prototypes' gradient zeroed where ``frozen`` (DINO's first epoch)."""
+    keep = jnp.where(frozen, 0.0, 1.0)
+    if isinstance(grads, DinoParams):
+        return grads._replace(head={**grads.head, "prototypes": grads.head["prototypes"] * keep})
+    last = net.layers[-1]
+    return {**grads, last: {**grads[last], "kernel": grads[last]["kernel"] * keep}}
+
+
+def backbone_params(params):
+    """The net's params of a state's params: ``params.net`` of a :class:`DinoParams`, else ``params``."""
+    return params.net if isinstance(params, DinoParams) else params
 
 
 def _teacher_views(net, teacher, globals_):
     b = globals_[0].shape[0]
-    t = dino_head(net, teacher, jnp.concatenate(globals_))
+    t = dino_head(net, teacher, [jnp.concatenate(globals_)])
     return jax.lax.stop_gradient(t.reshape(2, b, -1).transpose(1, 0, 2))   # (B, 2, K)
 
 
@@ -306,9 +416,8 @@ def _objective(net, method: str, aug, opts: Options, params, state: SelfSupState
         return objectives.gdt_loss(z, gdt_contrast(b, opts.rotation), temperature=opts.temperature), (None, {})
     g, loc = multicrop(key, images, opts.n_local, global_configs=aug[:2], local_config=aug[2])
     t = _teacher_views(net, state.teacher, g)
-    s = dino_head(net, params, jnp.concatenate(g)).reshape(2, b, -1)
-    if loc:
-        s = jnp.concatenate([s, dino_head(net, params, jnp.concatenate(loc)).reshape(len(loc), b, -1)])
+    s = dino_head(net, params, [jnp.concatenate(g)] + ([jnp.concatenate(loc)] if loc else []))
+    s = s.reshape(2 + len(loc), b, -1)
     temp = objectives.teacher_temperature(
         state.step // opts.steps_per_epoch, warmup_temp=opts.warmup_teacher_temp,
         temp=opts.teacher_temp, warmup_epochs=opts.warmup_teacher_epochs)
@@ -384,6 +493,8 @@ def train_step(net, tx: optax.GradientTransformation, method: str, aug, options:
     (loss, (t, stats)), grads = jax.value_and_grad(
         lambda p: _objective(net, method, aug, options, p, state, key, images, labels),
         has_aux=True)(state.params)
+    if method == "dino" and options.freeze_last_layer_steps:
+        grads = _freeze_last_layer(net, grads, state.step < options.freeze_last_layer_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     teacher, center = state.teacher, state.center
@@ -568,7 +679,8 @@ def evaluate_state(net, state: SelfSupState, method: str, train, heldout, *, lay
     score = functools.partial(evaluate, net, train=train, heldout=heldout, layer=layer, k=k, mesh=mesh)
     if method != "dino":
         return score(state.params)
-    return {**score(state.teacher), **{f"student_{name}": v for name, v in score(state.params).items()}}
+    return {**score(backbone_params(state.teacher)),
+            **{f"student_{name}": v for name, v in score(backbone_params(state.params)).items()}}
 
 
 def _positive(v, name: str) -> float:
@@ -606,7 +718,9 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
         temperature: float | None = None, rotation: str | None = "distinctive", n_local: int = 8,
         student_temp: float = 0.1, teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
         warmup_teacher_epochs: int | None = None, momentum_teacher: float = 0.996,
-        center_momentum: float = 0.9, classes=None, heldout=None, eval_every: int = 5, knn_k: int = 20,
+        center_momentum: float = 0.9, head: tuple[int, int] | None = None, freeze_last_layer: int = 1,
+        optimizer_name: str = "adam", weight_decay: float = 1e-6, classes=None, heldout=None,
+        eval_every: int = 5, knn_k: int = 20,
         feature_layer: str = "avgpool", checkpoint_dir: str | None = None,
         until_epoch: int | None = None, progress: Callable[[str], Any] | None = print,
         mesh: jax.sharding.Mesh | None = None) -> tuple[SelfSupState, list[dict]]:
@@ -621,9 +735,7 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
       epochs: passes over the data (a resumed run counts the restored ones), >= 1.
       batch_size: images per update, a multiple of the devices of ``mesh``, <= N.
       method: one of :data:`METHODS`.
-      lr: peak Adam learning rate (``classifier.optimizer``: warm-up then cosine).
-        SeLa, SimCLR, DINO use SGD / LARS / AdamW at larger batch sizes; Adam trains
-        this small net on small batches without tuning.
+      lr: peak learning rate (warm-up over 5 % of the run, then cosine to 0).
       seed: ``jax.random.key(seed)`` makes the init and run keys (:func:`init_state`).
       aug: the augmentation.  SeLa / SimCLR / GDT: an :class:`AugmentConfig` (default
         SeLa: ``AugmentConfig.sela`` at the image size, SeLa's transform; SimCLR / GDT:
@@ -648,6 +760,19 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
         (DINO: 30 of 100).
       momentum_teacher: DINO's teacher EMA momentum at step 0 in [0, 1] (0.996), cosine to 1.
       center_momentum: DINO's centre EMA momentum in [0, 1] (0.9).
+      head: DINO's projection head (hidden, bottleneck), e.g. (512, 128) (DINO's
+        ResNet-50: (2048, 256)): :func:`dino_mlp` with batch norm, the net's last
+        layer unused; None = no MLP, the net's last layer as DINO's last layer
+        (:func:`dino_head`).
+      freeze_last_layer: DINO: epochs, from the start, during which the last layer
+        (the prototypes) gets a zero gradient (1, DINO).  Optax still applies the
+        weight decay to it (PyTorch skips a parameter without a gradient); the
+        prototypes enter only through their direction, which decay leaves unchanged.
+      optimizer_name: ``'adam'`` (``classifier.optimizer``) or ``'lars'``
+        (``classifier.lars_optimizer``, SimCLR's LARS; DINO offers it too).  SeLa,
+        SimCLR, DINO use SGD / LARS / AdamW at larger batch sizes; Adam trains this
+        small net on small batches without tuning.
+      weight_decay: LARS's weight decay (1e-6, SimCLR); unused by Adam.
       classes: (N,) int true classes, used only for the NMI / ARI / k-NN metrics (optional).
       heldout: (images, labels) for the k-NN and linear-probe metrics (optional; ``classes`` required).
       eval_every: epochs between these evaluations (and at the end).
@@ -709,6 +834,13 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     if (isinstance(warmup_teacher_epochs, bool) or not isinstance(warmup_teacher_epochs, (int, np.integer))
             or warmup_teacher_epochs < 0):
         raise ValueError(f"warmup_teacher_epochs: expected None or an int >= 0, got {warmup_teacher_epochs!r}")
+    if head is not None and (method != "dino" or not (isinstance(head, tuple) and len(head) == 2)):
+        raise ValueError(f"head: expected None or, for DINO, (hidden, bottleneck); got {head!r} for {method!r}")
+    if isinstance(freeze_last_layer, bool) or not isinstance(freeze_last_layer, (int, np.integer)) \
+            or freeze_last_layer < 0:
+        raise ValueError(f"freeze_last_layer: expected an int >= 0, got {freeze_last_layer!r}")
+    if optimizer_name not in OPTIMIZERS:
+        raise ValueError(f"optimizer_name: expected one of {OPTIMIZERS}, got {optimizer_name!r}")
     for name, v in (("momentum_teacher", momentum_teacher), ("center_momentum", center_momentum)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= v <= 1:
             raise ValueError(f"{name}: expected a number in [0, 1], got {v!r}")
@@ -721,13 +853,16 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
                    student_temp=student_temp, teacher_temp=teacher_temp,
                    warmup_teacher_temp=warmup_teacher_temp, warmup_teacher_epochs=int(warmup_teacher_epochs),
                    momentum_teacher=float(momentum_teacher), center_momentum=float(center_momentum),
-                   steps_per_epoch=steps_per_epoch, total_steps=total)
-    tx = optimizer(lr, total)
+                   steps_per_epoch=steps_per_epoch, total_steps=total,
+                   freeze_last_layer_steps=int(freeze_last_layer) * steps_per_epoch if method == "dino" else 0)
+    tx = optimizer(lr, total) if optimizer_name == "adam" else lars_optimizer(lr, total, float(weight_decay))
     config = {"net": repr(net), "method": method, "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "seed": seed, "aug": repr(aug), "lam": lam, "label_every": label_every,
               "label_views": int(label_views),
-              "temperature": temperature, "n": n, "options": opts._asdict()}
-    state = sharding.replicate(init_state(net, tx, jax.random.key(seed), n, method), mesh)
+              "temperature": temperature, "n": n, "options": opts._asdict(),
+              "head": None if head is None else list(head),
+              "optimizer": optimizer_name, "weight_decay": weight_decay}
+    state = sharding.replicate(init_state(net, tx, jax.random.key(seed), n, method, head), mesh)
     rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
     if jax.process_index() != 0:
         progress = None                                      # one process reports

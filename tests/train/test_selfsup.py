@@ -227,6 +227,11 @@ def test_simclr_runs(data):
                                     ({"method": "dino", "aug": None, "center_momentum": -0.1}, "center_momentum"),
                                     ({"method": "dino", "aug": None, "warmup_teacher_epochs": -1},
                                      "warmup_teacher_epochs"),
+                                    ({"method": "simclr", "head": (8, 4)}, "head"),
+                                    ({"method": "dino", "aug": None, "head": (8,)}, "head"),
+                                    ({"method": "dino", "aug": None, "freeze_last_layer": -1}, "freeze_last_layer"),
+                                    ({"optimizer_name": "sgd"}, "optimizer_name"),
+                                    ({"optimizer_name": "lars", "weight_decay": -1.0}, "weight_decay"),
                                     ({"images": np.zeros((32, 16, 16, 3), np.int32)}, "images"),
                                     ({"images": np.zeros((32, 16, 16), np.float32)}, "images"),
                                     ({"heldout": (np.zeros((8, 16, 16, 3), np.int64), np.zeros(8))}, "heldout")])
@@ -247,7 +252,7 @@ _DINO_AUG = (AugmentConfig.dino_global(1, size=(_SIZE, _SIZE), blur_sigma=(0.1, 
 _DINO_KW = {"method": "dino", "aug": _DINO_AUG, "n_local": 2, "momentum_teacher": 0.5,
             "warmup_teacher_epochs": 1, "lr": 1e-2}
 _DINO_OPTS = selfsup.Options(temperature=0.1, n_local=2, momentum_teacher=0.5, warmup_teacher_epochs=1,
-                             steps_per_epoch=2, total_steps=4)
+                             steps_per_epoch=2, total_steps=4, freeze_last_layer_steps=2)
 
 
 def _np_softmax(x):
@@ -342,10 +347,13 @@ def test_dino_distils_into_the_student_only(data):
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2]), losses
 
 
-def test_dino_resumes_and_matches_sharded(data, tmp_path):
+@pytest.mark.parametrize("head_kw", [{}, {"head": (16, 8), "optimizer_name": "lars", "lr": 0.1}],
+                         ids=["linear_head", "mlp_head_lars"])
+def test_dino_resumes_and_matches_sharded(data, tmp_path, head_kw):
+    """Resume == uninterrupted, 8 devices == 1; with the MLP head the batch norm's statistics are global too."""
     images, classes = data
     one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-    kw = {**_DINO_KW, "heldout": None}
+    kw = {**_DINO_KW, "heldout": None, **head_kw}
     full, hist = _fit(images, classes, one, **kw)
     assert int(full.step) == 4 and all(np.isfinite(h["loss"]) for h in hist)
     for h in hist:   # the collapse monitors' epoch means: mean entropy <= entropy of the mean <= ln K; KL >= 0
@@ -383,6 +391,103 @@ def test_dino_evaluates_the_teacher(data):
     assert selfsup.evaluate_state(_net(), state, "sela", (images, classes), held, k=3) == student
     with pytest.raises(ValueError, match="method"):
         selfsup.evaluate_state(_net(), state, "byol", (images, classes), held)
+
+
+def _np_gelu(x):
+    return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+
+
+def _np_dino_mlp(head, feats):
+    """DINO's convnet head in float64: (Linear, BatchNorm1d (train mode), GELU) x 2, Linear, L2 norm, cosines."""
+    h = jax.tree.map(lambda a: np.asarray(a, np.float64), head)
+    x = np.asarray(feats, np.float64)
+    for i in (1, 2):
+        x = x @ h[f"dense{i}"]["kernel"] + h[f"dense{i}"]["bias"]
+        x = (x - x.mean(0)) / np.sqrt(x.var(0) + 1e-5) * h[f"norm{i}"]["scale"] + h[f"norm{i}"]["bias"]
+        x = _np_gelu(x)
+    x = x @ h["dense3"]["kernel"] + h["dense3"]["bias"]
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    w = h["prototypes"] / np.linalg.norm(h["prototypes"], axis=1, keepdims=True)
+    return x @ w.T
+
+
+def test_dino_mlp_head_vs_numpy_with_batch_norm_over_all_crops(data):
+    images, _ = data
+    net = _net(k=6)
+    state = selfsup.init_state(net, classifier.optimizer(1e-3, 1), jax.random.key(5), _N, "dino", head=(16, 8))
+    p = state.params
+    assert isinstance(p, selfsup.DinoParams) and p.head["prototypes"].shape == (6, 8)
+    assert p.head["dense1"]["kernel"].shape == (8, 16) and p.head["dense3"]["kernel"].shape == (16, 8)
+    # The backbone is net.init of the same key (as without a head), so the untrained baselines agree.
+    jax.tree.map(np.testing.assert_array_equal, p.net, net.init(jax.random.split(jax.random.key(5))[0]))
+    p = p._replace(head=jax.tree.map(lambda a: a + 0.1 * jax.random.normal(jax.random.key(1), a.shape), p.head))
+    g, loc = jnp.asarray(images[:6]), jnp.asarray(images[6:10, ::2, ::2])     # 16 px and 8 px groups
+    feats = np.concatenate([np.asarray(net.apply(p.net, v, stop=net.layers[-2])).reshape(len(v), -1)
+                            for v in (g, loc)])
+    out = np.asarray(selfsup.dino_head(net, p, [g, loc]))
+    np.testing.assert_allclose(out, _np_dino_mlp(p.head, feats), atol=2e-5)
+    # Negative control: the head applied to each group alone normalises by other statistics.
+    alone = np.concatenate([np.asarray(selfsup.dino_head(net, p, v)) for v in (g, loc)])
+    assert np.abs(alone - out).max() > 1e-2
+    with pytest.raises(ValueError, match="^hidden"):
+        selfsup.dino_mlp_init(jax.random.key(0), 8, 0, 4, 6)
+    for bad in (feats[:, :7], feats[:1], feats[None]):
+        with pytest.raises(ValueError, match="^feats"):
+            selfsup.dino_mlp(p.head, jnp.asarray(bad))
+    with pytest.raises(ValueError, match="^head"):
+        selfsup.init_state(net, classifier.optimizer(1e-3, 1), jax.random.key(5), _N, "sela", head=(16, 8))
+
+
+@pytest.mark.parametrize("head", [None, (16, 8)], ids=["linear_head", "mlp_head"])
+def test_dino_freezes_the_last_layer_then_trains_it(data, head):
+    """DINO's freeze_last_layer: the prototypes get no update in the frozen steps, the rest does; then they move."""
+    images, _ = data
+    net = _net()
+    tx = classifier.optimizer(1e-2, 8)
+    opts = _DINO_OPTS._replace(freeze_last_layer_steps=2)
+    state = selfsup.init_state(net, tx, jax.random.key(3), _N, "dino", head=head)
+
+    def last(p):
+        return np.asarray(p.head["prototypes"] if head else p[net.layers[-1]]["kernel"])
+
+    def first(p):
+        return np.asarray(selfsup.backbone_params(p)["features"]["0"]["kernel"])
+
+    x, y = jnp.asarray(images[:16]), jnp.zeros(16, jnp.int32)
+    start = state.params
+    for _ in range(2):
+        state, _ = selfsup.train_step(net, tx, "dino", _DINO_AUG, opts, state, x, y)
+    np.testing.assert_array_equal(last(state.params), last(start))       # Adam: zero gradient, zero update
+    assert np.abs(first(state.params) - first(start)).max() > 1e-4
+    state, _ = selfsup.train_step(net, tx, "dino", _DINO_AUG, opts, state, x, y)
+    assert np.abs(last(state.params) - last(start)).max() > 1e-4
+    if head:   # evaluate_state scores the backbones of the teacher and the student
+        train, held = (images, np.arange(_N) % 4), (images[:8], np.arange(8) % 4)
+        got = selfsup.evaluate_state(net, state, "dino", train, held, k=3)
+        want = {**selfsup.evaluate(net, state.teacher.net, train, held, k=3),
+                **{f"student_{k}": v for k, v in selfsup.evaluate(net, state.params.net, train, held, k=3).items()}}
+        assert got == want
+
+
+def test_lars_optimizer_vs_numpy():
+    """lars_optimizer's second update (the first has lr 0) against LARS written out: no decay or trust on vectors."""
+    params = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32),
+              "b": jnp.asarray([0.5, -1.0, 2.0, 0.1], jnp.float32)}
+    grads = {"w": jnp.asarray(np.random.default_rng(1).normal(size=(3, 4)), jnp.float32),
+             "b": jnp.asarray([0.3, 0.2, -0.1, 0.4], jnp.float32)}
+    lr, steps, wd = 0.5, 100, 1e-2
+    tx = classifier.lars_optimizer(lr, steps, wd)
+    opt = tx.init(params)
+    for _ in range(2):
+        updates, opt = tx.update(grads, opt, params)
+    lr1 = lr * 1 / (steps // 20)                        # step 1 of the linear warm-up from 0
+    w, gw = np.asarray(params["w"], np.float64), np.asarray(grads["w"], np.float64)
+    dw = gw + wd * w
+    trust = 0.001 * np.linalg.norm(w) / np.linalg.norm(dw)
+    np.testing.assert_allclose(np.asarray(updates["w"]), -lr1 * trust * dw, rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(updates["b"]), -lr1 * np.asarray(grads["b"]), rtol=1e-5)
+    with pytest.raises(ValueError, match="^weight_decay"):
+        classifier.lars_optimizer(lr, steps, -1.0)
 
 
 # ---------------------------------------------------------------- GDT
