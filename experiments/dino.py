@@ -39,7 +39,7 @@ def options(config) -> dict:
             "momentum_teacher": config.momentum_teacher, "center_momentum": config.center_momentum,
             "head": (config.head_hidden, config.head_bottleneck) if config.head_hidden else None,
             "freeze_last_layer": config.freeze_last_layer, "optimizer_name": config.optimizer,
-            "weight_decay": config.weight_decay}
+            "weight_decay": config.weight_decay, "batch_statistics": config.backbone_batch_norm}
 
 
 def main(argv=None) -> dict:

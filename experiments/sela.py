@@ -126,7 +126,9 @@ def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | Non
     Args:
       net_outputs: the smallcnn's output width (None: ``config.clusters``).
       options: extra ``fit`` keyword arguments of the method, overriding the augmentation
-        built here by :func:`augmentation` (e.g. DINO's ``aug`` tuple and ``n_local``);
+        built here by :func:`augmentation` (e.g. DINO's ``aug`` tuple and ``n_local``;
+        with ``batch_statistics`` the smallcnn has batch norms and the evaluations
+        recompute their statistics, ``precise_bn``);
         None = SeLa's ``lam`` / ``label_every`` / ``label_views`` or, for the other
         methods, ``config.temperature``.
     """
@@ -135,8 +137,9 @@ def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | Non
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     run_dir = _common.prepare_run(config, run_id, config.out, log)
     train, held = load_data(config, run_dir)
-    net = nets.get("smallcnn", num_classes=net_outputs or config.clusters)
     options = _method_options(config, method) if options is None else options
+    bn = bool(options.get("batch_statistics", False))    # DINO's backbone with trained batch norms
+    net = nets.get("smallcnn", num_classes=net_outputs or config.clusters, batch_norm=bn)
     extra = {"aug": augmentation(config), **options}
     state, history = selfsup.fit(
         net, train["image"], epochs=config.epochs, batch_size=config.batch_size, method=method,
@@ -145,9 +148,9 @@ def run(config, run_id: str | None, method: str = METHOD, net_outputs: int | Non
         checkpoint_dir=os.path.join(run_dir, "ckpt"), progress=log, **extra)
     init = net.init(jax.random.key(config.seed))
     baseline = selfsup.evaluate(net, init, (train["image"], train["label"]),
-                                (held["image"], held["label"]), k=config.knn_k)
+                                (held["image"], held["label"]), k=config.knn_k, precise_bn=bn)
     final = selfsup.evaluate_state(net, state, method, (train["image"], train["label"]),
-                                   (held["image"], held["label"]), k=config.knn_k)
+                                   (held["image"], held["label"]), k=config.knn_k, precise_bn=bn)
     metrics = {"method": method, "epochs": config.epochs, "steps": int(state.step), **final,
                **{f"{k}_untrained": v for k, v in baseline.items()},
                "chance": 1.0 / NUM_CLASSES[config.get("dataset", "synthetic")]}

@@ -10,6 +10,9 @@ The fields and variants of configs/sela.py (``clusters``, ``lam``, ``label_every
   linear classifier is then DINO's last layer).
 * ``optimizer`` 'lars', ``lr`` 0.15 (SimCLR's 0.3 x 128 / 256), ``weight_decay`` 1e-6;
   ``freeze_last_layer`` 1 epoch (DINO).
+* ``backbone_batch_norm``: the smallcnn with a batch norm after each conv, trained on
+  batch statistics (``fit(batch_statistics=True)``, DINO's ResNet-50 with SyncBatchNorm);
+  its evaluations recompute the statistics from the training images (True).
 * ``n_local``, ``local_size``: the local crops per image (DINO: 8 at 96 of 224 px;
   'local': none, as the BatchNorm prototype that beat its untrained net there, where 6
   local crops of 14 px lowered its linear probe from 41 % to 37 % (README); the others 4
@@ -45,6 +48,7 @@ def get_config(variant: str = "local") -> ml_collections.ConfigDict:
     config.lr = 0.3 * config.batch_size / 256
     config.weight_decay = 1e-6
     config.freeze_last_layer = 1
+    config.backbone_batch_norm = True
     config.n_local = 0 if local else 4
     config.local_size = round(config.size * 7 / 16)
     config.global_scale = (0.4, 1.0)

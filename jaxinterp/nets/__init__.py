@@ -9,11 +9,12 @@
 """
 
 from jaxinterp.nets import rules
-from jaxinterp.nets.core import Net, count_params, get, names, register
+from jaxinterp.nets.core import Net, batch_norm_layers, count_params, get, names, recompute_batch_norm, register
 from jaxinterp.nets import cnn as _cnn  # noqa: F401  (registers smallcnn, alexnet, vgg16)
 from jaxinterp.nets import resnet as _resnet  # noqa: F401  (registers resnet50)
 from jaxinterp.nets import vit as _vit  # noqa: F401  (registers vit_s16)
 from jaxinterp.nets.weights import load, save, from_state_dict, to_state_dict
 
 __all__ = ["Net", "get", "names", "register", "rules", "load", "save",
-           "from_state_dict", "to_state_dict", "count_params"]
+           "from_state_dict", "to_state_dict", "count_params", "batch_norm_layers",
+           "recompute_batch_norm"]

@@ -32,7 +32,7 @@ def _flatten(x, rules):
 
 
 def _feature_stages(features: nnx.Dict, spec: list) -> list:
-    """Stages 'features.i' from a spec of ('conv', ...), ('relu',), ('pool', window, stride)."""
+    """Stages 'features.i' from a spec of ('conv', ...), ('bn', channels), ('relu',), ('pool', window, stride)."""
     stages = []
     for i, op in enumerate(spec):
         name = f"features.{i}"
@@ -40,6 +40,8 @@ def _feature_stages(features: nnx.Dict, spec: list) -> list:
             stages.append((name, features[str(i)]))
         elif op[0] == "relu":
             stages.append((name, _relu))
+        elif op[0] == "bn":
+            stages.append((name, features[str(i)]))
         else:
             _, window, stride = op
             stages.append((name, functools.partial(_max_pool, window=window, stride=stride)))
@@ -51,11 +53,15 @@ def _max_pool(x, rules, *, window, stride):
 
 
 def _build_features(spec: list, rngs: nnx.Rngs) -> nnx.Dict:
+    """The conv and batch-norm modules of a spec; a conv followed by a batch norm has no bias."""
     convs = {}
     for i, op in enumerate(spec):
         if op[0] == "conv":
             _, cin, cout, size, stride, padding = op
-            convs[str(i)] = L.Conv(cin, cout, size, stride=stride, padding=padding, rngs=rngs)
+            bias = i + 1 == len(spec) or spec[i + 1][0] != "bn"
+            convs[str(i)] = L.Conv(cin, cout, size, stride=stride, padding=padding, bias=bias, rngs=rngs)
+        elif op[0] == "bn":
+            convs[str(i)] = L.BatchNorm(op[1])
     return nnx.Dict(convs)
 
 
@@ -73,16 +79,26 @@ class SmallCNN(nnx.Module):
     (widths 32, 64, 128, 128); ``avgpool`` is global average pooling (so CAM
     applies directly); ``classifier`` is one linear layer.  About 0.29M
     parameters; trains to > 90% on the synthetic set in minutes on a CPU.
+
+    ``batch_norm=True`` puts a batch norm between each conv and its ReLU, as
+    torchvision's ``vgg*_bn`` (split points renumbered the same way: conv
+    ``features.0``, norm ``features.1``, ReLU ``features.2``, ...), with no conv
+    bias before a norm, as ResNets (the norm removes it; under an adaptive optimiser
+    its zero gradient's rounding noise would move it).  Train it with
+    :data:`~jaxinterp.nets.rules.BATCH_STATISTICS`; its stored statistics start at
+    mean 0, variance 1 and are set for inference by
+    :func:`~jaxinterp.nets.recompute_batch_norm`.
     """
 
     MEAN = IMAGENET_MEAN
     STD = IMAGENET_STD
     INPUT_SIZE = (64, 64)
 
-    def __init__(self, num_classes: int, widths: tuple = (32, 64, 128, 128), *, rngs: nnx.Rngs):
+    def __init__(self, num_classes: int, widths: tuple = (32, 64, 128, 128), batch_norm: bool = False, *,
+                 rngs: nnx.Rngs):
         spec, cin = [], 3
         for k, w in enumerate(widths):
-            spec += [("conv", cin, w, 3, 1, 1), ("relu",)]
+            spec += [("conv", cin, w, 3, 1, 1)] + ([("bn", w)] if batch_norm else []) + [("relu",)]
             if k < len(widths) - 1:
                 spec.append(("pool", 2, 2))
             cin = w
@@ -171,6 +187,6 @@ class VGG16(TorchvisionCNN):
         super().__init__("vgg16", num_classes, rngs=rngs)
 
 
-register("smallcnn", SmallCNN, num_classes=8, widths=(32, 64, 128, 128))
+register("smallcnn", SmallCNN, num_classes=8, widths=(32, 64, 128, 128), batch_norm=False)
 register("alexnet", AlexNet, num_classes=1000)
 register("vgg16", VGG16, num_classes=1000)

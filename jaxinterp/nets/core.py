@@ -34,7 +34,7 @@ from flax import nnx
 from jaxinterp.nets import layers as L
 from jaxinterp.nets.rules import STANDARD, Rules
 
-__all__ = ["Net", "get", "names", "register"]
+__all__ = ["Net", "get", "names", "register", "batch_norm_layers", "recompute_batch_norm"]
 
 Params = dict
 Stage = tuple[str, Callable[[jax.Array, Rules], jax.Array]]
@@ -280,3 +280,77 @@ class Net:
 def count_params(params: Params) -> int:
     """Number of scalars in a params pytree."""
     return int(sum(np.prod(a.shape) for a in jax.tree.leaves(params)))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3))
+def _activation(net: Net, params: Params, x: jax.Array, stop: str) -> jax.Array:
+    return net.apply(params, x, stop=stop)
+
+
+def batch_norm_layers(net: Net) -> tuple[str, ...]:
+    """The split points of ``net`` that are batch norms, in forward order (() for none)."""
+    graphdef, abstract = _graph(net.name, net.config)
+    return tuple(name for name, fn in nnx.merge(graphdef, abstract).stages() if isinstance(fn, L.BatchNorm))
+
+
+def _count_batch_norms(params) -> int:
+    if not isinstance(params, dict):
+        return 0
+    if {"scale", "bias", "mean", "var"} <= set(params):
+        return 1
+    return sum(_count_batch_norms(v) for v in params.values())
+
+
+def recompute_batch_norm(net: Net, params: Params, images, *, batch_size: int = 256) -> Params:
+    """``params`` whose batch norms hold the population statistics of ``images`` ("precise BN").
+
+    A net trained with :data:`~jaxinterp.nets.rules.BATCH_STATISTICS` (batch norms on
+    each batch's statistics) needs stored statistics for inference.  Instead of
+    PyTorch's running averages, updated during training, they are recomputed from
+    data after it, as the precise BN of Wu and Johnson (2021): in forward order, each
+    batch norm's mean and biased variance over all ``images`` (and positions) of its
+    input, computed with the batch norms before it already updated.  Then
+    ``net.apply(new, images)`` equals ``net.apply(params, images, rules=BATCH_STATISTICS)``
+    on all the images as one batch, but each image's output depends on it alone.
+
+    Args:
+      net: a net whose batch norms are all split points (``nets.get('smallcnn',
+        batch_norm=True)``; not resnet50, whose norms sit inside its blocks).
+      params: its params.
+      images: (N, H, W, 3) float in [0, 1] or uint8 in [0, 255] (numpy, a memmap or jax;
+        read ``batch_size`` at a time).
+      batch_size: images per forward pass, >= 1.
+
+    Returns:
+      params with every batch norm's ``mean`` and ``var`` replaced (float32).
+
+    References:
+      Wu and Johnson, "Rethinking 'Batch' in BatchNorm", arXiv 2105.07576, 2021.
+    """
+    stages = batch_norm_layers(net)
+    if not stages or _count_batch_norms(params) != len(stages):
+        raise ValueError(f"net: expected a net whose batch norms are all split points; {net!r} has "
+                         f"{_count_batch_norms(params)} batch norms, {len(stages)} of them split points")
+    shape = getattr(images, "shape", None)
+    dtype = getattr(images, "dtype", None)
+    if shape is None or len(shape) != 4 or shape[0] < 1 or not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
+        raise ValueError(f"images: expected float or uint8 images (N >= 1, H, W, 3), got {shape} {dtype}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    params = jax.tree.map(lambda a: a, params)             # new dicts, same leaves
+    for name in stages:
+        before = net.layers[net.layers.index(name) - 1]
+        total, sq, count = 0.0, 0.0, 0
+        for i in range(0, shape[0], batch_size):
+            x = np.asarray(images[i:i + batch_size])
+            x = x.astype(np.float32) / np.float32(255) if x.dtype == np.uint8 else x.astype(np.float32)
+            a = np.asarray(_activation(net, params, jnp.asarray(x), before), np.float64)
+            a = a.reshape(-1, a.shape[-1])
+            total, sq, count = total + a.sum(0), sq + np.square(a).sum(0), count + a.shape[0]
+        mean = total / count
+        node = params
+        for part in name.split("."):
+            node = node[part]
+        node["mean"] = jnp.asarray(mean, jnp.float32)
+        node["var"] = jnp.asarray(np.maximum(sq / count - np.square(mean), 0.0), jnp.float32)
+    return params

@@ -56,6 +56,8 @@ __all__ = [
     "guided_relu",
     "DECONVNET",
     "deconvnet_relu",
+    "BATCH_STATISTICS",
+    "batch_statistics_linear",
 ]
 
 
@@ -163,6 +165,34 @@ GUIDED = STANDARD.replace(name="guided", relu=guided_relu)
 
 DECONVNET = STANDARD.replace(name="deconvnet", relu=deconvnet_relu)
 """Deconvnet (Zeiler and Fergus 2014): ReLU passes max(g, 0); max-pools route by their switches."""
+
+
+def batch_statistics_linear(f: Callable[..., jax.Array], x: jax.Array, *weights) -> jax.Array:
+    """``rules.linear`` with training-mode batch norm: a norm layer uses the statistics of ``x``.
+
+    For a batch norm (:func:`linear_kind` ``'norm'``: ``f`` is
+    :func:`~jaxinterp.nets.layers.batch_norm_eval` with its eps, ``weights`` =
+    (scale, bias, mean, var)), the stored mean and variance are ignored and
+    :func:`~jaxinterp.nets.layers.batch_norm_train` normalises by the mean and
+    biased variance of ``x`` over the batch and spatial axes, as a PyTorch
+    ``BatchNorm2d`` in training mode (which, unlike this pure function, also
+    updates its running statistics: recompute them for evaluation with
+    :func:`jaxinterp.nets.recompute_batch_norm`).  Every other map is ``f(x, *weights)``.
+    """
+    if linear_kind(f) != "norm":
+        return f(x, *weights)
+    from jaxinterp.nets import layers as L       # layers imports this module
+    scale, bias = weights[:2]
+    return L.batch_norm_train(x, scale, bias, f.keywords.get("eps", 1e-5))
+
+
+BATCH_STATISTICS = STANDARD.replace(name="batch_statistics", linear=batch_statistics_linear)
+"""Training-mode forward pass: batch norms normalise by the batch's own statistics.
+
+Ordinary derivatives, through the statistics too (as PyTorch's training mode).  The
+output of one example depends on the whole batch, so it does not commute with a vmap
+over images; under ``jax.jit`` on a batch sharded over devices the statistics are the
+global batch's (synchronised batch norm)."""
 
 
 # ============================================================================

@@ -52,6 +52,11 @@ Methods (``method``):
   on its 2 global crops.  With ``head=None`` (the default) the net's own last
   linear layer is DINO's last layer (:func:`dino_head`: the cosines of the
   L2-normalised features before it with its L2-normalised weight columns).
+  With ``batch_statistics=True`` a backbone with batch norms (``nets.get('smallcnn',
+  batch_norm=True)``, as DINO's ResNet-50) trains them on batch statistics
+  (:data:`jaxinterp.nets.rules.BATCH_STATISTICS`), synchronised over devices as
+  DINO's SyncBatchNorm, and the evaluations first recompute their stored
+  statistics from the training images (precise BN, :func:`jaxinterp.nets.recompute_batch_norm`).
   DINO freezes the last layer in the first epoch
   (``freeze_last_layer``, 1).  The optimiser is Adam or LARS (``optimizer_name``;
   DINO: AdamW for ViTs, SGD or LARS for ResNets), the schedule a 5 % warm-up then
@@ -129,7 +134,9 @@ import numpy as np
 import optax
 
 from jaxinterp import objectives
+from jaxinterp.nets import batch_norm_layers, recompute_batch_norm
 from jaxinterp.nets.layers import batch_norm_train, dense
+from jaxinterp.nets.rules import BATCH_STATISTICS
 from jaxinterp.train import metrics, sharding
 from jaxinterp.train.augment import AugmentConfig, augment, augment_one, multicrop, sample_params
 from jaxinterp.train.checkpoint import Checkpointer
@@ -163,6 +170,8 @@ class Options(NamedTuple):
       total_steps: updates of the whole run (the momentum's cosine reaches 1 there).
       freeze_last_layer_steps: DINO: updates during which the last layer (the prototypes)
         gets a zero gradient (DINO freezes it for its first epoch).
+      batch_statistics: DINO: the backbone's batch norms normalise by the batch's
+        statistics (:data:`jaxinterp.nets.rules.BATCH_STATISTICS`, PyTorch's training mode).
     """
 
     temperature: float = 0.1
@@ -177,6 +186,7 @@ class Options(NamedTuple):
     steps_per_epoch: int = 1
     total_steps: int = 1
     freeze_last_layer_steps: int = 0
+    batch_statistics: bool = False
 
 
 class SelfSupState(NamedTuple):
@@ -335,7 +345,7 @@ def dino_mlp(head: dict, feats: jax.Array) -> jax.Array:
     return objectives.prototype_scores(x, head["prototypes"])
 
 
-def dino_head(net, params, x) -> jax.Array:
+def dino_head(net, params, x, rules=None) -> jax.Array:
     """DINO's normalised output: cosines of the (projected) features with the prototypes.
 
     DINO (Caron et al. 2021, Sec. 3.1 and its code) ends its projection head with
@@ -359,6 +369,9 @@ def dino_head(net, params, x) -> jax.Array:
       x: images (B, H, W, 3) in [0, 1], or a list of such groups of crops (one size
         per group, as DINO's multi-crop wrapper: the backbone runs once per group and
         the head once on all their features, so its batch norm sees every crop).
+      rules: the backbone's rules (None: standard; ``BATCH_STATISTICS`` for a backbone
+        with batch norms in training mode, each group of crops normalised by its own
+        statistics, as DINO's backbone runs once per crop size).
 
     Returns:
       (sum of the groups' B, K) cosines, the groups in order.
@@ -370,7 +383,8 @@ def dino_head(net, params, x) -> jax.Array:
         if not isinstance(head, dict) or "kernel" not in head:
             raise ValueError(f"net: DINO needs a last linear layer with a 'kernel'; {net.name}'s last split point "
                              f"{net.layers[-1]!r} has none")
-    feats = jnp.concatenate([net.apply(backbone, g, stop=net.layers[-2]).reshape(g.shape[0], -1) for g in groups])
+    feats = jnp.concatenate([net.apply(backbone, g, stop=net.layers[-2], rules=rules).reshape(g.shape[0], -1)
+                             for g in groups])
     if isinstance(params, DinoParams):
         return dino_mlp(params.head, feats)
     return objectives.prototype_scores(feats, head["kernel"].T)
@@ -390,9 +404,9 @@ def backbone_params(params):
     return params.net if isinstance(params, DinoParams) else params
 
 
-def _teacher_views(net, teacher, globals_):
+def _teacher_views(net, teacher, globals_, rules):
     b = globals_[0].shape[0]
-    t = dino_head(net, teacher, [jnp.concatenate(globals_)])
+    t = dino_head(net, teacher, [jnp.concatenate(globals_)], rules)
     return jax.lax.stop_gradient(t.reshape(2, b, -1).transpose(1, 0, 2))   # (B, 2, K)
 
 
@@ -415,8 +429,9 @@ def _objective(net, method: str, aug, opts: Options, params, state: SelfSupState
         z = net.apply(params, jnp.concatenate(views))
         return objectives.gdt_loss(z, gdt_contrast(b, opts.rotation), temperature=opts.temperature), (None, {})
     g, loc = multicrop(key, images, opts.n_local, global_configs=aug[:2], local_config=aug[2])
-    t = _teacher_views(net, state.teacher, g)
-    s = dino_head(net, params, [jnp.concatenate(g)] + ([jnp.concatenate(loc)] if loc else []))
+    rules = BATCH_STATISTICS if opts.batch_statistics else None
+    t = _teacher_views(net, state.teacher, g, rules)
+    s = dino_head(net, params, [jnp.concatenate(g)] + ([jnp.concatenate(loc)] if loc else []), rules)
     s = s.reshape(2 + len(loc), b, -1)
     temp = objectives.teacher_temperature(
         state.step // opts.steps_per_epoch, warmup_temp=opts.warmup_teacher_temp,
@@ -639,7 +654,8 @@ def self_labels(net, params, images, *, lam: float = 25.0, aug: AugmentConfig | 
     return objectives.sinkhorn_labels(jnp.asarray(scores), lam=lam)
 
 
-def evaluate(net, params, train, heldout, *, layer: str = "avgpool", k: int = 20, mesh=None) -> dict[str, float]:
+def evaluate(net, params, train, heldout, *, layer: str = "avgpool", k: int = 20, mesh=None,
+             precise_bn: bool = False) -> dict[str, float]:
     """k-NN and linear-probe accuracy of held-out images from the features at ``layer``.
 
     The features of the training images are the k-NN's memory and the linear
@@ -649,10 +665,15 @@ def evaluate(net, params, train, heldout, *, layer: str = "avgpool", k: int = 20
 
     Args:
       train, heldout: (images (N, H, W, 3) float or uint8, labels (N,)) pairs.
+      precise_bn: first set the net's batch-norm statistics to those of the training
+        images (:func:`jaxinterp.nets.recompute_batch_norm`), for a net trained on
+        batch statistics (``fit(batch_statistics=True)``).
 
     Returns:
       {'knn_accuracy': float, 'linear_probe': float}.
     """
+    if precise_bn:
+        params = recompute_batch_norm(net, params, train[0])
     ftr = features(net, params, train[0], stop=layer, mesh=mesh)
     fte = features(net, params, heldout[0], stop=layer, mesh=mesh)
     ytr, yte = np.asarray(train[1]), np.asarray(heldout[1])
@@ -661,7 +682,7 @@ def evaluate(net, params, train, heldout, *, layer: str = "avgpool", k: int = 20
 
 
 def evaluate_state(net, state: SelfSupState, method: str, train, heldout, *, layer: str = "avgpool", k: int = 20,
-                   mesh=None) -> dict[str, float]:
+                   mesh=None, precise_bn: bool = False) -> dict[str, float]:
     """:func:`evaluate` of the net a method delivers: DINO's teacher, else the trained params.
 
     DINO evaluates its teacher (Caron et al. 2021, Sec. 5.2: the teacher
@@ -672,11 +693,12 @@ def evaluate_state(net, state: SelfSupState, method: str, train, heldout, *, lay
 
     Args:
       state: a :class:`SelfSupState` of ``method``.
-      train, heldout, layer, k, mesh: as :func:`evaluate`.
+      train, heldout, layer, k, mesh, precise_bn: as :func:`evaluate`.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
-    score = functools.partial(evaluate, net, train=train, heldout=heldout, layer=layer, k=k, mesh=mesh)
+    score = functools.partial(evaluate, net, train=train, heldout=heldout, layer=layer, k=k, mesh=mesh,
+                              precise_bn=precise_bn)
     if method != "dino":
         return score(state.params)
     return {**score(backbone_params(state.teacher)),
@@ -719,7 +741,8 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
         student_temp: float = 0.1, teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
         warmup_teacher_epochs: int | None = None, momentum_teacher: float = 0.996,
         center_momentum: float = 0.9, head: tuple[int, int] | None = None, freeze_last_layer: int = 1,
-        optimizer_name: str = "adam", weight_decay: float = 1e-6, classes=None, heldout=None,
+        optimizer_name: str = "adam", weight_decay: float = 1e-6, batch_statistics: bool = False,
+        classes=None, heldout=None,
         eval_every: int = 5, knn_k: int = 20,
         feature_layer: str = "avgpool", checkpoint_dir: str | None = None,
         until_epoch: int | None = None, progress: Callable[[str], Any] | None = print,
@@ -773,6 +796,13 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
         SimCLR, DINO use SGD / LARS / AdamW at larger batch sizes; Adam trains this
         small net on small batches without tuning.
       weight_decay: LARS's weight decay (1e-6, SimCLR); unused by Adam.
+      batch_statistics: DINO with a backbone that has batch norms (``nets.get('smallcnn',
+        batch_norm=True)``): train them on batch statistics
+        (:data:`jaxinterp.nets.rules.BATCH_STATISTICS`; the student's and the teacher's
+        global crops, and the student's local crops, each one batch, as DINO's backbone,
+        synchronised over devices as DINO's SyncBatchNorm); the evaluations first set the
+        stored statistics from the training images (:func:`evaluate`'s ``precise_bn``).
+        Their running averages are not kept during training.
       classes: (N,) int true classes, used only for the NMI / ARI / k-NN metrics (optional).
       heldout: (images, labels) for the k-NN and linear-probe metrics (optional; ``classes`` required).
       eval_every: epochs between these evaluations (and at the end).
@@ -839,6 +869,9 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     if isinstance(freeze_last_layer, bool) or not isinstance(freeze_last_layer, (int, np.integer)) \
             or freeze_last_layer < 0:
         raise ValueError(f"freeze_last_layer: expected an int >= 0, got {freeze_last_layer!r}")
+    if batch_statistics and (method != "dino" or not batch_norm_layers(net)):
+        raise ValueError(f"batch_statistics: for DINO with a net whose batch norms are split points; got "
+                         f"{method!r} with {net!r}")
     if optimizer_name not in OPTIMIZERS:
         raise ValueError(f"optimizer_name: expected one of {OPTIMIZERS}, got {optimizer_name!r}")
     for name, v in (("momentum_teacher", momentum_teacher), ("center_momentum", center_momentum)):
@@ -854,7 +887,8 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
                    warmup_teacher_temp=warmup_teacher_temp, warmup_teacher_epochs=int(warmup_teacher_epochs),
                    momentum_teacher=float(momentum_teacher), center_momentum=float(center_momentum),
                    steps_per_epoch=steps_per_epoch, total_steps=total,
-                   freeze_last_layer_steps=int(freeze_last_layer) * steps_per_epoch if method == "dino" else 0)
+                   freeze_last_layer_steps=int(freeze_last_layer) * steps_per_epoch if method == "dino" else 0,
+                   batch_statistics=bool(batch_statistics))
     tx = optimizer(lr, total) if optimizer_name == "adam" else lars_optimizer(lr, total, float(weight_decay))
     config = {"net": repr(net), "method": method, "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "seed": seed, "aug": repr(aug), "lam": lam, "label_every": label_every,
@@ -902,7 +936,7 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
                                          "lower lr or check the inputs")
             if heldout is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
                 row.update(evaluate_state(net, state, method, (images, classes), heldout,
-                                          layer=feature_layer, k=knn_k, mesh=mesh))
+                                          layer=feature_layer, k=knn_k, mesh=mesh, precise_bn=batch_statistics))
             row["seconds"] = time.perf_counter() - start
             history.append(row)
             if ckpt is not None:

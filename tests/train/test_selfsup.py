@@ -116,15 +116,15 @@ def data():
     return images, classes
 
 
-def _net(k=4):
-    return nets.get("smallcnn", num_classes=k, widths=(4, 4, 4, 8))
+def _net(k=4, batch_norm=False):
+    return nets.get("smallcnn", num_classes=k, widths=(4, 4, 4, 8), batch_norm=batch_norm)
 
 
 def _fit(images, classes, mesh, **kw):
     kw = {"epochs": 2, "batch_size": 16, "method": "sela", "lr": 1e-3, "aug": _AUG, "lam": 10.0,
           "classes": classes, "heldout": (images[:8], np.zeros(8, np.int32)), "eval_every": 2, "knn_k": 3,
           "progress": None, "mesh": mesh, **kw}
-    return selfsup.fit(_net(), images, **kw)
+    return selfsup.fit(_net(batch_norm=kw.get("batch_statistics", False)), images, **kw)
 
 
 def test_sela_runs_resumes_and_matches_sharded(data, tmp_path):
@@ -232,6 +232,7 @@ def test_simclr_runs(data):
                                     ({"method": "dino", "aug": None, "freeze_last_layer": -1}, "freeze_last_layer"),
                                     ({"optimizer_name": "sgd"}, "optimizer_name"),
                                     ({"optimizer_name": "lars", "weight_decay": -1.0}, "weight_decay"),
+                                    ({"method": "simclr", "batch_statistics": True}, "batch_statistics"),
                                     ({"images": np.zeros((32, 16, 16, 3), np.int32)}, "images"),
                                     ({"images": np.zeros((32, 16, 16), np.float32)}, "images"),
                                     ({"heldout": (np.zeros((8, 16, 16, 3), np.int64), np.zeros(8))}, "heldout")])
@@ -347,13 +348,17 @@ def test_dino_distils_into_the_student_only(data):
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2]), losses
 
 
-@pytest.mark.parametrize("head_kw", [{}, {"head": (16, 8), "optimizer_name": "lars", "lr": 0.1}],
-                         ids=["linear_head", "mlp_head_lars"])
+@pytest.mark.parametrize("head_kw", [{}, {"head": (16, 8), "optimizer_name": "lars", "lr": 0.1},
+                                     {"head": (16, 8), "optimizer_name": "lars", "lr": 0.1, "batch_statistics": True}],
+                         ids=["linear_head", "mlp_head_lars", "mlp_head_bn_backbone"])
 def test_dino_resumes_and_matches_sharded(data, tmp_path, head_kw):
-    """Resume == uninterrupted, 8 devices == 1; with the MLP head the batch norm's statistics are global too."""
+    """Resume == uninterrupted, 8 devices == 1; with the MLP head and a backbone on batch statistics the
+    batch norms' statistics are global too, and so are the evaluations' recomputed ones."""
     images, classes = data
     one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
     kw = {**_DINO_KW, "heldout": None, **head_kw}
+    if head_kw.get("batch_statistics"):
+        del kw["heldout"]                      # _fit's: k-NN and linear probe with precise_bn
     full, hist = _fit(images, classes, one, **kw)
     assert int(full.step) == 4 and all(np.isfinite(h["loss"]) for h in hist)
     for h in hist:   # the collapse monitors' epoch means: mean entropy <= entropy of the mean <= ln K; KL >= 0
@@ -373,6 +378,15 @@ def test_dino_resumes_and_matches_sharded(data, tmp_path, head_kw):
         jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=2e-4), a, b)
     for name in ("loss", "teacher_entropy", "teacher_marginal_entropy", "kl"):   # batch means over all devices
         np.testing.assert_allclose([h[name] for h in h8], [h[name] for h in hist], rtol=1e-4, atol=1e-6)
+    if head_kw.get("batch_statistics"):
+        assert hist[-1]["knn_accuracy"] == h8[-1]["knn_accuracy"] and "student_linear_probe" in hist[-1]
+
+
+def test_dino_batch_statistics_needs_batch_norms(data):
+    images, classes = data
+    with pytest.raises(ValueError, match="^batch_statistics"):
+        selfsup.fit(_net(), images, epochs=1, batch_size=16, method="dino", aug=_DINO_AUG, n_local=2,
+                    batch_statistics=True, progress=None)
 
 
 def test_dino_evaluates_the_teacher(data):
