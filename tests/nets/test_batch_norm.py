@@ -37,6 +37,7 @@ def test_split_points_follow_torchvision_vgg_bn():
         f"features.{i}" for i in (1, 5, 9, 13))
     assert nets.batch_norm_layers(nets.get("smallcnn")) == ()
     p, x = _params(), jnp.asarray(_images())
+    assert set(p["features"]["0"]) == {"kernel"} and set(p["features"]["1"]) == {"scale", "bias", "mean", "var"}
     for layer in net.layers[:-1]:         # exact splitting, in training mode too
         mid = net.apply(p, x, stop=layer, rules=BATCH_STATISTICS)
         np.testing.assert_allclose(np.asarray(net.apply(p, mid, start=layer, rules=BATCH_STATISTICS)),
@@ -51,7 +52,7 @@ def test_batch_statistics_vs_numpy_float64():
                                atol=1e-5)
     # Negative control: the standard rules use the stored statistics (mean 0, variance 1).
     assert np.abs(np.asarray(net.apply(p, x, stop="features.1")) - want).max() > 1e-1
-    # Other maps are untouched: a net without batch norm gives the standard output and gradient.
+    # Other maps are untouched: a net without batch norm gives the standard output.
     plain = nets.get("smallcnn", num_classes=5, widths=(8, 8, 8, 8))
     q = plain.init(jax.random.key(3))
     np.testing.assert_array_equal(np.asarray(plain.apply(q, x, rules=BATCH_STATISTICS)), np.asarray(plain.apply(q, x)))
