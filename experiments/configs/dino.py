@@ -28,8 +28,9 @@ The fields and variants of configs/sela.py (``clusters``, ``lam``, ``label_every
 * ``center_momentum`` 0.9 (DINO).
 
 The 'local' recipe keeps its targets off uniform but does not learn the shapes of the
-synthetic set: teacher k-NN 16.6 % and linear probe 28.1 % after 100 epochs, the
-untrained net's 17.4 % and 28.9 % (README).
+synthetic set: teacher k-NN 16.6 % and linear probe 30.7 % after 100 epochs, against
+22.1 % and 27.7 % for the untrained net (without the backbone's batch norms 16.6 % and
+28.1 %, the untrained smallcnn's 17.4 % and 28.9 %; README).
 """
 
 import ml_collections

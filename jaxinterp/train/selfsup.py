@@ -62,9 +62,10 @@ Methods (``method``):
   DINO: AdamW for ViTs, SGD or LARS for ResNets), the schedule a 5 % warm-up then
   a cosine, without DINO's weight-decay schedule or gradient clipping.  On the
   local synthetic run the targets go uniform without the MLP head (loss ln K;
-  the collapse monitors of :func:`train_step` show it); with it (experiments/dino.py)
-  they stay off uniform but cluster something other than the shapes (k-NN and
-  linear probe at the untrained net's).  The README lists the variants tried there.
+  the collapse monitors of :func:`train_step` show it); with it and the backbone on
+  batch statistics (experiments/dino.py) they stay off uniform but cluster something
+  other than the shapes (k-NN below the untrained net's, linear probe 3 points above).
+  The README lists the variants tried there.
 * ``'gdt'`` (Patrick et al. ICCV 2021): a Generalised Data Transformation
   contrast over compositions of transformations.  Per image, views =
   {2 random augmentations} x {rotation by 0 or 90 degrees} (``jnp.rot90`` of the
