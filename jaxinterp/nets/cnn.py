@@ -36,12 +36,10 @@ def _feature_stages(features: nnx.Dict, spec: list) -> list:
     stages = []
     for i, op in enumerate(spec):
         name = f"features.{i}"
-        if op[0] == "conv":
+        if op[0] in ("conv", "bn"):
             stages.append((name, features[str(i)]))
         elif op[0] == "relu":
             stages.append((name, _relu))
-        elif op[0] == "bn":
-            stages.append((name, features[str(i)]))
         else:
             _, window, stride = op
             stages.append((name, functools.partial(_max_pool, window=window, stride=stride)))
