@@ -1,6 +1,6 @@
 """DINO self-distillation (Caron et al. ICCV 2021) of the smallcnn on the synthetic set, with k-NN accuracy.
 
-    python experiments/dino.py --variant local             # about 28 minutes on one CPU core
+    python experiments/dino.py --variant local             # about 27 minutes on one CPU core
     python experiments/dino.py --variant local --set epochs=2 --id t
 
 The trainer, outputs and resumption of experiments/sela.py (``metrics.json``: k-NN
@@ -29,10 +29,11 @@ from jaxinterp.train.augment import AugmentConfig  # noqa: E402
 def options(config) -> dict:
     """``selfsup.fit`` keyword arguments of DINO from ``config``: the multi-crop and the schedules."""
     size, local = (config.size, config.size), (config.local_size, config.local_size)
-    blur = (0.1, config.blur_max)
-    aug = (AugmentConfig.dino_global(1, size=size, scale=tuple(config.global_scale), blur_sigma=blur),
-           AugmentConfig.dino_global(2, size=size, scale=tuple(config.global_scale), blur_sigma=blur),
-           AugmentConfig.dino_local(size=local, scale=tuple(config.local_scale), blur_sigma=blur))
+    common = {"blur_sigma": (0.1, config.blur_max), "hue": config.hue, "jitter_p": config.jitter_p}
+    glob = tuple(config.global_scale)
+    aug = (AugmentConfig.dino_global(1, size=size, scale=glob, **common),
+           AugmentConfig.dino_global(2, size=size, scale=glob, **common),
+           AugmentConfig.dino_local(size=local, scale=tuple(config.local_scale), **common))
     return {"aug": aug, "n_local": config.n_local, "student_temp": config.student_temp,
             "teacher_temp": config.teacher_temp, "warmup_teacher_temp": config.warmup_teacher_temp,
             "warmup_teacher_epochs": round(config.warmup_teacher_fraction * config.epochs),

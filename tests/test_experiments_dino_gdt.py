@@ -6,6 +6,11 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).parents[1]
+sys.path.insert(0, str(ROOT / "experiments"))
+
+import dino  # noqa: E402
+from configs import dino as dino_config  # noqa: E402
+
 _TINY = ["--variant", "local", "--set", "images=64", "--set", "heldout=16", "--set", "epochs=1",
          "--set", "batch_size=32", "--set", "knn_k=3"]
 
@@ -25,6 +30,18 @@ def test_dino_local_tiny(tmp_path):
     assert 0 <= metrics["knn_accuracy"] <= 1 and 0 <= metrics["knn_accuracy_untrained"] <= 1
     assert 0 <= metrics["student_knn_accuracy"] <= 1 and 0 <= metrics["student_linear_probe"] <= 1  # the teacher's are main
     assert metrics["chance"] == 1 / 8 and "epoch 1/1" in result.stdout
+
+
+def test_dino_colour_jitter_reaches_every_crop():
+    full = dino.options(dino_config.get_config("full"))["aug"]
+    assert [(a.hue, a.jitter_p) for a in full] == [(0.1, 0.8)] * 3               # DINO's
+    assert [a.blur_p for a in full] == [1.0, 0.1, 0.5] and full[1].solarize_p == 0.2
+    config = dino_config.get_config("local")
+    assert [(a.hue, a.jitter_p) for a in dino.options(config)["aug"]] == [(0.4, 1.0)] * 3   # SeLa's
+    config.hue, config.jitter_p = 0.2, 0.5
+    changed = dino.options(config)["aug"]
+    assert [(a.hue, a.jitter_p) for a in changed] == [(0.2, 0.5)] * 3
+    assert [a.blur_p for a in changed] == [1.0, 0.1, 0.5] and changed[2].size == (14, 14)
 
 
 def test_gdt_local_tiny(tmp_path):
