@@ -1,6 +1,6 @@
 """DINO self-distillation (Caron et al. ICCV 2021) of the smallcnn on the synthetic set, with k-NN accuracy.
 
-    python experiments/dino.py --variant local             # about 27 minutes on one CPU core
+    python experiments/dino.py --variant local             # 200 epochs, about an hour on one CPU core
     python experiments/dino.py --variant local --set epochs=2 --id t
 
 The trainer, outputs and resumption of experiments/sela.py (``metrics.json``: k-NN

@@ -44,6 +44,14 @@ def test_dino_colour_jitter_reaches_every_crop():
     assert [a.blur_p for a in changed] == [1.0, 0.1, 0.5] and changed[2].size == (14, 14)
 
 
+def test_dino_blur_is_scaled_to_the_crop_size():
+    # DINO's sigma (0.1, 2.0) is in pixels of 224-px crops: 2.0 x 32 / 224 = 0.29 at 32 px
+    for variant, top in (("local", 0.29), ("cifar10", 0.29), ("full", 0.57), ("imagenet", 0.57)):
+        config = dino_config.get_config(variant)
+        assert [a.blur_sigma for a in dino.options(config)["aug"]] == [(0.1, top)] * 3, variant
+        assert abs(config.blur_max - 2.0 * config.size / 224) < 0.005
+
+
 def test_gdt_local_tiny(tmp_path):
     metrics, _ = _run(tmp_path, "gdt.py", "--set", "embedding=16", "--set", "blur_max=0.5")
     assert metrics["method"] == "gdt" and metrics["steps"] == 2 and 0 <= metrics["knn_accuracy"] <= 1

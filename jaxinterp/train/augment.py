@@ -29,6 +29,8 @@ solarise (probability ``solarize_p``).  Differences from torchvision, and why:
   borders (``ops.gaussian_blur``'s convention; torchvision reflects).
   SimCLR's sigma in [0.1, 2.0] is for 224-pixel images with a kernel of 10%
   of the side; it is used as is here (pixels), a stronger blur on small images.
+  experiments/configs/dino.py scales it to the crop (2.0 x side / 224): on the
+  32-px synthetic set a sigma of up to 1 px wipes out the shapes DINO should learn.
 """
 
 from __future__ import annotations
