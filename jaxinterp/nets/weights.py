@@ -8,8 +8,11 @@ The rule is the same for every net, so :func:`save` needs no net name and
 writes files that torchvision / timm can load (``.safetensors``, ``.pth``) or
 NumPy can read (``.npz``).
 
-``.pth`` files are read with ``torch.load(..., weights_only=True)``: a
-checkpoint can never execute code.  ``.safetensors`` and ``.npz`` need no torch.
+Reading needs no torch: ``.pth`` files are read by
+:func:`jaxinterp.nets.torch_files.read_state_dict`, which, like
+``torch.load(..., weights_only=True)``, accepts only tensors, so a checkpoint
+can never execute code; ``.safetensors`` and ``.npz`` are plain arrays.
+Writing ``.pth`` needs torch.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp.nets.core import Params, get
+from jaxinterp.nets.torch_files import read_state_dict
 
 __all__ = ["load", "save", "from_state_dict", "to_state_dict"]
 
@@ -147,17 +151,8 @@ def _read(path: str) -> dict:
     if ext == ".safetensors":
         from safetensors.numpy import load_file
         return load_file(path)
-    if ext in (".pth", ".pt"):
-        try:
-            import torch
-        except ImportError as e:
-            raise ValueError("path: reading a .pth state dict needs torch; convert it to "
-                             ".safetensors or .npz, or pip install torch") from e
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-        for wrapper in ("state_dict", "model", "teacher"):
-            if isinstance(sd, Mapping) and wrapper in sd and isinstance(sd[wrapper], Mapping):
-                sd = sd[wrapper]
-        return dict(sd)
+    if ext in (".pth", ".pt"):  # unwraps {'state_dict' | 'model' | 'teacher': {...}}
+        return read_state_dict(path)
     raise ValueError(f"path: expected a .pth, .pt, .safetensors or .npz file, got {path!r}")
 
 
@@ -166,8 +161,8 @@ def load(name: str, path: str, *, prefix: str = "", **config) -> Params:
 
     Args:
       name: zoo name, e.g. ``'resnet50'``.
-      path: ``.pth`` / ``.pt`` (needs torch; read with ``weights_only=True``),
-        ``.safetensors`` or ``.npz`` (no torch), with PyTorch keys and layout.
+      path: ``.pth`` / ``.pt`` (tensors only, no code runs), ``.safetensors`` or
+        ``.npz``, with PyTorch keys and layout; none needs torch.
       prefix: strip this prefix from keys (``'module.'``, ``'backbone.'``).
       **config: net constructor overrides (``num_classes=...``).
 

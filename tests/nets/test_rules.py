@@ -68,7 +68,8 @@ def _counting_rules():
 
     rules = R.STANDARD.replace(
         name="counting",
-        relu=count("relu", R.standard_relu), max_pool=count("max_pool", R.standard_max_pool),
+        relu=count("relu", R.standard_relu), relu6=count("relu6", R.standard_relu6),
+        max_pool=count("max_pool", R.standard_max_pool),
         linear=count("linear", R.standard_linear), add=count("add", R.standard_add))
     return rules, calls
 
@@ -80,6 +81,10 @@ EXPECTED_CALLS = {
     "vgg16": (32, dict(relu=15, max_pool=5, linear=13 + 3 + 1, add=0)),
     "resnet50": (32, dict(relu=1 + 16 * 3, max_pool=1, linear=(53 + 53) + 1 + 1, add=16)),
     "vit_s16": (32, dict(relu=0, max_pool=0, linear=1 + 12 * 4 + 0, add=24)),
+    # 16 blocks: stem, the first block's depthwise and each inverted residual's expansion and
+    # depthwise conv, and the head end in ReLU6; 9 blocks keep stride 1 and width (residual sums).
+    "tf_efficientnet_lite0": (32, dict(relu6=1 + 1 + 15 * 2 + 1, linear=2 * (1 + 2 + 15 * 3 + 1) + 1 + 1,
+                                       add=9)),
 }
 
 
@@ -120,4 +125,37 @@ def test_guided_rules_change_the_gradient_of_a_zoo_net():
 def test_replace_rejects_unknown_rules():
     with pytest.raises(ValueError, match="changes: unknown rule"):
         R.STANDARD.replace(softmax=jax.nn.softmax)
-    assert hash(R.GUIDED) == hash(R.STANDARD.replace(name="guided", relu=R.guided_relu))
+    assert hash(R.GUIDED) == hash(R.STANDARD.replace(name="guided", relu=R.guided_relu,
+                                                     relu6=R.guided_relu6))
+
+
+# ReLU6 under every rule set: x with units below 0, on the slope, exactly at both kinks, above 6;
+# incoming cotangents of both signs.  Expected backward passes written out from the definitions.
+_X6 = np.array([-2.0, -0.0, 0.0, 0.5, 3.0, 5.5, 6.0, 7.0, 12.0, 3.0, 8.0, -1.0])
+_G6 = np.array([1.0, 1.0, 1.0, 2.0, -3.0, 4.0, 1.0, 5.0, -6.0, 2.0, 3.0, -1.0])
+_SLOPE = (_X6 > 0) & (_X6 < 6)
+
+
+@pytest.mark.parametrize("rules, expected", [
+    (R.STANDARD, np.where(_SLOPE, _G6, 0.0)),                                # torch's hardtanh backward
+    (R.GUIDED, np.where(_SLOPE & (_G6 > 0), _G6, 0.0)),
+    (R.DECONVNET, np.maximum(_G6, 0.0)),
+    (R.EXCITATION, np.where(_X6 > 0, _G6, 0.0)),
+    (R.lrp_rules("epsilon"), np.where(_X6 > 0, _G6 * np.clip(_X6, 0, 6) / np.where(_X6 > 0, _X6, 1), 0.0)),
+], ids=["standard", "guided", "deconvnet", "excitation", "lrp"])
+def test_relu6_backward_of_every_rule_set(rules, expected):
+    x, g = jnp.asarray(_X6, jnp.float32), jnp.asarray(_G6, jnp.float32)
+    y, vjp = jax.vjp(rules.relu6, x)
+    np.testing.assert_array_equal(y, np.clip(_X6, 0, 6))
+    np.testing.assert_allclose(vjp(g)[0], expected, rtol=1e-7, atol=0)
+    # Under jit and vmap (one row per element) the same.
+    rows = jax.jit(jax.vmap(lambda a, b: jax.vjp(rules.relu6, a)[1](b)[0]))(x[:, None], g[:, None])
+    np.testing.assert_allclose(rows[:, 0], expected, rtol=1e-7, atol=0)
+
+
+def test_lrp_relu6_conserves_relevance():
+    # R = activation * gradient: the relevance at the input of ReLU6 equals that at its output.
+    x = jnp.asarray(_X6, jnp.float32)
+    y, vjp = jax.vjp(R.lrp_rules("epsilon").relu6, x)
+    g = jnp.asarray(_G6, jnp.float32)
+    np.testing.assert_allclose(x * vjp(g)[0], y * g, rtol=1e-6, atol=1e-6)
