@@ -1,14 +1,17 @@
 """The ``jaxinterp`` command.
 
-    jaxinterp demo [--out runs/demo] [--id ID] [--cache-dir DIR] [--quick]
+    jaxinterp demo [--out runs/demo] [--id ID] [--full] [--only NAME,...] [--quick] [--cache-dir DIR]
 
-``demo`` loads (training it once, then caching) the small CNN of the model zoo,
-explains some of its decisions with gradient saliency and writes
-``<out>/<id>/`` with report.html, metrics.json, config.json, saliency.npz and
-the figures.  The demo is a list of section functions :data:`DEMO_SECTIONS`,
-each ``section(ctx) -> report.Section``; a section records its numbers in
-``ctx.metrics[<its key>]``.  Adding a part to the demo is writing one such
-function and appending it to the list.
+``demo`` explains the pretrained EfficientNet-Lite0 on photographs (the sections
+of :mod:`jaxinterp.demo.photos`) and writes ``<out>/<id>/`` with report.html,
+metrics.json, config.json, saliency.npz and the figures.  ``--full`` adds the
+longer sections on the real net and the sections on the small CNN of the zoo
+trained on the synthetic set (:data:`DEMO_SECTIONS`: ground-truth masks,
+extremal perturbations, pre-images, the deep image prior, self-labelling).
+``--only`` runs the named sections (``jaxinterp demo --help`` lists them).  A
+section is a function ``section(ctx) -> report.Section`` that records its
+numbers in ``ctx.metrics[<its key>]``; adding a part to the demo is writing one
+such function and adding it to its list.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from jaxinterp import __version__, nets, plot
 from jaxinterp import attribution, evaluation, perturbation, synthesis
 from jaxinterp.attribution import gradient
 from jaxinterp.data import images, synthetic
+from jaxinterp.demo import photos as photo_sections
 from jaxinterp.report import Report, Section, write_json
 from jaxinterp.train import metrics as cluster_metrics, selfsup, zoo
 from jaxinterp.train.augment import AugmentConfig
@@ -795,6 +799,31 @@ def _load_model(args, log) -> tuple[nets.Net, dict, dict]:
     return zoo.pretrained("smallcnn", cache_dir=args.cache_dir, progress=log)
 
 
+SMALLCNN_SECTIONS: dict[str, Callable[[DemoContext], Section]] = {
+    "smallcnn_" + f.__name__.removesuffix("_section"): f for f in DEMO_SECTIONS}
+"""The small CNN's sections by ``--only`` name (``smallcnn_model``, ``smallcnn_attribution``, ...)."""
+
+
+def section_names() -> tuple[str, ...]:
+    """Every name ``--only`` accepts: the real net's sections, then the small CNN's."""
+    return (*photo_sections.SECTIONS, *photo_sections.FULL_SECTIONS, *SMALLCNN_SECTIONS)
+
+
+def _chosen(args) -> list[str]:
+    """The sections to run, in report order: --only's, or the default (and --full) ones."""
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = sorted(set(wanted) - set(section_names()) - {"smallcnn"})
+        if unknown or not wanted:
+            raise ValueError(f"--only: unknown section(s) {unknown or wanted}; expected names of "
+                             f"{list(section_names())} or 'smallcnn' (all of its sections)")
+        if "smallcnn" in wanted:
+            wanted += list(SMALLCNN_SECTIONS)
+        return [n for n in section_names() if n in wanted]
+    names = list(photo_sections.SECTIONS)
+    return names + list(photo_sections.FULL_SECTIONS) + list(SMALLCNN_SECTIONS) if args.full else names
+
+
 def demo(args: argparse.Namespace) -> str:
     """Run the demo; returns the run directory."""
     t0 = time.perf_counter()
@@ -802,52 +831,105 @@ def demo(args: argparse.Namespace) -> str:
     def log(msg: str) -> None:
         print(f"[demo {time.perf_counter() - t0:6.1f}s] {msg}", flush=True)
 
+    chosen = _chosen(args)
+    if not args.no_compile_cache:
+        _use_compilation_cache(args.cache_dir)
     run_id = args.id or time.strftime("%Y%m%d-%H%M%S")
     run_dir = os.path.join(args.out, run_id)
     os.makedirs(run_dir, exist_ok=True)
-    log(f"writing to {run_dir}")
-    net, params, info = _load_model(args, log)
-    ctx = DemoContext(args=args, run_dir=run_dir, net=net, params=params, info=info,
-                      sizes=_QUICK if args.quick else _FULL, log=log)
-    config = {"command": "demo", "id": run_id, "quick": args.quick, "cache_dir": args.cache_dir,
-              "net": repr(net), "sizes": dataclasses.asdict(ctx.sizes), "images_seed": zoo.TEST_SEED,
+    log(f"writing to {run_dir}; sections: {', '.join(chosen)}")
+    config = {"command": "demo", "id": run_id, "quick": args.quick, "full": args.full, "sections": chosen,
               "jaxinterp": __version__, "jax": jax.__version__, "backend": jax.default_backend()}
-    write_json(ctx.path("config.json"), config)
-    report = Report(f"jaxinterp demo {run_id}")
-    timing = {}
-    for section in DEMO_SECTIONS:
-        t = time.perf_counter()
-        log(f"section {section.__name__}")
-        report.add(section(ctx))
-        timing[section.__name__] = time.perf_counter() - t
-    ctx.metrics["saliency_shapes"] = {k: list(v.shape) for k, v in ctx.arrays.items()}
-    ctx.metrics["seconds"] = {**timing, "total": time.perf_counter() - t0}
-    np.savez_compressed(ctx.path("saliency.npz"), **ctx.arrays)
-    write_json(ctx.path("metrics.json"), ctx.metrics)
-    report.section("Run").text(f"Configuration: {json.dumps(config)}").metrics(
-        {k: round(v, 2) for k, v in ctx.metrics["seconds"].items()})
+    write_json(os.path.join(run_dir, "config.json"), config)
+    metrics, arrays, timing = {}, {}, {}
+    report = Report("jaxinterp demo")
+    if any(n in photo_sections.SECTIONS or n in photo_sections.FULL_SECTIONS for n in chosen):
+        ctx = photo_sections.load_context(run_dir, args.quick, log)
+        ctx.metrics, ctx.arrays = metrics, arrays
+        for name in chosen:
+            section = photo_sections.SECTIONS.get(name) or photo_sections.FULL_SECTIONS.get(name)
+            if section is not None:
+                timing[name] = _run_section(name, section, ctx, report, log)
+    if any(n in SMALLCNN_SECTIONS for n in chosen):
+        net, params, info = _load_model(args, log)
+        ctx = DemoContext(args=args, run_dir=run_dir, net=net, params=params, info=info,
+                          sizes=_QUICK if args.quick else _FULL, log=log, metrics=metrics, arrays=arrays)
+        for name in chosen:
+            if name in SMALLCNN_SECTIONS:
+                timing[name] = _run_section(name, SMALLCNN_SECTIONS[name], ctx, report, log,
+                                            title="Small CNN, synthetic set: ")
+    metrics["saliency_shapes"] = {k: list(v.shape) for k, v in arrays.items()}
+    metrics["seconds"] = {**timing, "total": time.perf_counter() - t0}
+    np.savez_compressed(os.path.join(run_dir, "saliency.npz"), **arrays)
+    write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    report.add(Section("Run", f"jaxinterp {__version__}, jax {jax.__version__} on {jax.default_backend()}; "
+                              f"{metrics['seconds']['total']:.0f} s in all.", command=_command(args))
+               ).table([(k, f"{v:.1f}") for k, v in timing.items()], header=("section", "seconds"))
     log(f"wrote {report.write(run_dir)}")
     return run_dir
+
+
+def _use_compilation_cache(cache_dir) -> None:
+    """Keep XLA's compiled programs on disk (``<cache>/xla``), so that a second demo skips compiling.
+
+    On a CPU most of the demo's first run is compiling EfficientNet's backward passes
+    (seconds per method); JAX's persistent cache stores programs that took over a second.
+    """
+    jax.config.update("jax_compilation_cache_dir", os.path.join(cache_dir or zoo.default_cache_dir(), "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
+def _run_section(name: str, section: Callable, ctx, report: Report, log, title: str = "") -> float:
+    """Add ``section(ctx)`` to the report (its title prefixed with ``title``); returns its seconds."""
+    t = time.perf_counter()
+    log(f"section {name}")
+    sec = report.add(section(ctx))
+    sec.title = title + sec.title
+    sec.command(f"jaxinterp demo --only {name}")
+    return time.perf_counter() - t
+
+
+def _command(args) -> str:
+    """The command line that reproduces this run."""
+    parts = ["jaxinterp demo"] + (["--full"] if args.full else []) + (["--quick"] if args.quick else [])
+    return " ".join(parts + ([f"--only {args.only}"] if args.only else []))
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxinterp", description="Understanding vision networks: demos and experiments.")
     parser.add_argument("--version", action="version", version=f"jaxinterp {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="explain the small CNN on synthetic images and photographs")
+    p = sub.add_parser("demo", help="explain a pretrained ImageNet network on photographs (report.html)",
+                       description="Explain the pretrained EfficientNet-Lite0 on photographs and write an HTML "
+                                   "report.  Sections: " + ", ".join(section_names()) + ".")
     p.add_argument("--out", default=os.path.join("runs", "demo"), help="parent of the run directory")
     p.add_argument("--id", default=None, help="run directory name (default: a timestamp)")
-    p.add_argument("--cache-dir", default=None, help="model zoo cache (default: the zoo's)")
+    p.add_argument("--full", action="store_true",
+                   help="also the longer sections: feature visualisation and pre-images of the real net, "
+                        "and the small CNN on the synthetic set (tens of minutes on a CPU)")
+    p.add_argument("--only", default=None, metavar="NAME,...",
+                   help="run only these sections ('smallcnn' = all of the small CNN's)")
+    p.add_argument("--cache-dir", default=None,
+                   help="cache of the small CNN and of compiled programs (default: $JAXINTERP_CACHE or "
+                        "~/.cache/jaxinterp)")
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not keep compiled programs on disk (a second run then compiles again)")
     p.add_argument("--quick", action="store_true",
-                   help="an untrained net and few images (seconds; for tests)")
+                   help="few steps and samples, an untrained small CNN (seconds per section; for tests)")
     p.set_defaults(run=demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxinterp`` console script; returns the exit status."""
-    args = _parser().parse_args(argv)
-    args.run(args)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        args.run(args)
+    except ValueError as e:
+        if str(e).startswith("--only"):
+            parser.error(str(e))
+        raise
     return 0
 
 

@@ -28,55 +28,16 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 
 import gc  # noqa: E402
-import shutil  # noqa: E402
-import tarfile  # noqa: E402
-import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
-
-ASSETS = os.path.join(os.path.dirname(__file__), "assets")
-
-
-def seed_pretrained_cache() -> None:
-    """Unpack the bundled trained smallcnn into the cache if the cache lacks it.
-
-    tests/assets holds the checkpoint ``zoo.pretrained('smallcnn')`` writes after
-    training on the synthetic 'easy' set (1500 steps, seed 0): about 6 minutes of
-    CI time saved.  Its name carries the data version (a hash of
-    jaxinterp/data/synthetic.py), so after a change to the generator the asset no
-    longer matches and the net is trained again.  Unpacked into a temporary
-    directory, then renamed into place: parallel workers never see half a checkpoint.
-    """
-    from jaxinterp.train import zoo
-
-    entry = zoo.cache_entry("smallcnn")
-    asset = os.path.join(ASSETS, os.path.basename(entry) + ".tar.gz")
-    if os.path.isdir(entry) or not os.path.exists(asset):
-        return
-    root = os.path.dirname(entry)
-    os.makedirs(root, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=root, prefix=".unpack-")
-    try:
-        with tarfile.open(asset) as tar:
-            tar.extractall(tmp, filter="data")
-        try:
-            os.rename(os.path.join(tmp, os.path.basename(entry)), entry)
-        except OSError:
-            pass                                    # another worker got there first
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-seed_pretrained_cache()
-
 
 @pytest.fixture(scope="session")
 def trained_smallcnn():
     """``(net, params, info)`` of the smallcnn trained on the synthetic 'easy' set.
 
-    Trained once (a few minutes on a CPU) and cached by :func:`jaxinterp.train.zoo.pretrained`
-    under ``$JAXINTERP_CACHE`` (default ``~/.cache/jaxinterp``); later sessions and
-    parallel workers load the cache.
+    The checkpoint ships with the package; :func:`jaxinterp.train.zoo.pretrained` unpacks it
+    into ``$JAXINTERP_CACHE`` (default ``~/.cache/jaxinterp``) once, under a lock shared by
+    the parallel workers.
     """
     from jaxinterp.train import zoo
 

@@ -1,8 +1,12 @@
-"""The ``jaxinterp demo --quick`` command end to end: files, metrics, saliency shapes."""
+"""``jaxinterp demo --quick --only smallcnn`` end to end: the small CNN's sections (files, metrics, shapes).
+
+The sections on the pretrained EfficientNet-Lite0 (the default demo) are tested in tests/test_demo.py.
+"""
 
 import json
 import math
 import os
+from html import escape as html_escape
 
 import jax
 import jax.numpy as jnp
@@ -12,15 +16,17 @@ import pytest
 from jaxinterp import cli
 
 
-DEMO_TITLES = ("Model", "Gradient saliency on synthetic images", "Saliency energy inside the object",
-               "Gradient saliency on photographs", "Attribution methods", "Extremal perturbations", "Pointing game",
-               "Sanity checks: cascading randomisation", "Channel attribution and activation diffing", "Self-labelling", "Run")
+PREFIX = "Small CNN, synthetic set: "
+DEMO_TITLES = tuple(PREFIX + t for t in (
+    "Model", "Gradient saliency on synthetic images", "Saliency energy inside the object",
+    "Gradient saliency on photographs", "Attribution methods", "Extremal perturbations", "Pointing game",
+    "Sanity checks: cascading randomisation", "Channel attribution and activation diffing", "Self-labelling")) + ("Run",)
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    assert cli.main(["demo", "--quick", "--out", str(out), "--id", "t1"]) == 0
+    assert cli.main(["demo", "--quick", "--no-compile-cache", "--only", "smallcnn", "--out", str(out), "--id", "t1"]) == 0
     return out / "t1"
 
 
@@ -43,11 +49,13 @@ def test_writes_report_config_metrics_and_figures(run_dir):
         assert (run_dir / name).is_file(), name
     html = (run_dir / "report.html").read_text()
     for section in DEMO_TITLES:
-        assert f"<h2>{section}</h2>" in html
+        assert f">{html_escape(section)}</h2>" in html, section
     assert html.count('src="data:image/png;base64,') == 11
     assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["id"] == "t1" and config["quick"] is True
+    assert config["sections"] == list(cli.SMALLCNN_SECTIONS)
+    assert "jaxinterp demo --only smallcnn_pointing" in html
 
 
 def test_metrics_are_finite_and_shapes_match(run_dir):
@@ -233,3 +241,18 @@ def test_bad_command_line_exits():
         cli.main([])
     with pytest.raises(SystemExit):
         cli.main(["demo", "--bogus"])
+
+
+def test_only_rejects_unknown_sections(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["demo", "--only", "attribution,nonsense"])
+    assert "--only" in capsys.readouterr().err
+
+
+def test_section_choice():
+    parse = lambda *a: cli._chosen(cli._parser().parse_args(["demo", *a]))  # noqa: E731
+    assert parse() == list(cli.photo_sections.SECTIONS)
+    full = parse("--full")
+    assert full[:len(cli.photo_sections.SECTIONS)] == list(cli.photo_sections.SECTIONS)
+    assert set(full) == set(cli.section_names())
+    assert parse("--only", "sanity,classification") == ["classification", "sanity"]

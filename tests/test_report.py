@@ -16,32 +16,51 @@ from jaxinterp.report import Report, Section, atomic_write, write_json
 
 
 class _Parser(html.parser.HTMLParser):
-    """Collects <img> sources and table cells (tag, text) of an HTML page."""
+    """Collects <img> attributes, table cells (tag, text), element ids, link targets, and the
+    text of the table of contents' links, of <code>, <caption> and <figcaption> elements."""
+
+    _TEXT = ("td", "th", "code", "caption", "figcaption", "a")
 
     def __init__(self):
         super().__init__()
-        self.images, self.cells, self._cell = [], [], None
+        self.images, self.cells, self.ids, self.hrefs, self.toc = [], [], [], [], []
+        self.texts = {tag: [] for tag in self._TEXT}
+        self._open, self._in_nav = {}, False
 
     def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.append(attrs["id"])
         if tag == "img":
-            self.images.append(dict(attrs))
-        if tag in ("td", "th"):
-            self._cell = [tag, ""]
+            self.images.append(attrs)
+        if tag == "a" and "href" in attrs:
+            self.hrefs.append(attrs["href"])
+        if tag == "nav":
+            self._in_nav = True
+        if tag in self._TEXT:
+            self._open[tag] = ""
 
     def handle_data(self, data):
-        if self._cell is not None:
-            self._cell[1] += data
+        for tag in self._open:
+            self._open[tag] += data
 
     def handle_endtag(self, tag):
-        if tag in ("td", "th") and self._cell is not None:
-            self.cells.append(tuple(self._cell))
-            self._cell = None
+        if tag == "nav":
+            self._in_nav = False
+        if tag in self._open:
+            text = self._open.pop(tag)
+            self.texts[tag].append(text)
+            if tag in ("td", "th"):
+                self.cells.append((tag, text))
+            if tag == "a" and self._in_nav:
+                self.toc.append((self.hrefs[-1], text))
 
 
 def _parse(path):
     p = _Parser()
     with open(path) as f:
         p.feed(f.read())
+    p.close()
     return p
 
 
@@ -60,6 +79,8 @@ def test_figures_are_embedded_losslessly(tmp_path):
     path = report.write(tmp_path / "out")
     parsed = _parse(path)
     assert [img["alt"] for img in parsed.images] == ["from an array", "from a file"]
+    assert parsed.texts["figcaption"] == ["from an array", "from a file"]
+    assert all(img["loading"] == "eager" and "max-width:100%" in img["style"] for img in parsed.images)
     decoded = []
     for img in parsed.images:
         mime, data = _decode(img["src"])
@@ -92,6 +113,66 @@ def test_sections_added_in_order_and_escaped(tmp_path):
     assert "<title>Title &amp; &lt;co&gt;</title>" in text
     assert text.index("<h2>First</h2>") < text.index("<h2>Second</h2>")
     assert "<p>a &lt; b</p>" in text and "<p>second paragraph</p>" in text
+
+
+def test_table_of_contents_links_every_titled_section(tmp_path):
+    titles = ["Saliency & maps", "Saliency & maps", "", "saliency-maps-2", "!!!", "Contents", "Results (n=3)"]
+    report = Report("R")
+    for title in titles:
+        report.section(title, "x")
+    parsed = _parse(report.write(tmp_path))
+    titled = [t for t in titles if t]
+    assert [text for _, text in parsed.toc] == titled  # every titled section, in order; untitled ones left out
+    assert len(parsed.ids) == len(set(parsed.ids))  # ids unique in the page
+    targets = [href.removeprefix("#") for href, _ in parsed.toc]
+    assert all(href.startswith("#") for href, _ in parsed.toc)
+    assert set(targets) <= set(parsed.ids) and len(set(targets)) == len(titled)
+    assert targets == ["saliency-maps", "saliency-maps-2", "saliency-maps-2-2", "section", "contents-2",
+                       "results-n-3"]
+    assert targets == [a for a in report.anchors() if a]
+    text = open(os.path.join(tmp_path, "report.html")).read()
+    assert text.index("</h1>") < text.index('<nav class="toc"') < text.index("<section")
+    for target, title in zip(targets, titled):  # each anchor is the section with that heading
+        assert f'<section id="{target}"><h2>{html.escape(title)}</h2>' in text
+    assert 'class="toc"' not in Report("empty").html()  # no contents without titled sections
+    assert 'class="toc"' not in Report("untitled").text("only text").html()
+
+
+def test_command_line_shown_escaped():
+    cmd = """jaxinterp demo --out 'runs/<a & b>' --note "x" | tee log"""
+    sec = Section("Run", "text", command=cmd)
+    assert sec.command_line == cmd
+    page = Report("R")
+    page.add(sec)
+    page.section("Later").command("  python -m bench  ").text("t")  # set later; returns the section
+    page.section("None")
+    parsed = _Parser()
+    parsed.feed(page.html())
+    assert parsed.texts["code"] == [cmd, "python -m bench"]  # round-trips through the escaping
+    text = page.html()
+    assert ("<h2>Run</h2>\n<p class=\"reproduce\">Reproduce: <code>jaxinterp demo --out "
+            "&#x27;runs/&lt;a &amp; b&gt;&#x27; --note &quot;x&quot; | tee log</code></p>") in text
+    assert text.count("Reproduce:") == 2
+    assert text.index("Reproduce: <code>python") < text.index("<p>t</p>")  # under the heading, before the body
+    assert Section("S").command("a").command("b").command_line == "b"
+    assert Report("R").section("S", command="make demo").command_line == "make demo"
+    with pytest.raises(ValueError, match="cmd: expected a non-blank command line"):
+        Section("S", command="  ")
+    with pytest.raises(ValueError, match="cmd: expected a non-blank command line"):
+        Section("S").command(["make", "demo"])
+
+
+def test_table_captions(tmp_path):
+    report = Report("R")
+    report.section("T").table([[1, 2]], header=["a", "b"], caption="Counts <per> class & seed")
+    report.table([[3]], caption="second")
+    report.metrics({"acc": 0.5}, caption="Metrics")
+    report.table([[4]])  # no caption: no <caption> element
+    parsed = _parse(report.write(tmp_path))
+    assert parsed.texts["caption"] == ["Counts <per> class & seed", "second", "Metrics"]
+    text = open(os.path.join(tmp_path, "report.html")).read()
+    assert "<table><caption>Counts &lt;per&gt; class &amp; seed</caption><tr><th>a</th>" in text
+    assert text.count("<caption>") == 3 and "<table><tr><td class=\"num\">4</td>" in text
 
 
 def test_bad_input_raises(tmp_path):

@@ -3,13 +3,15 @@
     net, params, info = pretrained("smallcnn")
     info["accuracy"]       # {'easy': 0.9.., 'difficult': 0.5..} on held-out synthetic sets
 
-The first call trains the net on fresh batches of the synthetic 'easy' set
-(:mod:`jaxinterp.data.synthetic`), measures its accuracy on held-out sets of
-both variants drawn from a key that training never uses, and saves params and
-info with :mod:`jaxinterp.train.checkpoint` under
-``<cache_dir>/pretrained/<entry>/``, an entry named after the recipe and a hash of
-the generator's source (so editing the generator retrains); later calls load
-that in seconds.
+The package ships the trained checkpoint of the default recipe
+(``jaxinterp/train/pretrained/<entry>.tar.gz``, 0.9 MB): the first call unpacks it
+into ``<cache_dir>/pretrained/<entry>/``, an entry named after the recipe and a
+hash of the generator's source, and loads it in seconds.  Without a shipped
+checkpoint (another step count, or an edited generator, whose hash differs) the
+first call trains the net on fresh batches of the synthetic 'easy' set
+(:mod:`jaxinterp.data.synthetic`, minutes on a CPU), measures its accuracy on
+held-out sets of both variants drawn from a key that training never uses, and
+saves params and info with :mod:`jaxinterp.train.checkpoint` there.
 
 Concurrent callers (pytest-xdist workers, several scripts) serialise on an
 ``fcntl`` lock next to the cache entry: the first trains, the others wait and
@@ -27,6 +29,8 @@ import hashlib
 import math
 import os
 import shutil
+import tarfile
+import tempfile
 import time
 from typing import Any, Callable
 
@@ -46,6 +50,7 @@ RECIPES = {
 TEST_SIZE = 2048
 TEST_SEED = 2**31 - 1  # key of the held-out sets; training keys come from jax.random.key(seed)
 FORMAT = 1             # bump when the cached content changes
+SHIPPED = os.path.join(os.path.dirname(__file__), "pretrained")   # trained checkpoints as <entry>.tar.gz
 
 
 def default_cache_dir() -> str:
@@ -80,6 +85,7 @@ def pretrained(name: str = "smallcnn", *, cache_dir: str | os.PathLike | None = 
     entry = cache_entry(name, cache_dir=cache_dir, steps=steps)
     os.makedirs(os.path.dirname(entry), exist_ok=True)
     with _locked(entry + ".lock"):
+        _unpack_shipped(entry)
         with Checkpointer(entry, max_to_keep=1) as ckpt:
             if ckpt.latest_step() is None:
                 params, info = _train(net, recipe, entry + ".train", progress)
@@ -96,6 +102,24 @@ def cache_entry(name: str = "smallcnn", *, cache_dir: str | os.PathLike | None =
     root = os.path.join(os.fspath(cache_dir or default_cache_dir()), "pretrained")
     return os.path.join(root, f"{name}-easy-v{FORMAT}-data{_data_version()}"
                               f"-steps{recipe['steps']}-seed{recipe['seed']}")
+
+
+def _unpack_shipped(entry: str) -> None:
+    """Unpack the shipped checkpoint of ``entry`` (if there is one) when the cache lacks it.
+
+    Unpacked into a temporary directory beside the entry, then renamed into place, so a
+    reader never sees half a checkpoint.
+    """
+    asset = os.path.join(SHIPPED, os.path.basename(entry) + ".tar.gz")
+    if os.path.isdir(entry) or not os.path.exists(asset):
+        return
+    tmp = tempfile.mkdtemp(dir=os.path.dirname(entry), prefix=".unpack-")
+    try:
+        with tarfile.open(asset) as tar:
+            tar.extractall(tmp, filter="data")
+        os.rename(os.path.join(tmp, os.path.basename(entry)), entry)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _train(net: nets.Net, recipe: dict, checkpoint_dir: str, progress) -> tuple[dict, dict]:

@@ -1,6 +1,7 @@
 """The classifier loop: a float64 reference step, learning, exact resume, data parallelism."""
 
 import dataclasses
+import os
 import threading
 import time
 
@@ -210,3 +211,17 @@ def test_pretrained_trains_once_under_concurrent_calls(tmp_path, monkeypatch):
     assert lines == ["training"] * 2  # another recipe, another cache entry
     with pytest.raises(ValueError, match="name"):
         zoo.pretrained("resnet50", cache_dir=tmp_path)
+
+
+def test_the_shipped_smallcnn_loads_without_training(tmp_path, monkeypatch):
+    """The default recipe's checkpoint ships in the package: a fresh cache unpacks it, never trains."""
+    def no_training(*args):
+        raise AssertionError("trained although a checkpoint ships")
+
+    monkeypatch.setattr(zoo, "_train", no_training)
+    net, params, info = zoo.pretrained("smallcnn", cache_dir=tmp_path, progress=None)
+    assert info["steps"] == zoo.RECIPES["smallcnn"]["steps"] and info["accuracy"]["easy"] >= 0.9
+    test = synthetic.generate(jax.random.key(7), 256, variant="easy")
+    accuracy = float(jnp.mean(jnp.argmax(jax.jit(net.apply)(params, test["image"]), -1) == test["label"]))
+    assert accuracy >= 0.9
+    assert os.path.isdir(zoo.cache_entry("smallcnn", cache_dir=tmp_path))
