@@ -9,6 +9,8 @@ they are called as oracles.
 from __future__ import annotations
 
 import copy
+import json
+import os
 import types
 
 import numpy as np
@@ -135,3 +137,27 @@ def maps(t: torch.Tensor) -> np.ndarray:
     a = t.detach().numpy()
     assert a.ndim == 4 and a.shape[1] == 1, a.shape
     return a[:, 0]
+
+
+def rel_err(ours, theirs) -> float:
+    """max |ours - theirs| / max |theirs| in float64; the oracle's map must not be all zero."""
+    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
+    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+    peak = np.abs(theirs).max()
+    assert peak > 0, "the oracle's map is identically zero: the comparison would say nothing"
+    return float(np.abs(ours - theirs).max() / peak)
+
+
+def report_errors(errors: dict, title: str, file_stem: str) -> None:
+    """Print measured errors; write them as JSON under ``$JAXINTERP_PARITY_OUT`` when it names a folder."""
+    if not errors:
+        return
+    print(f"\n{title}, max |ours - theirs| / max |theirs|:")
+    for key, err in sorted(errors.items()):
+        print(f"  {key:55s} {err:.2e}")
+    out = os.environ.get("JAXINTERP_PARITY_OUT")
+    if out:
+        os.makedirs(out, exist_ok=True)
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        with open(os.path.join(out, f"{file_stem}_{worker}.json"), "w") as f:
+            json.dump(errors, f, indent=1, sort_keys=True)

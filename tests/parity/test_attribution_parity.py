@@ -38,8 +38,6 @@ is part of jaxinterp.
 from __future__ import annotations
 
 import copy
-import json
-import os
 
 import jax
 import jax.numpy as jnp
@@ -137,25 +135,10 @@ def zoo(request):
 @pytest.fixture(scope="module", autouse=True)
 def _report():
     yield
-    if not ERRORS:
-        return
-    print("\nattribution parity, max |ours - theirs| / max |theirs|:")
-    for key, err in sorted(ERRORS.items()):
-        print(f"  {key:55s} {err:.2e}")
-    out = os.environ.get("JAXINTERP_PARITY_OUT")
-    if out:
-        os.makedirs(out, exist_ok=True)
-        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
-        with open(os.path.join(out, f"attribution_parity_{worker}.json"), "w") as f:
-            json.dump(ERRORS, f, indent=1, sort_keys=True)
+    oracles.report_errors(ERRORS, "attribution parity", "attribution_parity")
 
 
-def rel_err(ours, theirs) -> float:
-    ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-    assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
-    peak = np.abs(theirs).max()
-    assert peak > 0, "the oracle's map is identically zero: the comparison would say nothing"
-    return float(np.abs(ours - theirs).max() / peak)
+rel_err = oracles.rel_err
 
 
 def check(name: str, arch: str, ours, theirs, tol: float | None = None) -> float:
