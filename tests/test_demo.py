@@ -37,7 +37,7 @@ def test_report_leads_with_the_real_net(run_dir, metrics):
     assert sections.index("What the network sees</h2>") < sections.index("<h2", sections.index("<h2") + 1)
     assert "espresso" in html and "jaxinterp demo --only attribution" in html
     assert html.count('src="data:image/png;base64,') == 4
-    assert list(metrics["seconds"])[:-1] == list(photos.SECTIONS)
+    assert set(metrics["seconds"]) == set(photos.SECTIONS) | {"total"}     # metrics.json sorts its keys
     for value in metrics["seconds"].values():
         assert math.isfinite(value) and value > 0
 
@@ -59,7 +59,7 @@ def test_every_method_maps_every_object_and_both_classes(arrays, metrics):
     objects = images.pointing_set(224)
     m = len(objects["image"])
     titles = [t for t, _, _ in photos.attribution_methods(quick=True)]
-    assert list(metrics["attribution"]["seconds_with_compile"]) == titles
+    assert set(metrics["attribution"]["seconds_with_compile"]) == set(titles)
     for title in titles:
         key = "attribution_" + evaluation.method_slug(title)
         a = arrays[key]
