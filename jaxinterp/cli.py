@@ -845,10 +845,14 @@ def demo(args: argparse.Namespace) -> str:
     if any(n in photo_sections.SECTIONS or n in photo_sections.FULL_SECTIONS for n in chosen):
         ctx = photo_sections.load_context(run_dir, args.quick, log)
         ctx.metrics, ctx.arrays = metrics, arrays
-        for name in chosen:
-            section = photo_sections.SECTIONS.get(name) or photo_sections.FULL_SECTIONS.get(name)
-            if section is not None:
-                timing[name] = _run_section(name, section, ctx, report, log)
+        photo_sections.compile_ahead(ctx, chosen)
+        try:
+            for name in chosen:
+                section = photo_sections.SECTIONS.get(name) or photo_sections.FULL_SECTIONS.get(name)
+                if section is not None:
+                    timing[name] = _run_section(name, section, ctx, report, log)
+        finally:
+            ctx.close()
     if any(n in SMALLCNN_SECTIONS for n in chosen):
         net, params, info = _load_model(args, log)
         ctx = DemoContext(args=args, run_dir=run_dir, net=net, params=params, info=info,

@@ -266,11 +266,15 @@ class Net:
 
     def activation_shape(self, layer: str | None = None,
                          image_size: tuple[int, int] | None = None) -> tuple[int, ...]:
-        """Shape of the activation at ``layer`` (or the output) for one image, without compute."""
-        hw = self.input_size if image_size is None else tuple(image_size)
-        x = jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
-        out = jax.eval_shape(lambda p, x: self.apply(p, x, stop=layer), self.abstract_params(), x)
-        return tuple(out.shape[1:])
+        """Shape of the activation at ``layer`` (or the output) for one image, without compute.
+
+        Traced once per (net, layer, image size) and remembered: methods ask for it
+        while they are traced, and tracing a whole net costs about a second.
+        """
+        if layer is not None and not isinstance(layer, str):
+            raise ValueError(f"layer: expected a split point name (str) or None, got {layer!r}")
+        hw = self.input_size if image_size is None else tuple(int(s) for s in image_size)
+        return _activation_shape(self, layer, hw)
 
     def __repr__(self) -> str:
         cfg = ", ".join(f"{k}={v!r}" for k, v in self.config)
@@ -280,6 +284,13 @@ class Net:
 def count_params(params: Params) -> int:
     """Number of scalars in a params pytree."""
     return int(sum(np.prod(a.shape) for a in jax.tree.leaves(params)))
+
+
+@functools.lru_cache(maxsize=None)
+def _activation_shape(net: Net, layer: str | None, hw: tuple[int, int]) -> tuple[int, ...]:
+    x = jax.ShapeDtypeStruct((1, *hw, 3), jnp.float32)
+    out = jax.eval_shape(lambda p, x: net.apply(p, x, stop=layer), net.abstract_params(), x)
+    return tuple(out.shape[1:])
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3))

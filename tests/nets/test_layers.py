@@ -44,13 +44,23 @@ def test_same_padding_puts_the_odd_pixel_after():
     assert L.same_padding(7, 1, 1) == (0, 0)
 
 
-def test_depthwise_conv_gradients_match_xla():
+@pytest.mark.parametrize("size", [8, 9])
+@pytest.mark.parametrize("kernel, stride, padding, groups", [(5, 2, "SAME", 4), (3, 1, "SAME", 4), (3, 2, 1, 4),
+                                                              (5, 1, 2, 4), (1, 1, 0, 1)])
+def test_conv_gradients_match_xla(size, kernel, stride, padding, groups):
+    """The hand-written backward pass of the depthwise sum and the 1 x 1 convolution as a matrix product,
+    for one cotangent and for a batch of cotangents (vmap over the vjp, as attribution methods use it)."""
     with jax.enable_x64(True):
-        x = jax.random.normal(jax.random.key(0), (2, 9, 9, 4), jnp.float64)
-        k = jax.random.normal(jax.random.key(1), (5, 5, 1, 4), jnp.float64)
-        ours = jax.jit(jax.grad(lambda x, k: jnp.sum(jnp.sin(L.conv2d(x, k, stride=2, padding="SAME",
-                                                                       groups=4))), argnums=(0, 1)))(x, k)
-        ref = jax.grad(lambda x, k: jnp.sum(jnp.sin(_reference(x, k, 2, "SAME", 4))), argnums=(0, 1))(x, k)
+        x = jax.random.normal(jax.random.key(0), (2, size, size, 4), jnp.float64)
+        k = jax.random.normal(jax.random.key(1), (kernel, kernel, 4 // groups, 4), jnp.float64)
+        g = jax.random.normal(jax.random.key(2), (3, *_reference(x, k, stride, padding, groups).shape), jnp.float64)
+
+        def vjps(conv):
+            _, pullback = jax.vjp(conv, x, k)
+            return jax.vmap(pullback)(g)
+
+        ours = jax.jit(lambda: vjps(lambda x, k: L.conv2d(x, k, stride=stride, padding=padding, groups=groups)))()
+        ref = vjps(lambda x, k: _reference(x, k, stride, padding, groups))
         for a, b in zip(ours, ref):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
