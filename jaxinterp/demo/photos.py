@@ -102,13 +102,14 @@ class PhotoContext:
         return self.classes[int(c)]
 
     def ahead(self, key, thunk: Callable[[], object]) -> None:
-        """Start ``thunk()`` in a background thread, once per ``key``; :meth:`result` waits for it."""
+        """Start ``thunk()`` in a background thread, once per ``key``; :meth:`wait` waits for it."""
         if key not in self._ahead:
             self._ahead[key] = self._pool.submit(thunk)
 
-    def result(self, key):
-        """What the thunk started under ``key`` returned (its exception is raised here)."""
-        return self._ahead[key].result()
+    def wait(self, key):
+        """What the thunk started under ``key`` returned (its exception is raised here); None if none was."""
+        future = self._ahead.get(key)
+        return None if future is None else future.result()
 
     def submit(self, key, fn: Callable, *args) -> None:
         """Start compiling the jitted ``fn`` for ``args`` (arrays or ShapeDtypeStructs) in the background.
@@ -129,7 +130,7 @@ class PhotoContext:
     def program(self, key, fn: Callable, *args) -> Callable:
         """The compiled ``fn`` for arguments shaped as ``args`` (submitted now unless it was before)."""
         self.submit(key, fn, *args)
-        return self.result(key)
+        return self.wait(key)
 
     def explain_program(self, title: str, method: Callable | None = None, options: dict | None = None) -> Callable:
         """Compiled ``(params, images (M, H, W, 3), targets (M, 2)) -> maps (M, 2, H, W)`` of a method."""
@@ -430,6 +431,7 @@ def sanity_section(ctx: PhotoContext) -> Section:
     """Cascading parameter randomisation (Adebayo et al. 2018) of the pretrained net."""
     obj = ctx.objects
     methods = [m for m in attribution_methods(ctx.quick) if m[0] in SANITY_TITLES]
+    ctx.wait(("init", SANITY_KEY))     # the initialisers, compiled ahead by compile_ahead
     stages = dict(evaluation.cascading_randomisation(ctx.net, ctx.params, jax.random.key(SANITY_KEY)))
     names = ["original"] + [s for s in SANITY_STAGES if s in stages]
     # Both classes, as in the attribution section: the same shapes reuse its compiled programs.

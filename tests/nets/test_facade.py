@@ -82,6 +82,12 @@ def test_layer_shapes_follow_torchvision():
     assert vit.activation_shape("blocks.11.keys") == (197, 384)
     assert vit.activation_shape() == (384,)
     assert nets.get("vit_s16", num_classes=1000).activation_shape() == (1000,)
+    assert resnet.activation_shape("layer4", (64, 96)) == (2, 3, 2048)        # remembered per image size
+    assert resnet.activation_shape("layer4", np.array([64, 96])) == (2, 3, 2048)
+    with pytest.raises(ValueError, match="layer"):
+        resnet.activation_shape(["layer4"])
+    with pytest.raises(ValueError, match="layer"):
+        resnet.activation_shape("layer9")
 
 
 def test_vmap_over_a_stack_of_params_equals_a_loop():
