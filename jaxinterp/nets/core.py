@@ -273,7 +273,15 @@ class Net:
         """
         if layer is not None and not isinstance(layer, str):
             raise ValueError(f"layer: expected a split point name (str) or None, got {layer!r}")
-        hw = self.input_size if image_size is None else tuple(int(s) for s in image_size)
+        if image_size is None:
+            hw = self.input_size
+        else:
+            try:
+                hw = tuple(int(s) for s in image_size)
+            except (TypeError, ValueError):
+                hw = ()
+            if len(hw) != 2 or min(hw) < 1:
+                raise ValueError(f"image_size: expected (H, W) positive ints, got {image_size!r}")
         return _activation_shape(self, layer, hw)
 
     def __repr__(self) -> str:

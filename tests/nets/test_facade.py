@@ -88,6 +88,9 @@ def test_layer_shapes_follow_torchvision():
         resnet.activation_shape(["layer4"])
     with pytest.raises(ValueError, match="layer"):
         resnet.activation_shape("layer9")
+    for bad in ((64,), (64, None), (0, 64), "64x64"):
+        with pytest.raises(ValueError, match="image_size"):
+            resnet.activation_shape("layer4", bad)
 
 
 def test_vmap_over_a_stack_of_params_equals_a_loop():
