@@ -1,10 +1,13 @@
-"""Sinkhorn self-labelling (and InfoNCE) throughput: log-domain float32 vs SeLa's float64 iterations.
+"""Sinkhorn self-labelling (and InfoNCE) throughput: our float32 solvers vs SeLa's float64 iterations.
 
 For N images, K clusters and lambda, on near-uniform logits (as at
 initialisation) and peaked ones (as after training), one run measures
 
-* ours: :func:`jaxinterp.objectives.sinkhorn_labels` (float32, log domain, one
-  ``lax.while_loop``, per-element criterion max_k |K q_k - 1| <= tol), sharded
+* ours, for each solver of ``--methods`` (default both):
+  :func:`jaxinterp.objectives.sinkhorn_labels` in float32, ``method='scaling'``
+  (stabilised scaling steps with absorption, the default; JSON key ``ours``) and
+  ``'log'`` (every step in the log domain; ``ours_log``), one
+  ``lax.while_loop``, per-element criterion max_k |K q_k - 1| <= tol, sharded
   with ``shard_map`` over ``--devices`` devices when more than one: seconds,
   iterations, seconds per pass over the logits (iterations + 1 passes: the first
   measures the start), final marginal error, SeLa's summed criterion at the end;
@@ -12,13 +15,22 @@ initialisation) and peaked ones (as after training), one run measures
   c = 1/N / (P r) on P^lambda in float64, in JAX, stopping when
   sum_n |c / c_new - 1| < ``--sela-tol``, 0.1 as SeLa on ImageNet, checked every
   iteration) on the same logits: seconds, iterations, marginal error;
-* the share of images whose labels agree between the two;
+* the share of images whose labels agree between ours and SeLa's, and the speed-up
+  per iteration (SeLa's seconds per iteration over ours per pass);
 * optionally (``--infonce-batch``) InfoNCE loss + gradient steps per second for a
   global batch of B x 2 views of D-dim embeddings.
 
     python bench/objectives.py                              # N = 1.28M, K = 3000, lambda = 25
     python bench/objectives.py --n 100000 --k 3000          # CPU-sized
     python bench/objectives.py --quick                      # tiny: the smoke test
+    python bench/objectives.py --labelling-memory           # per-device memory, N = 1.28M, K = 3000
+
+``--labelling-memory`` measures nothing else: it compiles the trainer's
+sharded label step (:func:`jaxinterp.train.selfsup.sharded_sinkhorn_labels`)
+for ``--memory-devices`` CPU devices (default 8 and 64, made with
+``jax_num_cpu_devices``: run it in a fresh process) from abstract shapes
+(``jax.ShapeDtypeStruct``: nothing of size N K is allocated) and reports the
+per-device argument, temporary and output bytes of ``memory_analysis()``.
 
 Results go to ``<out>/objectives_<device>_N<n>_K<k>.json``, rewritten atomically
 after every entry; a restarted run skips entries already there (``--force``
@@ -42,9 +54,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ceiling import load_results, write_results  # noqa: E402
 
 from jaxinterp.objectives import infonce, sinkhorn_labels
-from jaxinterp.train import sharding
+from jaxinterp.objectives.sinkhorn import METHODS
+from jaxinterp.train import selfsup, sharding
 
 KINDS = ("near_uniform", "peaked")
+OURS = {"scaling": "ours", "log": "ours_log"}
+"""JSON key of each solver's measurements."""
 
 
 def _x64():
@@ -121,8 +136,8 @@ def _timed(fn, repeats: int) -> float:
     return float(np.median(times))
 
 
-def our_solver(args, mesh):
-    kw = dict(lam=args.lam, tol=args.tol, max_iters=args.max_iters)
+def our_solver(args, mesh, method: str):
+    kw = dict(lam=args.lam, tol=args.tol, max_iters=args.max_iters, method=method)
     if mesh is None:
         return jax.jit(lambda l: sinkhorn_labels(l, **kw))
     f = jax.shard_map(lambda l: tuple(sinkhorn_labels(l, axis_name="data", **kw)), mesh=mesh,
@@ -131,12 +146,9 @@ def our_solver(args, mesh):
     return jax.jit(f)
 
 
-def measure_sinkhorn(kind: str, args, mesh) -> dict:
-    logits = make_logits(kind, args.n, args.k, args.seed)
-    if mesh is not None:
-        logits = sharding.shard_batch(logits, mesh)
-    jax.block_until_ready(logits)
-    solve = our_solver(args, mesh)
+def _measure_ours(logits, args, mesh, method: str) -> tuple[dict, np.ndarray]:
+    """One of our solvers on ``logits``: (its measurements, its labels)."""
+    solve = our_solver(args, mesh, method)
     t0 = time.perf_counter()
     out = jax.block_until_ready(solve(logits))
     compile_s = time.perf_counter() - t0
@@ -145,21 +157,37 @@ def measure_sinkhorn(kind: str, args, mesh) -> dict:
     it = int(it)
     with _x64():
         merr = float(_our_marginal_error(logits, log_r, args.lam))
-    entry = {"status": "ok", "kind": kind,
-             "ours": {"seconds": seconds, "first_call_seconds": compile_s, "iterations": it,
-                      "seconds_per_pass": seconds / (it + 1), "error": float(err),
-                      "sela_error": float(sela), "marginal_error_float64": merr}}
-    ours_labels = np.asarray(labels)
-    del out, labels
-    if not args.no_float64:
-        with _x64():
-            entry.update(_measure_sela64(logits, ours_labels, seconds, args))
+    return ({"method": method, "seconds": seconds, "first_call_seconds": compile_s, "iterations": it,
+             "seconds_per_pass": seconds / (it + 1), "error": float(err), "sela_error": float(sela),
+             "marginal_error_float64": merr}, np.asarray(labels))
+
+
+def measure_sinkhorn(kind: str, args, mesh) -> dict:
+    """Our solvers and SeLa's float64 iterations on one kind of logits (the module docstring's entry)."""
+    logits = make_logits(kind, args.n, args.k, args.seed)
+    if mesh is not None:
+        logits = sharding.shard_batch(logits, mesh)
+    jax.block_until_ready(logits)
+    entry = {"status": "ok", "kind": kind}
+    labels = {}
+    for method in args.methods.split(","):
+        entry[OURS[method]], labels[method] = _measure_ours(logits, args, mesh, method)
+    if args.no_float64:
+        return entry
+    with _x64():
+        entry["sela64"], labels64 = _measure_sela64(logits, args)
+    ref = entry["sela64"]
+    for method, ours_labels in labels.items():
+        ours = entry[OURS[method]]
+        ours.update(label_agreement=float(np.mean(ours_labels == labels64)),
+                    speedup=ref["seconds"] / ours["seconds"],
+                    speedup_per_iteration=ref["seconds_per_iteration"] / ours["seconds_per_pass"])
+    entry["label_agreement"] = min(entry[OURS[m]]["label_agreement"] for m in labels)
     return entry
 
 
-def _measure_sela64(logits, ours_labels, our_seconds, args) -> dict:
-    """SeLa's float64 iterations on the same logits (call inside ``_x64()``)."""
-    entry = {}
+def _measure_sela64(logits, args) -> tuple[dict, np.ndarray]:
+    """SeLa's float64 iterations on the same logits (call inside ``_x64()``): (measurements, labels)."""
     t0 = time.perf_counter()
     p = jax.block_until_ready(_sela64_power(logits, args.lam))
     power_s = time.perf_counter() - t0
@@ -168,15 +196,36 @@ def _measure_sela64(logits, ours_labels, our_seconds, args) -> dict:
     r, c, it64, err64 = jax.block_until_ready(_sela64_solve_jit(p, args.sela_tol, args.sela_max_iters))
     solve_s = time.perf_counter() - t0
     labels64, merr64 = _sela64_finish(p, r, c)
-    labels64 = np.asarray(labels64)
     it64 = int(it64)
-    entry["sela64"] = {"seconds": solve_s, "power_seconds": power_s, "iterations": it64,
-                       "seconds_per_iteration": solve_s / max(it64, 1),
-                       "sela_error": float(err64), "marginal_error": float(merr64)}
-    entry["label_agreement"] = float(np.mean(ours_labels == labels64))
-    entry["speedup"] = solve_s / our_seconds
-    del p
-    return entry
+    return ({"seconds": solve_s, "power_seconds": power_s, "iterations": it64,
+             "seconds_per_iteration": solve_s / max(it64, 1),
+             "sela_error": float(err64), "marginal_error": float(merr64)}, np.asarray(labels64))
+
+
+def labelling_memory(n: int, k: int, devices: int, batch_size: int, lam: float, method: str) -> dict:
+    """Per-device bytes of the trainer's compiled label step on N x K scores over ``devices`` CPU devices.
+
+    The scores are abstract (``jax.ShapeDtypeStruct``), laid out as
+    :func:`jaxinterp.train.selfsup.label_scores` makes them: M = ceil(N / B) batches of
+    B = ``batch_size`` rounded up to a multiple of the devices, sharded ``P(None, 'data')``.
+    """
+    cpus = jax.devices("cpu")
+    if len(cpus) < devices:
+        return {"status": "error", "error": f"{len(cpus)} CPU devices, {devices} asked: set "
+                                             "jax_num_cpu_devices before JAX starts (a fresh process)"}
+    mesh = sharding.data_mesh(cpus[:devices])
+    b = math.ceil(batch_size / devices) * devices
+    spec = jax.ShapeDtypeStruct((math.ceil(n / b), b, k), jnp.float32,
+                                sharding=jax.NamedSharding(mesh, jax.P(None, sharding.DATA)))
+    t0 = time.perf_counter()
+    compiled = selfsup.sharded_sinkhorn_labels.lower(spec, n=n, lam=lam, mesh=mesh, method=method).compile()
+    mem = compiled.memory_analysis()
+    return {"status": "ok", "n": n, "k": k, "devices": devices, "batch": b, "method": method,
+            "compile_seconds": time.perf_counter() - t0,
+            "scores_bytes_per_device": math.ceil(n / b) * b * k * 4 // devices,
+            "argument_bytes": mem.argument_size_in_bytes, "temp_bytes": mem.temp_size_in_bytes,
+            "output_bytes": mem.output_size_in_bytes,
+            "total_bytes": mem.argument_size_in_bytes + mem.temp_size_in_bytes + mem.output_size_in_bytes}
 
 
 def measure_infonce(args, mesh) -> dict:
@@ -217,21 +266,40 @@ def _fmt(v, digits=3):
 
 def table(result: dict) -> str:
     rows = ["| logits | ours s | ours it | ours s/pass | ours marg. err | ours SeLa crit. | "
-            "f64 s | f64 it | f64 s/it | f64 marg. err | label agreement | speed-up |",
-            "|---" * 12 + "|"]
+            "f64 s | f64 it | f64 s/it | f64 marg. err | label agreement | speed-up per it. | speed-up |",
+            "|---" * 13 + "|"]
     for kind in KINDS:
         e = result["entries"].get(f"sinkhorn/{kind}")
         if not e or e.get("status") != "ok":
             continue
-        o, s = e["ours"], e.get("sela64", {})
-        rows.append("| " + " | ".join(_fmt(v) for v in (
-            kind, o["seconds"], o["iterations"], o["seconds_per_pass"], o["error"],
-            o["sela_error"], s.get("seconds"), s.get("iterations"), s.get("seconds_per_iteration"),
-            s.get("marginal_error"), e.get("label_agreement"), e.get("speedup"))) + " |")
+        s = e.get("sela64", {})
+        for method, key in OURS.items():
+            o = e.get(key)
+            if o is None:
+                continue
+            rows.append("| " + " | ".join(_fmt(v) for v in (
+                f"{kind}, {method}", o["seconds"], o["iterations"], o["seconds_per_pass"], o["error"],
+                o["sela_error"], s.get("seconds"), s.get("iterations"), s.get("seconds_per_iteration"),
+                s.get("marginal_error"), o.get("label_agreement"), o.get("speedup_per_iteration"),
+                o.get("speedup"))) + " |")
     e = result["entries"].get("infonce")
     if e and e.get("status") == "ok":
         rows.append(f"\nInfoNCE (B = {e['batch']} x 2 views, D = {e['dim']}): "
                     f"{e['steps_per_s']:.3g} loss+grad steps/s")
+    return "\n".join(rows)
+
+
+def memory_table(result: dict) -> str:
+    gb = 1e9
+    rows = ["| devices | solver | scores / device GB | argument GB | temporaries GB | output MB | total GB |",
+            "|---" * 7 + "|"]
+    for name, e in result["entries"].items():
+        if e.get("status") != "ok":
+            rows.append(f"| {name} | {e.get('error')} |")
+            continue
+        rows.append(f"| {e['devices']} | {e['method']} | {e['scores_bytes_per_device'] / gb:.3g} | "
+                    f"{e['argument_bytes'] / gb:.3g} | {e['temp_bytes'] / gb:.3g} | "
+                    f"{e['output_bytes'] / 1e6:.3g} | {e['total_bytes'] / gb:.3g} |")
     return "\n".join(rows)
 
 
@@ -255,6 +323,12 @@ def parse_args(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="bench/results")
     ap.add_argument("--force", action="store_true", help="re-measure entries already in the file")
+    ap.add_argument("--methods", default=",".join(METHODS), help=f"our solvers, comma-separated of {METHODS}")
+    ap.add_argument("--labelling-memory", action="store_true",
+                    help="only report the per-device memory of the trainer's compiled label step")
+    ap.add_argument("--memory-devices", default="8,64", help="CPU device counts of --labelling-memory (8,64)")
+    ap.add_argument("--label-batch", type=int, default=256,
+                    help="batch of the label step's scores (256, selfsup.label_scores' default)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes (N=512, K=32, B=64): smoke test")
     args = ap.parse_args(argv)
     big = dict(n=1_280_000, k=3000, infonce_batch=65536)
@@ -264,11 +338,38 @@ def parse_args(argv=None):
             setattr(args, name, value)
     if args.quick:
         args.repeats = min(args.repeats, 2)
+    unknown = set(args.methods.split(",")) - set(METHODS)
+    if unknown:
+        raise ValueError(f"methods: expected a comma-separated subset of {METHODS}, got {args.methods!r}")
     return args
+
+
+def memory_main(args) -> dict:
+    """``--labelling-memory``: the label step's per-device memory for each device count and solver."""
+    counts = [int(d) for d in args.memory_devices.split(",")]
+    try:
+        jax.config.update("jax_num_cpu_devices", max(counts))
+    except RuntimeError:            # JAX already started (e.g. under pytest): the devices it has
+        pass
+    result = {"config": {"n": args.n, "k": args.k, "lam": args.lam, "label_batch": args.label_batch},
+              "jax": jax.__version__, "entries": {}}
+    for d in counts:
+        for method in args.methods.split(","):
+            result["entries"][f"{d}/{method}"] = labelling_memory(args.n, args.k, d, args.label_batch,
+                                                                  args.lam, method)
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"labelling_memory_N{args.n}_K{args.k}.json")
+    write_results(path, result)
+    print(f"label step, N = {args.n}, K = {args.k}, per device (memory_analysis of the compiled program)\n")
+    print(memory_table(result))
+    print(f"\nwritten {path}")
+    return result
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
+    if args.labelling_memory:
+        return memory_main(args)
     devices = jax.devices()[: args.devices] if args.devices else jax.devices()
     mesh = sharding.data_mesh(devices) if len(devices) > 1 else None
     device = _device(mesh)

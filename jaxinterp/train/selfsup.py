@@ -10,8 +10,9 @@ Methods (``method``):
 * ``'sela'`` (Asano, Rupprecht and Vedaldi, ICLR 2020): the net's logits are the
   scores of K clusters.  Every ``label_every`` epochs (from epoch 0) the labels of
   the whole data set are re-estimated by :func:`jaxinterp.objectives.sinkhorn_labels`
-  (equipartitioned, lambda ``lam``) on the log-probabilities of augmented views,
-  averaged over ``label_views`` views of each image (:func:`label_log_probs`:
+  (equipartitioned, lambda ``lam``; sharded over the devices, :func:`self_labels`)
+  on the log-probabilities of augmented views,
+  averaged over ``label_views`` views of each image (:func:`label_scores`:
   SeLa clusters p(c | t(x)), "transformation-invariant clustering", and its
   code labels the training transform, one view); in between, the net is
   trained by cross-entropy on one augmented view of each image against its
@@ -92,11 +93,16 @@ teacher and the centre) and ends with the same params.  With several devices the
 ``jax.distributed.initialize()`` first; ``mesh`` then spans every process's
 devices) each process reads only its rows of every batch from ``images``
 (:func:`jaxinterp.train.sharding.process_rows`; an ``np.memmap`` of a shared
-file reads nothing else), features for the label step and the evaluations are
-all-gathered, every process computes the same labels and metrics, orbax writes
+file reads nothing else), the features of the evaluations are all-gathered,
+every process computes the same labels and metrics, orbax writes
 the checkpoints, and process 0 alone reports; the result equals one process on
 the same devices (tests/train/test_multiprocess.py: 2 x 4 CPU devices against
-1 x 8).
+1 x 8).  SeLa's label step is sharded too (:func:`self_labels`): the
+log-probabilities stay on the devices that computed them (N K / devices
+each), Sinkhorn-Knopp runs on them under ``jax.shard_map`` (one ``psum`` of
+a (K + 1)-vector per step) and only the (N,) labels are gathered, so the
+N = 1.28M, K = 3000 of SeLa's ImageNet setting (15 GB of float32 scores)
+splits over a pod instead of filling one device.
 
 Images may be float in [0, 1] or uint8 in [0, 255], in host memory or an
 ``np.memmap``: only the batches are read and converted (``x / 255`` in float32
@@ -146,7 +152,8 @@ from jaxinterp.train.classifier import lars_optimizer, optimizer, resume_from
 
 __all__ = ["dino_head", "DinoParams", "backbone_params", "dino_mlp_init", "dino_mlp", "METHODS", "OPTIMIZERS",
            "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
-           "batch_loss", "train_step", "features", "label_log_probs", "self_labels", "evaluate",
+           "batch_loss", "train_step", "features", "label_scores", "label_log_probs", "sharded_sinkhorn_labels",
+           "self_labels", "evaluate",
            "evaluate_state", "fit"]
 
 METHODS = ("sela", "simclr", "dino", "gdt")
@@ -544,6 +551,26 @@ def _host_float(x) -> np.ndarray:
     return x.astype(np.float32, copy=False)
 
 
+def _padded_batch_size(n: int, batch_size: int, mesh: jax.sharding.Mesh) -> int:
+    """The batch size of the padded passes over N images: a multiple of the devices, at most ~``batch_size``."""
+    devices = mesh.shape[sharding.DATA]
+    return min(math.ceil(batch_size / devices), math.ceil(n / devices)) * devices
+
+
+def _device_batches(images, batch_size: int, mesh: jax.sharding.Mesh):
+    """The padded batches of ``images`` on ``mesh``, in order.
+
+    Yields ``(x, index)`` sharded over ``'data'``: x (B, H, W, 3) float32 in [0, 1], index
+    (B,) int32 its rows of ``images``; rows past N - 1 repeat image N - 1 (padding).  Each
+    process reads only the rows its devices hold.
+    """
+    n = len(images)
+    rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
+    for i in range(0, n, batch_size):
+        idx = np.minimum(i + rows, n - 1)
+        yield sharding.from_process_rows((_host_float(images[idx]), idx.astype(np.int32)), mesh, batch_size)
+
+
 def _map_batches(apply, images, *, batch_size: int, mesh: jax.sharding.Mesh | None) -> np.ndarray:
     """``apply(x, index)`` of every image in padded batches sharded over ``mesh``, as float32 numpy.
 
@@ -553,18 +580,52 @@ def _map_batches(apply, images, *, batch_size: int, mesh: jax.sharding.Mesh | No
     """
     _check_images(images)
     mesh = sharding.data_mesh() if mesh is None else mesh
-    devices = mesh.shape[sharding.DATA]
     n = len(images)
-    batch_size = min(math.ceil(batch_size / devices), math.ceil(n / devices)) * devices
-    rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
+    batch_size = _padded_batch_size(n, batch_size, mesh)
     out = []
-    for i in range(0, n, batch_size):
-        idx = np.minimum(i + rows, n - 1)
-        x, index = sharding.from_process_rows((_host_float(images[idx]), idx.astype(np.int32)), mesh, batch_size)
+    for i, (x, index) in enumerate(_device_batches(images, batch_size, mesh)):
         y = sharding.gather(apply(x, index))
-        k = min(batch_size, n - i)
+        k = min(batch_size, n - i * batch_size)
         out.append(y[:k].reshape(k, -1))
     return np.concatenate(out)
+
+
+def _batch_rows_sharding(mesh: jax.sharding.Mesh) -> jax.NamedSharding:
+    """(M, B, ...) arrays of M batches, each batch's rows split over ``'data'`` as the batches were."""
+    return jax.NamedSharding(mesh, jax.P(None, sharding.DATA))
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _zero_scores(shape: tuple[int, ...], mesh: jax.sharding.Mesh):
+    """float32 zeros of ``shape`` (M, B, K), sharded as the batches' rows."""
+    return jax.lax.with_sharding_constraint(jnp.zeros(shape, jnp.float32), _batch_rows_sharding(mesh))
+
+
+@functools.partial(jax.jit, static_argnums=3, donate_argnums=0)
+def _put_batch(scores, i, y, mesh: jax.sharding.Mesh):
+    """``scores`` (M, B, K) with batch ``i`` set to y (B, K), in place (``scores`` donated), on the devices."""
+    out = jax.lax.dynamic_update_index_in_dim(scores, y.astype(jnp.float32), i, 0)
+    return jax.lax.with_sharding_constraint(out, _batch_rows_sharding(mesh))
+
+
+def _sharded_scores(apply, images, *, batch_size: int, mesh: jax.sharding.Mesh) -> jax.Array:
+    """``apply(x, index)`` (B, K) of every padded batch, kept on the devices where it was computed.
+
+    Returns float32 (M, B, K), M = ceil(N / B) batches, sharded ``P(None, 'data')``: batch i
+    at [i], its rows split over the devices as the batch was, so each device holds
+    M B K / devices entries and nothing moves between devices or to the host.  Row j of
+    batch i is image i B + j; rows from N on are padding (copies of image N - 1).
+    """
+    _check_images(images)
+    n = len(images)
+    batch_size = _padded_batch_size(n, batch_size, mesh)
+    scores = None
+    for i, (x, index) in enumerate(_device_batches(images, batch_size, mesh)):
+        y = apply(x, index)
+        if scores is None:
+            scores = _zero_scores((math.ceil(n / batch_size), batch_size, y.shape[-1]), mesh)
+        scores = _put_batch(scores, np.int32(i), y, mesh)
+    return scores
 
 
 def features(net, params, images, *, stop: str | None = None, batch_size: int = 256,
@@ -603,10 +664,16 @@ def _view_log_probs(net, params, images, index, aug: AugmentConfig, views: int, 
     return logp.reshape(images.shape[0], views, -1).mean(1)
 
 
-def label_log_probs(net, params, images, *, aug: AugmentConfig | None = None, views: int = 1,
-                    key: jax.Array | None = None, batch_size: int = 256,
-                    mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
-    """The scores SeLa's label step equipartitions: ``mean_v log p(c | t_v(x))`` per image.
+@functools.partial(jax.jit, static_argnums=0)
+def _log_probs(net, params, images):
+    """(B, K) ``log_softmax(net(images))``: the scores of un-augmented images."""
+    return jax.nn.log_softmax(net.apply(params, images))
+
+
+def label_scores(net, params, images, *, aug: AugmentConfig | None = None, views: int = 1,
+                 key: jax.Array | None = None, batch_size: int = 256,
+                 mesh: jax.sharding.Mesh | None = None) -> jax.Array:
+    """The scores SeLa's label step equipartitions, ``mean_v log p(c | t_v(x))``, left sharded on the devices.
 
     SeLa (the slides' "transformation-invariant clustering") clusters p(c | t(x))
     for random transformations t; its released code scores the label step on
@@ -629,7 +696,9 @@ def label_log_probs(net, params, images, *, aug: AugmentConfig | None = None, vi
       batch_size, mesh: as :func:`features`.
 
     Returns:
-      (N, K) float32 log-probabilities.
+      float32 (M, B, K) log-probabilities of M padded batches of B images (B a multiple of
+      the devices), sharded ``P(None, 'data')``: row j of batch i is image i B + j, rows
+      from N on are padding; each device holds M B K / devices of them.
 
     References:
       Asano, Rupprecht and Vedaldi, "Self-labelling via simultaneous clustering and
@@ -637,23 +706,89 @@ def label_log_probs(net, params, images, *, aug: AugmentConfig | None = None, vi
     """
     if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or views < 0:
         raise ValueError(f"views: expected an int >= 0, got {views!r}")
+    mesh = sharding.data_mesh() if mesh is None else mesh
     if aug is None or views == 0:
-        return np.asarray(jax.nn.log_softmax(features(net, params, images, batch_size=batch_size, mesh=mesh)))
+        params = sharding.replicate(params, mesh)
+        return _sharded_scores(lambda x, index: _log_probs(net, params, x), images, batch_size=batch_size,
+                               mesh=mesh)
     if not isinstance(aug, AugmentConfig):
         raise ValueError(f"aug: expected an AugmentConfig or None, got {type(aug).__name__}")
     if key is None:
         raise ValueError("key: required for augmented views")
-    mesh = sharding.data_mesh() if mesh is None else mesh
     params, key = sharding.replicate((params, key), mesh)
-    return _map_batches(lambda x, index: _view_log_probs(net, params, x, index, aug, int(views), key),
-                        images, batch_size=batch_size, mesh=mesh)
+    return _sharded_scores(lambda x, index: _view_log_probs(net, params, x, index, aug, int(views), key),
+                           images, batch_size=batch_size, mesh=mesh)
+
+
+def label_log_probs(net, params, images, *, aug: AugmentConfig | None = None, views: int = 1,
+                    key: jax.Array | None = None, batch_size: int = 256,
+                    mesh: jax.sharding.Mesh | None = None) -> np.ndarray:
+    """:func:`label_scores` gathered to the host as (N, K) float32 (for inspection: the label step does not)."""
+    scores = label_scores(net, params, images, aug=aug, views=views, key=key, batch_size=batch_size, mesh=mesh)
+    return sharding.gather(scores).reshape(-1, scores.shape[-1])[:len(images)]
+
+
+@functools.partial(jax.jit, static_argnames=("n", "lam", "mesh", "method"))
+def sharded_sinkhorn_labels(scores: jax.Array, *, n: int, lam: float, mesh: jax.sharding.Mesh,
+                            method: str = "scaling") -> objectives.SinkhornResult:
+    """SeLa's Sinkhorn-Knopp on scores that stay where they are: each device iterates on its own rows.
+
+    One program under ``jax.shard_map`` over ``'data'``: every device runs
+    :func:`jaxinterp.objectives.sinkhorn_labels` on its (M B / devices, K) rows with
+    ``axis_name='data'`` (one ``psum`` of a (K + 1)-vector per step), the padding rows
+    (from N on) masked out of the marginals.  Nothing of size N K is gathered.
+    Per device the program holds the scores, M B K / devices floats, and temporaries
+    of 3x that with ``method='scaling'`` (the stored kernel among them), 2x with ``'log'``
+    (``bench/objectives.py --labelling-memory``).
+
+    Args:
+      scores: float32 (M, B, K) sharded ``P(None, 'data')``, as :func:`label_scores`.
+      n: the images N (the rows before the padding), K <= N <= M B.
+      lam: SeLa's lambda.
+      mesh: the mesh of ``scores``.
+      method: the solver, as :func:`~jaxinterp.objectives.sinkhorn_labels`.
+
+    Returns:
+      :class:`~jaxinterp.objectives.SinkhornResult` with labels int32 (M, B) sharded like
+      the rows of ``scores`` (padding included); log_r and the counts replicated.
+    """
+    devices = mesh.shape[sharding.DATA]
+
+    def local(rows):                                            # (M, B / devices, K): this device's rows
+        m, b_local, k = rows.shape
+        image = (jnp.arange(m)[:, None] * (b_local * devices)
+                 + jax.lax.axis_index(sharding.DATA) * b_local + jnp.arange(b_local))
+        result = objectives.sinkhorn_labels(rows.reshape(m * b_local, k), lam=lam, axis_name=sharding.DATA,
+                                            method=method, valid=(image < n).reshape(-1))
+        return result._replace(labels=result.labels.reshape(m, b_local))
+
+    replicated = jax.P()
+    return jax.shard_map(local, mesh=mesh, in_specs=jax.P(None, sharding.DATA),
+                         out_specs=objectives.SinkhornResult(jax.P(None, sharding.DATA), replicated, replicated,
+                                                             replicated, replicated))(scores)
 
 
 def self_labels(net, params, images, *, lam: float = 25.0, aug: AugmentConfig | None = None, views: int = 1,
-                key: jax.Array | None = None, mesh=None) -> objectives.SinkhornResult:
-    """SeLa's label step: :func:`sinkhorn_labels` of :func:`label_log_probs` of all ``images``."""
-    scores = label_log_probs(net, params, images, aug=aug, views=views, key=key, mesh=mesh)
-    return objectives.sinkhorn_labels(jnp.asarray(scores), lam=lam)
+                key: jax.Array | None = None, batch_size: int = 256, mesh=None) -> objectives.SinkhornResult:
+    """SeLa's label step, sharded: :func:`sharded_sinkhorn_labels` of :func:`label_scores` of all ``images``.
+
+    The log-probabilities stay on the devices that computed them (each holds N K /
+    devices); only the (N,) labels come back.  Equal to :func:`objectives.sinkhorn_labels`
+    of :func:`label_log_probs` on one device, up to float32 rounding of the sums.
+
+    Returns:
+      :class:`~jaxinterp.objectives.SinkhornResult` with labels int32 (N,) numpy.
+
+    Raises:
+      ValueError: the net's K clusters outnumber the N images (and as :func:`label_scores`).
+    """
+    mesh = sharding.data_mesh() if mesh is None else mesh
+    scores = label_scores(net, params, images, aug=aug, views=views, key=key, batch_size=batch_size, mesh=mesh)
+    if scores.shape[-1] > len(images):
+        raise ValueError(f"images: {len(images)} images for K = {scores.shape[-1]} clusters; "
+                         "equipartition needs K <= N")
+    result = sharded_sinkhorn_labels(scores, n=len(images), lam=_positive(lam, "lam"), mesh=mesh)
+    return result._replace(labels=sharding.gather(result.labels).reshape(-1)[:len(images)])
 
 
 def evaluate(net, params, train, heldout, *, layer: str = "avgpool", k: int = 20, mesh=None,
