@@ -19,7 +19,7 @@ For each net, precision and number of images per call, in one run on one device:
 Precisions: 'highest' (fp32), 'default' (TF32 on recent NVIDIA GPUs), 'bf16'
 (params and perturbed images in bfloat16; mask parameters, optimiser and area
 term in float32, ``compute_dtype``).  Results are written to
-``<out>/extremal_<device>.json`` after every entry; a rerun skips the entries
+``<out>/extremal_<device>_<size>px_<steps>.json`` after every entry; a rerun skips the entries
 already there (``--force`` re-measures).
 """
 
@@ -95,7 +95,7 @@ def main(argv=None):
 
     device = jax.devices()[0].device_kind
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"extremal_{device.replace(' ', '_')}.json")
+    path = os.path.join(args.out, f"extremal_{device.replace(' ', '_')}_{args.size}px_{args.steps}.json")
     config = {k: getattr(args, k) for k in ("size", "areas", "steps")}
     result = {"device": device, "jax": jax.__version__, "config": config, "entries": {}}
     previous = None if args.force else load_results(path)
@@ -131,14 +131,16 @@ def main(argv=None):
             write_results(path, result)
     print(f"\nextremal perturbations, {args.size} px, {len(args.areas)} areas, {args.steps} steps, "
           f"{device} (jax {jax.__version__}); goal >= {GOAL} x ceiling\n")
-    print("| net | precision | images / call | images/s | ceiling images/s | ratio |")
-    print("|---|---|---|---|---|---|")
+    print("| net | precision | images / call | images/s | ceiling images/s | ratio | x TorchRay |")
+    print("|---|---|---|---|---|---|---|")
     for key, e in entries.items():
         parts = key.split("/")
         if len(parts) == 3 and parts[2] != "ceiling":
             ceiling = entries[f"{parts[0]}/{parts[1]}/ceiling"]["images_per_s"]
+            torchray = entries.get(f"{parts[0]}/torchray", {}).get("images_per_s")
+            versus = f"{e['images_per_s'] / torchray:.2f}" if torchray else "-"
             print(f"| {parts[0]} | {parts[1]} | {parts[2]} | {e['images_per_s']:.4g} | {ceiling:.4g} | "
-                  f"{e['ratio']:.2f} |")
+                  f"{e['ratio']:.2f} | {versus} |")
     for key, e in entries.items():
         if key.endswith("/torchray"):
             print(f"TorchRay {key.split('/')[0]}: {e.get('images_per_s', e.get('error'))} images/s")

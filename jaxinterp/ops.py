@@ -80,8 +80,39 @@ def gaussian_kernel1d(sigma: float, *, truncate: float = 4.0) -> jax.Array:
     return k / k.sum()
 
 
+def _blur_matrix(n: int, sigma: float, truncate: float, edge: bool) -> np.ndarray:
+    """(n, n) matrix B of the 1-D blur along an axis of n pixels: y = B x, float64.
+
+    B[i, j] sums the Gaussian taps k[t] (radius r = ceil(truncate sigma)) that
+    pixel i reads from input pixel j = i + t - r; a tap past the border reads the
+    edge pixel (``edge``) or nothing (constant padding, the fill added outside).
+    """
+    radius = max(1, int(math.ceil(truncate * sigma)))
+    t = np.arange(-radius, radius + 1)
+    k = np.exp(-0.5 * (t / sigma) ** 2)
+    k /= k.sum()
+    rows = np.repeat(np.arange(n), t.size)
+    cols = (np.arange(n)[:, None] + t[None, :]).ravel()
+    taps = np.tile(k, n)
+    if edge:
+        cols = np.clip(cols, 0, n - 1)
+    else:
+        inside = (cols >= 0) & (cols < n)
+        rows, cols, taps = rows[inside], cols[inside], taps[inside]
+    b = np.zeros((n, n))
+    np.add.at(b, (rows, cols), taps)
+    return b
+
+
 def gaussian_blur(x: jax.Array, sigma: float, *, truncate: float = 4.0, fill=None) -> jax.Array:
     """Separable Gaussian blur of images x (..., H, W, C).
+
+    Computed as two matrix products, y = B_H x B_W^T per channel, with the
+    banded blur matrices (borders folded in) built once from the static sizes:
+    on a CPU this is 10-100x faster than a depthwise convolution with the long
+    kernels of large sigmas (161 taps at sigma 20), and it is exact to float
+    rounding.  Its cost grows as H^2 W + H W^2, so it suits images up to about
+    a thousand pixels a side.
 
     Args:
       x: images (..., H, W, C).
@@ -95,24 +126,19 @@ def gaussian_blur(x: jax.Array, sigma: float, *, truncate: float = 4.0, fill=Non
     Returns:
       The blurred images, same shape and dtype.
     """
-    k = gaussian_kernel1d(sigma, truncate=truncate).astype(x.dtype)
-    r = (k.shape[0] - 1) // 2
-    lead, (h, w, c) = x.shape[:-3], x.shape[-3:]
-    y = x.reshape(-1, h, w, c)
-    pad = ((0, 0), (r, r), (r, r), (0, 0))
-    if fill is None:
-        y = jnp.pad(y, pad, mode="edge")
-    else:
+    if not sigma > 0:
+        raise ValueError(f"sigma: expected a positive standard deviation, got {sigma}")
+    h, w, c = x.shape[-3:]
+    edge = fill is None
+    bh = jnp.asarray(_blur_matrix(h, sigma, truncate, edge), x.dtype)
+    bw = jnp.asarray(_blur_matrix(w, sigma, truncate, edge), x.dtype)
+    if not edge:
         fill = jnp.broadcast_to(jnp.asarray(fill, x.dtype), (c,))
-        y = jnp.pad(y - fill, pad)
-    dn = ("NHWC", "HWIO", "NHWC")
-    for kernel in (k.reshape(-1, 1, 1, 1), k.reshape(1, -1, 1, 1)):
-        y = jax.lax.conv_general_dilated(y, jnp.tile(kernel, (1, 1, 1, c)), (1, 1), "VALID",
-                                         dimension_numbers=dn, feature_group_count=c,
-                                         precision=jax.lax.Precision.HIGHEST)
-    if fill is not None:
-        y = y + fill
-    return y.reshape(*lead, h, w, c)
+        x = x - fill
+    highest = jax.lax.Precision.HIGHEST
+    y = jnp.einsum("ih,...hwc->...iwc", bh, x, precision=highest)
+    y = jnp.einsum("jw,...iwc->...ijc", bw, y, precision=highest)
+    return y if edge else y + fill
 
 
 def total_variation(a: jax.Array, beta: float = 2.0, *, isotropic: bool = True,

@@ -18,6 +18,17 @@ def test_gaussian_blur_matches_scipy_nearest_mode(sigma):
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("sigma", [2.5, 20.0])
+def test_gaussian_blur_with_a_fill_matches_scipy_constant_mode(sigma):
+    """Constant padding per colour, with a kernel (radius 80 at sigma 20) wider than the image."""
+    x = np.random.default_rng(1).uniform(size=(19, 26, 3))
+    fill = np.array([0.485, 0.456, 0.406])
+    ours = np.asarray(ops.gaussian_blur(jnp.asarray(x, jnp.float32), sigma, fill=fill))
+    ref = np.stack([scipy.ndimage.gaussian_filter(x[..., c], sigma, mode="constant", cval=fill[c], truncate=4.0)
+                    for c in range(3)], -1)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+
+
 def test_gaussian_kernel_is_normalised_and_bad_sigma_raises():
     k = ops.gaussian_kernel1d(3.0)
     np.testing.assert_allclose(float(k.sum()), 1.0, rtol=1e-6)

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 
 from jaxinterp.attribution._lift import check_images, check_layer, check_targets
 from jaxinterp.nets import Net
-from jaxinterp.perturbation.area import area_zeros, check_areas, vecsort_penalty
+from jaxinterp.perturbation.area import area_penalty, area_zeros, check_areas
 from jaxinterp.perturbation.extremal import (check_optimiser, kept_versions, lambda_schedule, optimise_masks,
                                              reward_function, signed_rewards, variant_signs)
 
@@ -49,7 +49,7 @@ def channel_extremal(net: Net, params, x: jax.Array, target, *, layer: str, area
     no jitter, which would not commute with a channel mask of a spatial
     layer's positions).  The mask starts at 1 in every channel, all tied, so
     the area gradient is shared equally by tied channels (``ties='average'``
-    of :func:`vecsort_penalty`): otherwise the sort's index order, not the
+    of :func:`area_penalty`): otherwise the sort's index order, not the
     reward, would pick the channels that survive.  The paper states that it uses the same optimisation;
     these defaults are its image-mask settings.
 
@@ -88,7 +88,6 @@ def channel_extremal(net: Net, params, x: jax.Array, target, *, layer: str, area
     zeros = jnp.asarray(area_zeros(channels, areas))                                  # (N, A)
 
     def one_image(x1, ts, zeros1):
-        reference = (jnp.arange(channels) >= zeros1[:, None]).astype(x1.dtype)       # (A, C)
         num_t = jax.tree.leaves(ts)[0].shape[0]
         act = net.apply(params, x1[None], stop=layer)[0]                              # (..., C)
 
@@ -96,7 +95,7 @@ def channel_extremal(net: Net, params, x: jax.Array, target, *, layer: str, area
             kept = jnp.stack(kept_versions(m, variant))                               # (V, T, A, C)
             inputs = kept.reshape(*kept.shape[:3], *[1] * (act.ndim - 1), channels) * act
             r = signed_rewards(net, params, reward_fn, inputs, ts, sign, start=layer, stop=stop)
-            area = lambda_schedule(t, lambda_start, lambda_growth) * vecsort_penalty(m[..., None], reference, ties="average")
+            area = lambda_schedule(t, lambda_start, lambda_growth) * area_penalty(m, zeros1)
             return jnp.sum(area - r), (r, area)
 
         m0 = jnp.ones((num_t, num_a, channels), x1.dtype)

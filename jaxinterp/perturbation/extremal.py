@@ -25,7 +25,7 @@ from jaxinterp import ops
 from jaxinterp.attribution._lift import (Unit, _unit_value, check_images, check_layer, check_positive,
                                          check_targets)
 from jaxinterp.nets import Net
-from jaxinterp.perturbation.area import area_zeros, check_areas, vecsort_penalty
+from jaxinterp.perturbation.area import area_penalty, area_zeros, check_areas
 from jaxinterp.perturbation.masks import clamp01, mask_geometry, smooth_mask
 from jaxinterp.perturbation.operators import PERTURBATIONS, apply_pyramid, perturbation_pyramid
 
@@ -169,7 +169,7 @@ def extremal(net: Net, params, x: jax.Array, target, *, areas=(0.1,), variant: s
              steps: int = 800, lr: float = 0.01, momentum: float = 0.9, dampening: float = 0.9,
              lambda_start: float = 300.0, lambda_growth: float = 1.0035, jitter: bool = True,
              step: int = 7, sigma: float = 21.0, coldness: float = 20.0, levels: int = 8,
-             max_sigma: float = 20.0, fill=None, compute_dtype=None) -> tuple[jax.Array, jax.Array]:
+             max_sigma: float = 20.0, fill=None, compute_dtype=None, ties: str = "average") -> tuple[jax.Array, jax.Array]:
     """Extremal perturbation masks for every image, target and area, optimised in one compiled loop.
 
     For each (image, target, area a) the mask parameters p (a grid of
@@ -229,6 +229,12 @@ def extremal(net: Net, params, x: jax.Array, target, *, areas=(0.1,), variant: s
         ``math.inf`` = hard max).
       levels, max_sigma: the blur pyramid (defaults 8, 20 px).
       fill: padding / fade colour in [0, 1] (default: ``net.mean``).
+      ties: how mask values tied at the area cut share the area gradient
+        (:func:`area_penalty`): 'average' (default) or 'index' (the gradient
+        of a stable sort).  The initial mask (all parameters 1) is periodic
+        and has exact ties that straddle the cut; TorchRay's ``torch.sort``
+        orders them by float rounding, so any fixed order makes the result
+        depend on rounding, while the average does not.
       compute_dtype: dtype the perturbed images are cast to before the net
         (e.g. ``jnp.bfloat16`` with bf16 params, for mixed precision); the mask
         parameters, the optimiser and the area term stay in x's dtype.  None:
@@ -265,7 +271,6 @@ def extremal(net: Net, params, x: jax.Array, target, *, areas=(0.1,), variant: s
     zeros = jnp.asarray(area_zeros(full_size, areas))                                  # (N, A) int32
 
     def one_image(x1, ts, zeros1):
-        reference = (jnp.arange(full_size) >= zeros1[:, None]).astype(x1.dtype)        # (A, n): r_a
         num_t = jax.tree.leaves(ts)[0].shape[0]
         pyramid = perturbation_pyramid(x1, perturbation, levels=levels, max_sigma=max_sigma, fill=fill)
 
@@ -277,7 +282,8 @@ def extremal(net: Net, params, x: jax.Array, target, *, areas=(0.1,), variant: s
             if compute_dtype is not None:
                 images = images.astype(compute_dtype)
             r = signed_rewards(net, params, reward_fn, images, ts, sign, stop=layer).astype(p.dtype)  # (T, A)
-            area = lambda_schedule(t, lambda_start, lambda_growth) * vecsort_penalty(full, reference)
+            penalty = area_penalty(full.reshape(*full.shape[:-2], -1), zeros1, ties=ties)     # (T, A)
+            area = lambda_schedule(t, lambda_start, lambda_growth) * penalty
             return jnp.sum(area - r), (r, area)
 
         p0 = jnp.ones((num_t, num_a, *geometry.grid_shape), x.dtype)

@@ -171,8 +171,50 @@ def _full_mask(p, geometry: MaskGeometry, coldness: float):
     padded = jnp.pad(p, pad)
     neighbours = jnp.stack([padded[ky:ky + ch, kx:kx + cw]
                             for ky in range(2 * r + 1) for kx in range(2 * r + 1)], -1)    # (ch, cw, K)
-    table = jnp.asarray(geometry.kernel_table(), p.dtype)                                 # (s, s, K)
-    v = neighbours[:, None, :, None, :] * table[None, :, None, :, :]                     # (ch, s, cw, s, K)
-    mask = clamp01(smooth_max(v, coldness)).reshape(ch * s, cw * s)
+    table = jnp.asarray(geometry.kernel_table().reshape(s * s, -1), p.dtype)             # (s s, K)
+    if math.isinf(coldness):
+        pooled = jnp.max(neighbours[:, :, None, :] * table, axis=-1)
+    else:
+        pooled = _smooth_max_of_products(neighbours, table, coldness)                   # (ch, cw, s s)
+    mask = clamp01(pooled).reshape(ch, cw, s, s).transpose(0, 2, 1, 3).reshape(ch * s, cw * s)
     fh, fw = geometry.full_shape
     return mask[:fh, :fw]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _smooth_max_of_products(cells: jax.Array, table: jax.Array, coldness: float) -> jax.Array:
+    """``smooth_max(cells[..., None, :] * table, coldness)``: cells (..., K), table (O, K) -> (..., O).
+
+    The smooth max of v_ok = table_ok cells_k over k, for every pixel offset o.
+    Written out with its gradient, d m_o / d v_ok = w_ok (1 + coldness (v_ok -
+    m_o)) with w the softmax weights, so that neither pass keeps the (..., O,
+    K) products: the forward and the backward are each one fused pass over
+    them (automatic differentiation stored them and reduced them over O in
+    several passes, 2-3x slower on a CPU).  ``table`` gets no gradient.
+    """
+    return _pooled_statistics(cells, table, coldness)[0]
+
+
+def _pooled_statistics(cells, table, coldness):
+    """(m, max, Z) (..., O): the smooth max, the largest product and the softmax's normaliser."""
+    v = cells[..., None, :] * table
+    top = jnp.max(v, axis=-1)
+    e = jnp.exp(coldness * (v - top[..., None]))
+    z = jnp.sum(e, axis=-1)
+    return jnp.sum(v * e, axis=-1) / z, top, z
+
+
+def _smooth_max_of_products_fwd(cells, table, coldness):
+    m, top, z = _pooled_statistics(cells, table, coldness)
+    return m, (cells, table, m, top, z)
+
+
+def _smooth_max_of_products_bwd(coldness, res, g):
+    cells, table, m, top, z = res
+    v = cells[..., None, :] * table
+    weights = jnp.exp(coldness * (v - top[..., None])) / z[..., None]
+    dv = g[..., None] * weights * (1.0 + coldness * (v - m[..., None]))
+    return jnp.sum(dv * table, axis=-2), None
+
+
+_smooth_max_of_products.defvjp(_smooth_max_of_products_fwd, _smooth_max_of_products_bwd)

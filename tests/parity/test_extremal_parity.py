@@ -60,10 +60,17 @@ def test_mask_generator_matches_torchray(image_size):
     geo = mask_geometry(image_size)
     assert tuple(generator.shape_out) == geo.full_shape
     p = np.random.default_rng(0).uniform(size=(2, 1, *geo.grid_shape)).astype(np.float32)
-    crop_t, full_t = generator.generate(torch.from_numpy(p))
+    pt = torch.from_numpy(p).requires_grad_(True)
+    crop_t, full_t = generator.generate(pt)
     crop, full = smooth_mask(jnp.asarray(p[:, 0]), geo)
-    np.testing.assert_allclose(full, full_t.numpy()[:, 0], atol=1e-5)
-    np.testing.assert_allclose(crop, crop_t.numpy()[:, 0], atol=1e-5)
+    np.testing.assert_allclose(full, full_t.detach().numpy()[:, 0], atol=1e-5)
+    np.testing.assert_allclose(crop, crop_t.detach().numpy()[:, 0], atol=1e-5)
+    # The gradient (written out in masks._smooth_max_of_products) against torch's autograd.
+    w = np.random.default_rng(3).normal(size=full.shape).astype(np.float32)
+    (full_t[:, 0] * torch.from_numpy(w)).sum().backward()
+    g = jax.grad(lambda q: jnp.sum(smooth_mask(q, geo)[1] * w))(jnp.asarray(p[:, 0]))
+    g_t = pt.grad.numpy()[:, 0]
+    np.testing.assert_allclose(g, g_t, atol=1e-4 * np.abs(g_t).max())
 
 
 @pytest.mark.parametrize("kind, pyramid", [("blur", blur_pyramid), ("fade", fade_pyramid)])
@@ -118,3 +125,46 @@ def test_first_50_steps_track_torchray(vgg16, variant):
     np.testing.assert_allclose(area, -hist_t[1, :-1], rtol=1e-3)
     assert np.abs(np.asarray(mask)[0, 0, 0] - mask_t).max() <= 1e-3
     assert math.isfinite(scale)
+
+
+# ---- Whole optimisations at 96 px, 200 steps, on the pretrained EfficientNet-Lite0 and its PyTorch reference code.
+AGREE_SIZE, AGREE_STEPS, AGREE_AREAS = 96, 200, (0.05, 0.1, 0.2)
+
+
+@pytest.fixture(scope="module")
+def lite0():
+    lite = pytest.importorskip("efficientnet_lite_pytorch")
+    name = "tf_efficientnet_lite0"
+    model = lite.EfficientNet.from_pretrained("efficientnet-lite0", weights_path=nets.pretrained_path(name)).eval()
+    for q in model.parameters():
+        q.requires_grad_(False)
+    x = images.batch_centre_crop(("chelsea", "coffee"), AGREE_SIZE)
+    net, params = nets.get(name), nets.pretrained(name)
+    targets = np.asarray(net.apply(params, x)).argmax(-1)
+    return model, net, params, x, targets
+
+
+def _iou(a, b):
+    a, b = a > 0.5, b > 0.5
+    return (a & b).sum((-2, -1)) / np.maximum((a | b).sum((-2, -1)), 1)
+
+
+@pytest.mark.parametrize("variant", ["preserve", "delete", "dual"])
+def test_200_steps_agree_with_torchray_on_the_pretrained_lite0(lite0, variant):
+    """Two photographs, their top classes, 3 areas: masks thresholded at 0.5 agree (IoU >= 0.9), and so do
+    the last step's reward and area term; the images are explained in one call of ours."""
+    model, net, params, x, targets = lite0
+    with jax.default_matmul_precision("highest"):
+        masks, history = jax.jit(lambda p, x, t: extremal(net, p, x, t, areas=AGREE_AREAS, steps=AGREE_STEPS - 1,
+                                                          variant=variant))(params, x, jnp.asarray(targets))
+    masks, history = np.asarray(masks)[:, 0], np.asarray(history)[:, 0, :, -1]        # (N, A, H, W), (N, A, 2)
+    for i in range(len(x)):
+        theirs, hist = ep.extremal_perturbation(model, oracles.to_torch(np.asarray(x[i:i + 1]), True),
+                                                int(targets[i]), areas=list(AGREE_AREAS), max_iter=AGREE_STEPS,
+                                                variant=variant)
+        iou = _iou(masks[i], theirs.numpy()[:, 0])
+        hist = hist.numpy()
+        print(f"\n{variant} image {i}: IoU {np.round(iou, 3)}, reward {history[i, :, 0]} vs {hist[:, 0, -2]}")
+        assert np.all(iou >= 0.9)
+        np.testing.assert_allclose(history[i, :, 0], hist[:, 0, -2], rtol=0.05, atol=0.05 * np.abs(hist[:, 0]).max())
+        np.testing.assert_allclose(history[i, :, 1], -hist[:, 1, -2], rtol=0.05)

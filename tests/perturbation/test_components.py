@@ -10,8 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinterp.perturbation import (apply_pyramid, area_reference, blur_pyramid, fade_pyramid, mask_geometry,
-                                    sgd_dampened, smooth_mask, vecsort_penalty)
+from jaxinterp.perturbation import (apply_pyramid, area_penalty, area_reference, blur_pyramid, fade_pyramid,
+                                    mask_geometry, sgd_dampened, smooth_mask, vecsort_penalty)
 
 
 def brute_force_mask(p, image_size, step, sigma, coldness):
@@ -165,21 +165,59 @@ def test_sgd_dampened_is_torchs_recurrence():
     np.testing.assert_allclose(ours_p, p, rtol=1e-5)
 
 
-def test_vecsort_tie_averaged_gradient():
-    """'average': tied values share their places' gradient; without ties it is the sort's gradient."""
-    ref = area_reference(6, 0.5)
-    m = jnp.array([[1.0, 1.0, 0.2, 1.0, 0.5, 0.5]])
-    g_index = np.asarray(jax.grad(lambda a: vecsort_penalty(a, ref).sum())(m))[0]
-    g_avg = np.asarray(jax.grad(lambda a: vecsort_penalty(a, ref, ties="average").sum())(m))[0]
-    assert float(vecsort_penalty(m, ref, ties="average")) == pytest.approx(float(vecsort_penalty(m, ref)))
-    for value in (1.0, 0.5, 0.2):                        # same total per tie group, spread equally
-        tied = np.asarray(m[0]) == value
-        assert g_avg[tied].sum() == pytest.approx(g_index[tied].sum(), abs=1e-7)
-        np.testing.assert_allclose(g_avg[tied], g_avg[tied][0], atol=1e-7)
-    distinct = jnp.asarray(np.random.default_rng(5).uniform(size=(2, 3, 4)), jnp.float32)
-    ref = area_reference(12, 0.25)
-    for ties in ("index", "average"):
-        np.testing.assert_allclose(jax.grad(lambda a: vecsort_penalty(a, ref, ties=ties).sum())(distinct),
-                                   jax.grad(lambda a: vecsort_penalty(a, ref).sum())(distinct), atol=1e-7)
+def _sorted_targets(flat: np.ndarray, zeros: int, ties: str) -> np.ndarray:
+    """NumPy reference of the targets: the places of a sort (0 below ``zeros``), ties ordered by ``ties``.
+
+    'index': a stable sort; 'average': each tie group shares its places' targets.
+    """
+    order = np.argsort(flat, kind="stable")
+    t = np.zeros(flat.size)
+    t[order] = (np.arange(flat.size) >= zeros).astype(float)
+    if ties == "average":
+        for value in np.unique(flat):
+            t[flat == value] = t[flat == value].mean()
+    return t
+
+
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.float64])
+def test_area_penalty_is_the_vecsort_penalty_without_a_sort(dtype):
+    """Value: the sort-based definition; gradient: 2 (m - t) / n, ties by index or shared equally."""
+    rng = np.random.default_rng(6)
+    m = rng.uniform(size=(3, 4, 50))
+    m[0, :, :20] = 1.0                                     # 20 tied ones straddling every cut
+    m[1, :, ::3] = 0.25                                    # a tie group inside
+    m[2, 1] = -m[2, 1]                                     # negative values and -0.0 order too
+    m[2, 1, :5] = -0.0
+    m[2, 1, 5:10] = 0.0
+    zeros = np.array([0, 17, 33, 49])                      # per area (broadcast over the first axis)
+    with jax.enable_x64(dtype == jnp.float64):
+        mj = jnp.asarray(m, dtype)
+        ref = (np.arange(50)[None] >= zeros[:, None]).astype(float)
+        want = np.mean((np.sort(m, axis=-1) - ref) ** 2, axis=-1)
+        got = area_penalty(mj, zeros)
+        np.testing.assert_allclose(got, want, rtol=1e-6 if dtype == jnp.float32 else 1e-13)
+        np.testing.assert_allclose(got, vecsort_penalty(mj[..., None], jnp.asarray(ref, dtype)), rtol=1e-6)
+        for ties in ("average", "index"):
+            np.testing.assert_allclose(area_penalty(mj, zeros, ties=ties), want, rtol=1e-6)
+            g = np.asarray(jax.grad(lambda a: area_penalty(a, zeros, ties=ties).sum())(mj))
+            for i, k in np.ndindex(3, 4):
+                flat = np.asarray(mj[i, k], np.float64)
+                t = _sorted_targets(flat, zeros[k], ties)
+                np.testing.assert_allclose(g[i, k], 2 * (flat - t) / 50, atol=1e-7)
+        g_sort = jax.grad(lambda a: vecsort_penalty(a[..., None], jnp.asarray(ref, dtype)).sum())(mj)
+        np.testing.assert_allclose(jax.grad(lambda a: area_penalty(a, zeros, ties="index").sum())(mj), g_sort,
+                                   atol=1e-7)
     with pytest.raises(ValueError, match=r"^ties: expected"):
-        vecsort_penalty(distinct, ref, ties="random")
+        area_penalty(mj, zeros, ties="stable")
+
+
+def test_area_penalty_ties_share_the_gradient_of_their_places():
+    m = jnp.array([[1.0, 1.0, 0.2, 1.0, 0.5, 0.5]])
+    g = np.asarray(jax.grad(lambda a: area_penalty(a, 3).sum())(m))[0]
+    # sorted: 0.2 0.5 0.5 | 1 1 1 (3 zeros): the cut falls between distinct values, each value's own target
+    np.testing.assert_allclose(g, 2 * (np.asarray(m[0]) - np.array([1, 1, 0, 1, 0, 0])) / 6, atol=1e-7)
+    g = np.asarray(jax.grad(lambda a: area_penalty(a, 4).sum())(m))[0]
+    # 4 zeros: one of the three tied ones is below the cut; each of them gets target 2/3
+    np.testing.assert_allclose(g, 2 * (np.asarray(m[0]) - np.array([2 / 3, 2 / 3, 0, 2 / 3, 0, 0])) / 6, atol=1e-7)
+
+
