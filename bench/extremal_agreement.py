@@ -74,11 +74,16 @@ def _torch_twin(name: str):
     return model, params
 
 
-def torchray_masks(model, x: np.ndarray, target: int, areas, steps: int, variant: str):
-    """TorchRay's masks (A, H, W) and its last-step (reward, area term) (A, 2) for one image x (H, W, 3)."""
+def torch_input(name: str, x: np.ndarray):
+    """The torch twin's normalised input (1, 3, H, W) for an image x (H, W, 3) in [0, 1]."""
     import torch
+    z = (x * 255 - 127) / 128 if name.startswith("tf_efficientnet_lite") else (x - MEAN) / STD
+    return torch.from_numpy(z.astype(np.float32).transpose(2, 0, 1)[None].copy())
+
+
+def torchray_masks(model, xt, target: int, areas, steps: int, variant: str):
+    """TorchRay's masks (A, H, W) and its last-step (reward, area term) (A, 2) for one normalised image xt."""
     from torchray.attribution.extremal_perturbation import extremal_perturbation
-    xt = torch.from_numpy(((x - MEAN) / STD).astype(np.float32).transpose(2, 0, 1)[None].copy())
     masks, hist = extremal_perturbation(model, xt, target, areas=list(areas), max_iter=steps, variant=variant)
     hist = hist.numpy()                                   # (A, 2, steps): reward, -area term
     return masks.numpy()[:, 0], np.stack([hist[:, 0, -2], -hist[:, 1, -2]], -1)
@@ -118,7 +123,7 @@ def entry(name: str, photo: str, variant: str, args, cache: dict) -> dict:
     x = np.asarray(x, np.float32)
     target = int(np.argmax(net.apply(params, x[None])[0])) if name.startswith("tf_") else RANDOM_TARGET
     t0 = time.perf_counter()
-    theirs, theirs_end = torchray_masks(model, x, target, args.areas, args.steps, variant)
+    theirs, theirs_end = torchray_masks(model, torch_input(name, x), target, args.areas, args.steps, variant)
     t1 = time.perf_counter()
     ours, ours_end = our_masks(net, params, x, target, args.areas, args.steps, variant)
     t2 = time.perf_counter()
