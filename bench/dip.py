@@ -1,10 +1,10 @@
 """Steps per second of the deep image prior, against an eager PyTorch loop of the same skip net.
 
-For each precision and number of images per call, in one run on one device:
+For each image size, precision and number of images per call, in one run on one device:
 
 * ``steps_per_s``: Adam steps per second of :func:`jaxinterp.synthesis.dip.deep_image_prior`
-  (``--steps`` steps in one compiled ``lax.scan``, denoising, timed after
-  compilation, median of ``--iters`` calls; the per-call init of the nets and
+  (``--steps`` steps in one compiled ``lax.scan``, denoising, compiled ahead
+  of time, median of ``--iters`` calls; the per-call init of the nets and
   noise is included and is negligible against the steps);
 * ``image_steps_per_s`` = steps_per_s x images per call;
 * PyTorch (when importable and ``--no-torch`` is not given): an eager loop of
@@ -12,17 +12,20 @@ For each precision and number of images per call, in one run on one device:
   padding, stride-2 convs, BatchNorm in train mode, LeakyReLU 0.2, bilinear
   upsampling, sigmoid) with Adam 0.01 and the perturbation of z, one image,
   float32 with PyTorch's defaults (cuDNN TF32 allowed), as the paper's code
-  runs; ``ratio`` = our image-steps/s / PyTorch's steps/s.  REFERENCES.md:
-  77 steps/s at 512 px on one H100.
+  runs, denormals flushed to zero as XLA does (see :func:`torch_steps_per_s`);
+  ``ratio`` = our image-steps/s / PyTorch's steps/s.  REFERENCES.md: 77 steps/s
+  at 512 px on one H100.
 
     python bench/dip.py                          # 512 px, paper's 128-channel net, 1 and 16 images, fp32 / bf16
+    python bench/dip.py --size 64,256 --steps 10,2 --batches 1,4,16 --precisions fp32 --iters 1   # 2-core CPU
     python bench/dip.py --quick --out /tmp/b     # tiny (32 px, small net): the smoke test
 
 Precisions: 'fp32' (float32 operands at the default matmul precision: TF32 on
 NVIDIA Ampere and later, like PyTorch's cuDNN default), 'highest' (true fp32)
 and 'bf16' (``compute_dtype=jnp.bfloat16``: conv operands in bfloat16,
-accumulation, BatchNorm, Adam in float32).  Results go to
-``<out>/dip_<device>.json`` after every entry; a rerun with the same
+accumulation, BatchNorm, Adam in float32).  ``--size`` and ``--steps`` take
+one value or a comma-separated list (steps: one per size).  Results go to
+``<out>/dip_<size>px_<device>.json`` after every entry; a rerun with the same
 configuration skips the entries already there (``--force`` re-measures).
 """
 
@@ -56,8 +59,8 @@ def ours(size: int, batch: int, precision: str, steps: int, iters: int, net: dic
     x = jax.random.uniform(jax.random.key(1), (batch, size, size, 3))
     fn = jax.jit(lambda x, k: dip.deep_image_prior(x, key=k, steps=steps, compute_dtype=dtype, **net).images)
     with jax.default_matmul_precision("highest" if precision == "highest" else "default"):
-        jax.block_until_ready(fn(x, jax.random.key(0)))                         # compile
-        seconds = time_call(fn, x, jax.random.key(0), iters=iters, warmup=0)
+        compiled = fn.lower(x, jax.random.key(0)).compile()
+        seconds = time_call(compiled, x, jax.random.key(0), iters=iters, warmup=0)
     return steps / seconds
 
 
@@ -94,8 +97,17 @@ def torch_skip_net(in_channels: int, down, up, skip):
 
 
 def torch_steps_per_s(size: int, steps: int, net: dict) -> float:
-    """Steps/s of an eager PyTorch DIP denoising loop on one image (float32, PyTorch defaults)."""
+    """Steps/s of an eager PyTorch DIP denoising loop on one image (float32, PyTorch defaults).
+
+    Denormals are flushed to zero (``torch.set_flush_denormal``, set before
+    the first parallel op so that PyTorch's worker threads inherit it), as
+    JAX's CPU client does while it runs a program: on a CPU the fit otherwise
+    meets denormal numbers within a few steps, and a step took several times
+    longer (64 px: 6.2 s against 1.0 s, one loaded 2-core run each).  Seeded (0).
+    """
     import torch
+    torch.set_flush_denormal(True)
+    torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = torch_skip_net(**net).to(device)
     z = 0.1 * torch.rand(1, net["in_channels"], size, size, device=device)
@@ -154,7 +166,7 @@ def dip_benchmark(*, size: int = 512, batches=(1, 16), precisions=("fp32", "bf16
     path = None
     if out is not None:
         os.makedirs(out, exist_ok=True)
-        path = os.path.join(out, f"dip_{device.replace(' ', '_')}.json")
+        path = os.path.join(out, f"dip_{size}px_{device.replace(' ', '_')}.json")
         previous = None if force else load_results(path)
         if previous is not None and previous.get("config") == config:
             result = previous
@@ -187,27 +199,15 @@ def dip_benchmark(*, size: int = 512, batches=(1, 16), precisions=("fp32", "bf16
     return result
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--size", type=int, default=None, help="image side [512; 32 with --quick]")
-    ap.add_argument("--batches", default=None, help="images per call [1,16; 1,2 with --quick]")
-    ap.add_argument("--precisions", default="fp32,bf16")
-    ap.add_argument("--steps", type=int, default=None, help="steps per timed call [50; 3 with --quick]")
-    ap.add_argument("--iters", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="tiny net and images (smoke test)")
-    ap.add_argument("--no-torch", action="store_true")
-    ap.add_argument("--force", action="store_true")
-    ap.add_argument("--out", default="bench/results")
-    args = ap.parse_args(argv)
-    size = args.size or (32 if args.quick else 512)
-    batches = [int(b) for b in (args.batches or ("1,2" if args.quick else "1,16")).split(",")]
-    steps = args.steps or (3 if args.quick else 50)
-    result = dip_benchmark(size=size, batches=batches, precisions=args.precisions.split(","), steps=steps,
-                           iters=args.iters, torch=not args.no_torch, quick=args.quick, out=args.out,
-                           force=args.force)
-    entries = result["entries"]
-    print(f"\ndeep image prior, {size} px, {'tiny' if args.quick else 'paper'} skip net, {steps} steps per call, "
-          f"{result['device']} (jax {jax.__version__})\n")
+def _ints(text: str) -> list[int]:
+    return [int(v) for v in text.split(",")]
+
+
+def print_table(result: dict, quick: bool) -> None:
+    """The Markdown table of one size's results."""
+    entries, config = result["entries"], result["config"]
+    print(f"\ndeep image prior, {config['size']} px, {'tiny' if quick else 'paper'} skip net, {config['steps']} steps "
+          f"per call, {result['device']} (jax {result['jax']})\n")
     print("| precision | images / call | steps/s | image-steps/s | x PyTorch (1 image, eager) |")
     print("|---|---|---|---|---|")
     for key, e in entries.items():
@@ -218,7 +218,34 @@ def main(argv=None) -> dict:
     t = entries.get("torch")
     if t is not None:
         print(f"PyTorch eager, 1 image: {t.get('steps_per_s', t.get('error'))} steps/s")
-    return result
+
+
+def main(argv=None) -> dict[int, dict]:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--size", default=None, help="image sides, comma-separated [512; 32 with --quick]")
+    ap.add_argument("--batches", default=None, help="images per call [1,16; 1,2 with --quick]")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--steps", default=None,
+                    help="steps per timed call, one value or one per size [50; 3 with --quick]")
+    ap.add_argument("--iters", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="tiny net and images (smoke test)")
+    ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--out", default="bench/results")
+    args = ap.parse_args(argv)
+    sizes = _ints(args.size or ("32" if args.quick else "512"))
+    batches = _ints(args.batches or ("1,2" if args.quick else "1,16"))
+    steps = _ints(args.steps or ("3" if args.quick else "50"))
+    if len(steps) not in (1, len(sizes)):
+        ap.error(f"--steps: expected one value or one per size ({len(sizes)}), got {args.steps}")
+    results = {}
+    for size, n_steps in zip(sizes, steps * len(sizes) if len(steps) == 1 else steps):
+        results[size] = dip_benchmark(size=size, batches=batches, precisions=args.precisions.split(","),
+                                      steps=n_steps, iters=args.iters, torch=not args.no_torch, quick=args.quick,
+                                      out=args.out, force=args.force)
+    for result in results.values():
+        print_table(result, args.quick)
+    return results
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ faster than noise (:func:`fitting_curves`), so stopping early restores.
 Everything here is pure JAX: the generator (:func:`skip_net_init`,
 :func:`skip_net_apply`) is a nested dict of float32 arrays and two functions
 for ONE image; :func:`deep_image_prior` runs the whole Adam loop in one
-``lax.scan`` and vmaps it over images and seeds; :func:`dip_parameterisation`
+``lax.scan`` and maps it over images and seeds (vmap; on a CPU one fit after
+another, its convolutions as matrix products); :func:`dip_parameterisation`
 lets any objective (pre-images, activation maximisation) use the generator as
 its image parameterisation.
 
@@ -153,15 +154,87 @@ def skip_net_scales(params: dict) -> int:
     return sum(1 for k in params if k.startswith("down"))
 
 
+def _conv_valid(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """Unpadded conv of ONE image x (Hp, Wp, Cin) by w (k, k, Cin, Cout): (Ho, Wo, Cout) float32.
+
+    On a CPU as a matrix product of the patches (:func:`_patch_products`),
+    elsewhere ``lax.conv_general_dilated``.  XLA:CPU runs the convolutions of
+    the fitting loop badly: the kernel gradient, which JAX writes as a
+    convolution with dim labels ``f01b_i01o->01bf``, is left in that layout
+    inside the ``lax.scan`` and goes to the naive loop emitter (a step took 10x
+    longer in the scan than alone); a vmap over per-image nets makes every
+    convolution a grouped one, naive as well (4 images: 30x slower per image);
+    and its Eigen convolutions reach about half the speed of its matrix products.
+    """
+    if jax.default_backend() != "cpu":
+        return jax.lax.conv_general_dilated(x[None], w, (stride, stride), "VALID",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
+                                            preferred_element_type=jnp.float32)[0]
+    return _patch_products(x, w, stride)
+
+
+def _patches(x: jax.Array, k: int, stride: int) -> jax.Array:
+    """The k x k patches of x (Hp, Wp, Cin) at the output pixels of an unpadded strided conv:
+    (Ho, Wo, k k Cin), taps (a, b) row-major and channels fastest, the order of ``w.reshape(k k Cin, Cout)``."""
+    ho, wo = (x.shape[0] - k) // stride + 1, (x.shape[1] - k) // stride + 1
+    return jnp.concatenate([x[a:a + stride * (ho - 1) + 1:stride, b:b + stride * (wo - 1) + 1:stride]
+                            for a in range(k) for b in range(k)], axis=-1)
+
+
+def _matmul(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
+    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _patch_products(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
+    """Unpadded strided conv (Hp, Wp, Cin) -> (Ho, Wo, Cout): the patches (im2col) times w, ONE matrix product.
+
+    Custom VJP (:func:`_patch_products_bwd`): JAX's own kernel gradient
+    contracts over the pixels two pixel-major operands; XLA:CPU's matrix
+    products want the contracted axis last, so it transposes one of them first,
+    and it may pick the k^2-times-larger one (with an earlier shifted-product
+    form it did, and recomputed the producers of the output gradient in each
+    of the k^2 copies: the backward pass took 10x the forward).
+    """
+    k, cout = w.shape[0], w.shape[3]
+    return _matmul("hwk,ko->hwo", _patches(x, k, stride), w.reshape(-1, cout))
+
+
+def _patch_products_fwd(x, w, stride):
+    return _patch_products(x, w, stride), (x, w)
+
+
+def _patch_products_bwd(stride, residuals, dy):
+    """dx: dy @ w^T for every patch, each tap added back at its strided position; dw^T = dy^T @ patches,
+    a product whose transposed operand is dy (Cout, Ho Wo), not the k^2-times-wider patches."""
+    x, w = residuals
+    k, cin, cout = w.shape[0], w.shape[2], w.shape[3]
+    (hp, wp), (ho, wo) = x.shape[:2], dy.shape[:2]
+    dy = dy.astype(x.dtype)
+    dp = _matmul("hwo,ko->hwk", dy, w.reshape(-1, cout)).astype(x.dtype).reshape(ho, wo, k * k, cin)
+    span_h, span_w = stride * (ho - 1) + 1, stride * (wo - 1) + 1
+
+    def place(a, b):
+        padding = ((a, hp - a - span_h, stride - 1), (b, wp - b - span_w, stride - 1), (0, 0, 0))
+        return jax.lax.pad(dp[:, :, a * k + b], jnp.zeros((), x.dtype), padding)
+
+    dx = functools.reduce(jnp.add, [place(a, b) for a in range(k) for b in range(k)])
+    dw_t = _matmul("op,pk->ok", dy.reshape(ho * wo, cout).T, _patches(x, k, stride).reshape(ho * wo, -1))
+    return dx, dw_t.T.reshape(k, k, cin, cout).astype(w.dtype)
+
+
+_patch_products.defvjp(_patch_products_fwd, _patch_products_bwd)
+
+
 def _conv(p: dict, h: jax.Array, stride: int, dtype) -> jax.Array:
-    """Conv (H, W, Cin) -> (H / stride, W / stride, Cout) with reflection padding (as the paper's code)."""
+    """Conv (H, W, Cin) -> (H / stride, W / stride, Cout) with reflection padding (as the paper's code).
+
+    Operands in ``dtype``, result float32 (:func:`_conv_valid`).
+    """
     k = p["w"].shape[0]
     if k > 1:
         h = jnp.pad(h, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)), mode="reflect")
-    y = jax.lax.conv_general_dilated(h[None].astype(dtype), p["w"].astype(dtype), (stride, stride), "VALID",
-                                     dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                     preferred_element_type=jnp.float32)[0]
-    return y + p["b"]
+    return _conv_valid(h.astype(dtype), p["w"].astype(dtype), stride) + p["b"]
 
 
 def _bn(p: dict, h: jax.Array) -> jax.Array:
@@ -211,7 +284,9 @@ def skip_net_apply(params: dict, z: jax.Array, *, upsample: str = "bilinear",
     convs downsample; ``upsample`` doubles the resolution back.  BatchNorm
     normalises with the statistics of this input alone (train mode with a batch
     of one, as the paper's code, which fits one image with batch size 1): vmap
-    this function for batches, every image is normalised on its own.
+    this function for batches, every image is normalised on its own.  On a CPU
+    the convs are matrix products of patches with a hand-written backward pass
+    (:func:`_conv_valid`), elsewhere XLA convolutions.
 
     Pure and jit-compatible with ``upsample`` and ``compute_dtype`` static.
 
@@ -452,7 +527,8 @@ def deep_image_prior(x: jax.Array, *, key: jax.Array, task: str = "denoise", mas
     (denoise, jpeg), ``m * .`` (inpaint: loss || m (x) (x - f(z)) ||^2, mean
     over pixels as the paper's code's MSE), box downsampling by ``factor``
     (super-resolution; the paper uses Lanczos, see :func:`degrade`).  The loop
-    is one ``lax.scan``; it is vmapped over seeds and images.
+    is one ``lax.scan``; it is mapped over seeds and images (vmapped; on a CPU
+    one fit after another, see :func:`_fit_each`).
 
     As in the paper's code, the image kept at each step is that step's output
     (on the perturbed z); for 'denoise' and 'jpeg' the result is its
@@ -539,7 +615,7 @@ def _data_axis(x):
     """(mesh, axis) when concrete ``x`` is split over its leading axis by a NamedSharding, else None.
 
     Such inputs are restored under ``jax.shard_map`` over that axis: every device
-    runs the vmapped loop on its own images.  (Letting GSPMD partition the
+    runs the mapped loop on its own images.  (Letting GSPMD partition the
     per-image convs instead - grouped convolutions once vmapped over per-image
     weights - fails in XLA:CPU's partitioner.)  Inside a user's ``jit`` (a
     tracer) the input's sharding is unknown: wrap the call in ``shard_map`` there.
@@ -555,12 +631,28 @@ def _data_axis(x):
     return s.mesh, axis
 
 
-def _restore_images(data, *, key, seeds, **options):
-    """vmap of :func:`restore_one` over (image, seed) pairs, flattened into ONE vmapped axis.
+def _fit_each(fit, *args):
+    """``fit`` over the leading axis of ``args`` (pytrees, None allowed): one fit after another
+    (``lax.map``) on a CPU, vmapped elsewhere.
 
-    One flat axis rather than two nested vmaps: the per-pair convs become one
-    grouped convolution (nested vmaps of grouped convs are not batched by JAX
-    under ``shard_map``).
+    Every fit has its own net.  Elsewhere a vmap turns each convolution into a
+    grouped one (``feature_group_count`` = fits), which GPUs run well.  On a
+    CPU the convolutions are matrix products (:func:`_conv_valid`): vmapped,
+    they run at the same speed per fit as one after another (64 px, 1 to 16
+    fits), while the activations kept for the backward pass grow with the
+    number of fits; one after another, memory stays that of one fit.
+    """
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(lambda a: fit(*a), args)
+    return jax.vmap(fit)(*args)
+
+
+def _restore_images(data, *, key, seeds, **options):
+    """:func:`restore_one` over (image, seed) pairs, flattened into ONE mapped axis (:func:`_fit_each`).
+
+    One flat axis rather than two nested maps: where vmapped, the per-pair
+    convs become one grouped convolution (nested vmaps of grouped convs are not
+    batched by JAX under ``shard_map``).
     """
     n = data["x"].shape[0]
 
@@ -570,7 +662,7 @@ def _restore_images(data, *, key, seeds, **options):
     def one(y, m, r, s):
         return restore_one(y, jax.random.fold_in(key, s), mask=m, reference=r, **options)
 
-    out = jax.vmap(one)(rep(data["x"]), rep(data["mask"]), rep(data["reference"]), jnp.tile(jnp.arange(seeds), n))
+    out = _fit_each(one, rep(data["x"]), rep(data["mask"]), rep(data["reference"]), jnp.tile(jnp.arange(seeds), n))
     return DipResult(*(None if o is None else o.reshape(n, seeds, *o.shape[1:]) for o in out))
 
 
@@ -664,7 +756,7 @@ def fitting_curves(x: jax.Array, key: jax.Array, steps: int = 2400, *, lr: float
     loss ||f(z) - target||^2, fits the natural image much faster than the
     three unstructured targets (:func:`fitting_targets`), so early stopping on
     a degraded image returns mostly its natural part.  All four fits of all
-    images run in one compiled call (vmap over images and targets of the
+    images run in one compiled call (a map over images and targets of the
     scan in :func:`restore_one` with task 'denoise', no perturbation of z, no
     EMA).  Every fit of one image starts from the same net and z
     (``fold_in(key, 0)``); the targets are drawn from ``fold_in(key, 1 + i)``
@@ -707,5 +799,5 @@ def _fitting(x, key, steps, lr, noise_std, in_channels, down, up, skip, upsample
                            upsample=upsample, compute_dtype=compute_dtype)[1]
 
     n = x.shape[0]
-    loss = jax.vmap(fit)(targets.reshape(n * 4, *x.shape[1:]))          # one flat vmap (see _restore_images)
+    loss = _fit_each(fit, targets.reshape(n * 4, *x.shape[1:]))          # one flat axis (see _restore_images)
     return FittingCurves(loss.reshape(n, 4, steps), targets)
