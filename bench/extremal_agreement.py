@@ -10,7 +10,10 @@ same defaults (blur, jitter, lr 0.01, lambda 300 x 1.0035^t, areas 0.05, 0.1,
   step, ours and TorchRay's (equally good optima have equal values);
 * ``stable_iou``: ours against ours with the image and the weights perturbed
   at float32 rounding level (x (1 + 2^-23 u), u uniform in [-1, 1]): a result
-  that depends on how exact ties or rounding fall would show here.
+  that depends on how exact ties or rounding fall would show here;
+* ``torchray_stable_iou``: the same for TorchRay against itself, which says
+  whether the setting itself is chaotic (then no float32 implementation can
+  match another's masks, and the end values are what to compare).
 
 Nets: ``vgg16`` and ``resnet50`` with random weights (torchvision, seed 0;
 the ResNet with random batch-norm statistics) on their TorchRay twins, and the
@@ -112,6 +115,19 @@ def perturbed(tree, seed: int):
                         .astype(np.asarray(a).dtype), tree)
 
 
+def perturbed_torch(model, seed: int):
+    """A copy of the torch model with every parameter and buffer times (1 + 2^-23 u), as :func:`perturbed`."""
+    import copy
+    import torch
+    rng = np.random.default_rng(seed)
+    model = copy.deepcopy(model)
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            if t.is_floating_point():
+                t.mul_(torch.from_numpy((1 + 2.0 ** -23 * rng.uniform(-1, 1, tuple(t.shape))).astype(np.float32)))
+    return model
+
+
 def entry(name: str, photo: str, variant: str, args, cache: dict) -> dict:
     """One comparison: IoU, end values and stability for every area."""
     if name not in cache:
@@ -128,8 +144,10 @@ def entry(name: str, photo: str, variant: str, args, cache: dict) -> dict:
     ours, ours_end = our_masks(net, params, x, target, args.areas, args.steps, variant)
     t2 = time.perf_counter()
     again, _ = our_masks(net, perturbed(params, 1), perturbed(x, 2), target, args.areas, args.steps, variant)
+    theirs_again, _ = torchray_masks(perturbed_torch(model, 3), torch_input(name, perturbed(x, 4)), target,
+                                     args.areas, args.steps, variant)
     return {"target": target, "areas": list(args.areas), "iou": iou(ours, theirs).tolist(),
-            "stable_iou": iou(ours, again).tolist(),
+            "stable_iou": iou(ours, again).tolist(), "torchray_stable_iou": iou(theirs, theirs_again).tolist(),
             "reward": {"ours": ours_end[:, 0].tolist(), "torchray": theirs_end[:, 0].tolist()},
             "area": {"ours": ours_end[:, 1].tolist(), "torchray": theirs_end[:, 1].tolist()},
             "max_abs_diff": np.abs(ours - theirs).max((-2, -1)).tolist(),
@@ -162,14 +180,17 @@ def main(argv=None):
         e = result["entries"][key]
         print(f"[{i + 1}/{len(todo)}] {key}: IoU " + " ".join(f"{v:.3f}" for v in e["iou"]) +
               ", stable " + " ".join(f"{v:.3f}" for v in e["stable_iou"]) +
+              ", TorchRay stable " + " ".join(f"{v:.3f}" for v in e.get("torchray_stable_iou", [])) +
               ", reward ours/TorchRay " + " ".join(f"{a:.4g}/{b:.4g}" for a, b in
                                                    zip(e["reward"]["ours"], e["reward"]["torchray"])), flush=True)
     print(f"\n{args.size} px, {args.steps} steps, areas {args.areas}\n")
-    print("| net | photo | variant | area | IoU | stable IoU | reward ours | reward TorchRay | area term ours | TorchRay |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| net | photo | variant | area | IoU | stable IoU ours | TorchRay | reward ours | TorchRay | "
+          "area term ours | TorchRay |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for key, e in result["entries"].items():
         for j, a in enumerate(e["areas"]):
             print(f"| {' | '.join(key.split('/'))} | {a} | {e['iou'][j]:.3f} | {e['stable_iou'][j]:.3f} | "
+                  f"{e.get('torchray_stable_iou', [float('nan')] * 3)[j]:.3f} | "
                   f"{e['reward']['ours'][j]:.4g} | {e['reward']['torchray'][j]:.4g} | "
                   f"{e['area']['ours'][j]:.3g} | {e['area']['torchray'][j]:.3g} |")
     return result

@@ -28,8 +28,40 @@ import jax  # noqa: E402
 jax.config.update("jax_num_cpu_devices", 8)
 
 import gc  # noqa: E402
+import shutil  # noqa: E402
+import tempfile  # noqa: E402
 
 import pytest  # noqa: E402
+
+_SHARED_CACHE = "JAX_COMPILATION_CACHE_DIR"
+_cache_key = pytest.StashKey[str]()        # the directory this run made (controller process only)
+
+
+def pytest_configure(config):
+    """One persistent compilation cache for the whole test run, empty at its start.
+
+    Many modules compile the same programs: the small CNN's methods in the demo, the
+    experiments, the notebooks and the README examples; EfficientNet-Lite0's in the
+    demo and the parity tests.  ``jax.clear_caches()`` after each module (below) and the
+    subprocesses the tests start would compile them again.  The controller process makes
+    the directory and puts it in the environment, which the pytest-xdist workers and every
+    subprocess inherit (JAX reads ``JAX_COMPILATION_CACHE_DIR`` when it is imported); a
+    cache directory the user set already wins.  It is removed when the run ends.
+    """
+    if hasattr(config, "workerinput") or os.environ.get(_SHARED_CACHE):
+        return
+    path = tempfile.mkdtemp(prefix="jaxinterp-test-xla-")
+    config.stash[_cache_key] = path
+    os.environ.update({_SHARED_CACHE: path, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.1"})
+    jax.config.update("jax_compilation_cache_dir", path)       # this process imported jax already
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.1)
+
+
+def pytest_unconfigure(config):
+    path = config.stash.get(_cache_key, None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
+
 
 @pytest.fixture(scope="session")
 def trained_smallcnn():
