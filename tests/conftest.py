@@ -64,6 +64,28 @@ def pytest_unconfigure(config):
 
 
 @pytest.fixture(scope="session")
+def load_bench():
+    """``load_bench("dip")`` imports the script bench/dip.py as the module ``bench_dip``.
+
+    Each call executes the script afresh, registered in ``sys.modules`` (its dataclasses
+    look their module up there); bench/ is not a package.
+    """
+    import importlib.util
+    import pathlib
+    import sys
+
+    def load(name: str):
+        path = pathlib.Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def trained_smallcnn():
     """``(net, params, info)`` of the smallcnn trained on the synthetic 'easy' set.
 

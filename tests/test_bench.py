@@ -5,29 +5,19 @@ at 32 px, 2 IG steps, 2 SmoothGrad samples, 9 occlusion windows, 4 RISE masks.
 torch must not be imported here (this pytest process imports TensorFlow).
 """
 
-import importlib.util
 import json
 import math
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "attribution.py"
 
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_attribution", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
-def test_attribution_bench_quick_then_resume(tmp_path, capsys):
+def test_attribution_bench_quick_then_resume(tmp_path, capsys, load_bench):
     torch_loaded_before = "torch" in sys.modules
-    bench = _load_bench()
+    bench = load_bench("attribution")
     argv = ["--quick", "--no-captum", "--out", str(tmp_path)]
 
     bench.main(argv)

@@ -1,23 +1,12 @@
 """Smoke test of bench/extremal.py: a tiny run (smallcnn, 32 px, 2 steps), its JSON, and a resumed run."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
-
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "extremal.py"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_extremal", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
-def test_extremal_bench_tiny_then_resume(tmp_path, capsys):
-    bench = _load_bench()
+def test_extremal_bench_tiny_then_resume(tmp_path, capsys, load_bench):
+    bench = load_bench("extremal")
     argv = ["--nets", "smallcnn", "--size", "32", "--steps", "2", "--areas", "0.1,0.2", "--batches", "1,2",
             "--precisions", "highest", "--ceiling-batch", "4", "--iters", "1", "--no-torchray",
             "--out", str(tmp_path)]

@@ -1,25 +1,14 @@
 """Smoke test of bench/objectives.py --labelling-memory at a small N, K on the suite's 8 CPU devices."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import jax
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "objectives.py"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_objectives_memory", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_labelling_memory_splits_over_the_devices(tmp_path, capsys):
-    bench = _load_bench()
+def test_labelling_memory_splits_over_the_devices(tmp_path, capsys, load_bench):
+    bench = load_bench("objectives")
     assert jax.device_count() == 8          # JAX has started: the bench cannot change the device count
     n, k = 4096, 64
     data = bench.main(["--labelling-memory", "--n", str(n), "--k", str(k), "--memory-devices", "2,8,16",

@@ -1,26 +1,15 @@
 """Smoke test of bench/objectives.py: a tiny run, its JSON, and a resumed run (in-process)."""
 
-import importlib.util
 import json
 import math
-import sys
-from pathlib import Path
 
 import jax
 
-BENCH = Path(__file__).resolve().parents[1] / "bench" / "objectives.py"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_objectives", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_objectives_bench_quick_then_resume(tmp_path, capsys):
-    bench = _load_bench()
+def test_objectives_bench_quick_then_resume(tmp_path, capsys, load_bench):
+    bench = load_bench("objectives")
     argv = ["--quick", "--n", "256", "--k", "16", "--max-iters", "3000", "--devices", "1",
             "--out", str(tmp_path)]
     bench.main(argv)
@@ -51,8 +40,8 @@ def test_objectives_bench_quick_then_resume(tmp_path, capsys):
     assert json.loads(files[0].read_text())["entries"] == data["entries"]
 
 
-def test_objectives_bench_sharded_quick(tmp_path):
-    bench = _load_bench()
+def test_objectives_bench_sharded_quick(tmp_path, load_bench):
+    bench = load_bench("objectives")
     data = bench.main(["--quick", "--n", "256", "--k", "16", "--kinds", "near_uniform",
                        "--infonce-batch", "16", "--devices", "8", "--out", str(tmp_path)])
     assert data["device"].startswith("8x")

@@ -3,27 +3,16 @@
 Here in tests/parity because it runs PyTorch, which cannot share a process with TensorFlow.
 """
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "dip.py"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_dip", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_dip_bench_tiny_then_resume(tmp_path, capsys):
-    bench = _load_bench()
+def test_dip_bench_tiny_then_resume(tmp_path, capsys, load_bench):
+    bench = load_bench("dip")
     argv = ["--quick", "--precisions", "fp32", "--iters", "1", "--out", str(tmp_path)]
     bench.main(argv)
     files = list(tmp_path.glob("dip_*.json"))
@@ -40,12 +29,12 @@ def test_dip_bench_tiny_then_resume(tmp_path, capsys):
     assert json.loads(files[0].read_text())["entries"] == entries
 
 
-def test_torch_twin_has_the_same_architecture():
+def test_torch_twin_has_the_same_architecture(load_bench):
     """The bench's PyTorch skip net has exactly the parameter shapes of skip_net_init's (same net, same cost)."""
     torch = pytest.importorskip("torch")
     import jax
     from jaxinterp.synthesis import dip
-    bench = _load_bench()
+    bench = load_bench("dip")
     net = dict(in_channels=5, down=(6, 7), up=(5, 4), skip=(3, 0))
     model = bench.torch_skip_net(**net)
     ours = sorted(int(np.prod(a.shape)) for a in jax.tree.leaves(dip.skip_net_init(jax.random.key(0), **net)))

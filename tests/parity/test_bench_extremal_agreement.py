@@ -4,25 +4,16 @@ The script itself runs TorchRay for minutes per entry (docs/results/extremal_tor
 figures); here in tests/parity because its TorchRay twin needs PyTorch.
 """
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "extremal_agreement.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_extremal_agreement", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def bench(load_bench):
+    return load_bench("extremal_agreement")
 
 
 def test_iou_of_masks_thresholded_at_one_half(bench):

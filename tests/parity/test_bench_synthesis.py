@@ -6,23 +6,14 @@ Here in tests/parity because it runs PyTorch, which cannot share a process with 
 import importlib.util
 import json
 import sys
-from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "synthesis.py"
 
 
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_synthesis", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
-
-def test_synthesis_bench_tiny_then_resume(tmp_path, capsys):
-    bench = _load_bench()
+def test_synthesis_bench_tiny_then_resume(tmp_path, capsys, load_bench):
+    bench = load_bench("synthesis")
     argv = ["--quick", "--channels", "1,2", "--iters", "1", "--no-dip", "--out", str(tmp_path)]
     bench.main(argv)
     files = list(tmp_path.glob("synthesis_*.json"))
@@ -50,16 +41,16 @@ def test_synthesis_bench_tiny_then_resume(tmp_path, capsys):
         bench.main(["--quick", "--steps", "3", "--no-dip", "--out", str(tmp_path)])
 
 
-def test_synthesis_bench_rejects_bad_precision(tmp_path):
-    bench = _load_bench()
+def test_synthesis_bench_rejects_bad_precision(tmp_path, load_bench):
+    bench = load_bench("synthesis")
     with pytest.raises(ValueError, match="--precisions"):
         bench.main(["--quick", "--precisions", "fp8", "--out", str(tmp_path)])
 
 
-def test_lucent_tiny_net_two_steps():
+def test_lucent_tiny_net_two_steps(load_bench):
     """lucent's render_vis runs through the bench's wrapper on a tiny torch net (one channel, then a batch)."""
     torch = pytest.importorskip("torch")
-    bench = _load_bench()
+    bench = load_bench("synthesis")
     bench._import_lucent()                  # make test installs lucent and kornia: no skip
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 6, 3)).eval()
     for q in model.parameters():
@@ -72,10 +63,10 @@ def test_lucent_tiny_net_two_steps():
     assert seconds > 0
 
 
-def test_dip_entry_calls_dip_benchmark_only_when_bench_dip_exists(tmp_path, monkeypatch):
+def test_dip_entry_calls_dip_benchmark_only_when_bench_dip_exists(tmp_path, monkeypatch, load_bench):
     """bench/dip.py is written separately (its own test runs it): skipped while absent, else called with the
     options its signature declares (a stand-in dip.py here, so that this test stays fast)."""
-    bench = _load_bench()
+    bench = load_bench("synthesis")
     args = bench.parse(["--quick", "--out", str(tmp_path)])
     monkeypatch.setattr(bench, "BENCH_DIR", str(tmp_path))
     assert bench.dip_entry(args) == {"skipped": "bench/dip.py does not exist"}
