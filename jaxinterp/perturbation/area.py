@@ -127,7 +127,14 @@ def area_penalty(values: jax.Array, zeros, *, ties: str = "average") -> jax.Arra
     """
     if ties not in TIES:
         raise ValueError(f"ties: expected one of {TIES}, got {ties!r}")
-    zeros = jnp.broadcast_to(jnp.asarray(zeros, jnp.int32), values.shape[:-1])
+    if jnp.ndim(values) < 1 or not jnp.issubdtype(jnp.result_type(values), jnp.floating):
+        raise ValueError(f"values: expected float masks (..., n), got shape {jnp.shape(values)} "
+                         f"and dtype {jnp.result_type(values)}")
+    try:
+        zeros = jnp.broadcast_to(jnp.asarray(zeros, jnp.int32), values.shape[:-1])
+    except ValueError:
+        raise ValueError(f"zeros: expected ints broadcastable to {values.shape[:-1]}, "
+                         f"got shape {jnp.shape(zeros)}") from None
     flat = values.reshape(-1, values.shape[-1])
     penalty = _area_penalty(flat, zeros.reshape(-1), ties)
     return penalty.reshape(values.shape[:-1])

@@ -209,6 +209,10 @@ def test_area_penalty_is_the_vecsort_penalty_without_a_sort(dtype):
                                    atol=1e-7)
     with pytest.raises(ValueError, match=r"^ties: expected"):
         area_penalty(mj, zeros, ties="stable")
+    with pytest.raises(ValueError, match=r"^zeros: expected"):
+        area_penalty(mj, jnp.zeros(5, jnp.int32))
+    with pytest.raises(ValueError, match=r"^values: expected"):
+        area_penalty(jnp.ones((4, 50), jnp.int32), zeros)
 
 
 def test_area_penalty_ties_share_the_gradient_of_their_places():
