@@ -46,8 +46,8 @@ test: $(VENV)/.test
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests/parity
 
 bench: $(VENV)/.base
-	$(VENV)/bin/python bench/ceiling.py
-	$(VENV)/bin/python bench/attribution.py
+	$(VENV)/bin/python -m bench.ceiling
+	$(VENV)/bin/python -m bench.attribution
 
 clean:
 	rm -rf $(VENV) .pytest_cache

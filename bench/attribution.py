@@ -11,9 +11,9 @@ For each net and precision this measures, in one run on one device:
 * Captum's images/s for the same method on the same torchvision architecture
   (random weights), when torch is importable and ``--no-captum`` is not given.
 
-    python bench/attribution.py                          # resnet50, vgg16; 224 px; all precisions
-    python bench/attribution.py --nets vgg16 --precisions highest --methods gradient,occlusion
-    python bench/attribution.py --quick --no-captum      # smallcnn, 32 px, seconds on a CPU
+    python -m bench.attribution                          # resnet50, vgg16; 224 px; all precisions
+    python -m bench.attribution --nets vgg16 --precisions highest --methods gradient,occlusion
+    python -m bench.attribution --quick --no-captum      # smallcnn, 32 px, seconds on a CPU
 
 Results go to ``<out>/attribution_<net>_<device>.json`` as they are measured
 (rewritten atomically after every entry); a restarted run skips the entries
@@ -28,7 +28,6 @@ import dataclasses
 import importlib
 import math
 import os
-import sys
 import time
 import traceback
 
@@ -40,8 +39,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
+from bench.ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
 
 from jaxinterp import nets  # noqa: E402
 

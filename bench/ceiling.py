@@ -6,8 +6,8 @@ on NVIDIA Ampere and later) and bf16 (params and images cast to bfloat16).
 Later benchmarks import :func:`measure` and report their speed as a ratio of
 this ceiling measured in the same run on the same device.
 
-    python bench/ceiling.py                      # resnet50, 224 px, batch 256
-    python bench/ceiling.py --net vgg16 --batch 64 --out bench/results
+    python -m bench.ceiling                      # resnet50, 224 px, batch 256
+    python -m bench.ceiling --net vgg16 --batch 64 --out bench/results
 
 Writes ``<out>/ceiling_<net>_<device>.json`` and prints a Markdown table.
 """

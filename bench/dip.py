@@ -13,12 +13,12 @@ For each image size, precision and number of images per call, in one run on one 
   upsampling, sigmoid) with Adam 0.01 and the perturbation of z, one image,
   float32 with PyTorch's defaults (cuDNN TF32 allowed), as the paper's code
   runs, denormals flushed to zero as XLA does (see :func:`torch_steps_per_s`);
-  ``ratio`` = our image-steps/s / PyTorch's steps/s.  REFERENCES.md: 77 steps/s
+  ``ratio`` = our image-steps/s / PyTorch's steps/s.  docs/references.md (Peer speeds): 77 steps/s
   at 512 px on one H100.
 
-    python bench/dip.py                          # 512 px, paper's 128-channel net, 1 and 16 images, fp32 / bf16
-    python bench/dip.py --size 64,256 --steps 10,2 --batches 1,4,16 --precisions fp32 --iters 1   # 2-core CPU
-    python bench/dip.py --quick --out /tmp/b     # tiny (32 px, small net): the smoke test
+    python -m bench.dip                          # 512 px, paper's 128-channel net, 1 and 16 images, fp32 / bf16
+    python -m bench.dip --size 64,256 --steps 10,2 --batches 1,4,16 --precisions fp32 --iters 1   # 2-core CPU
+    python -m bench.dip --quick --out /tmp/b     # tiny (32 px, small net): the smoke test
 
 Precisions: 'fp32' (float32 operands at the default matmul precision: TF32 on
 NVIDIA Ampere and later, like PyTorch's cuDNN default), 'highest' (true fp32)
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -41,8 +40,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ceiling import load_results, time_call, write_results  # noqa: E402
+from bench.ceiling import load_results, time_call, write_results  # noqa: E402
 
 from jaxinterp.synthesis import dip  # noqa: E402
 
@@ -143,7 +141,7 @@ def dip_benchmark(*, size: int = 512, batches=(1, 16), precisions=("fp32", "bf16
     """Measure (or resume) the deep image prior's throughput; returns the results dict.
 
     Args:
-      size: image side (default 512, REFERENCES.md's PyTorch figure).
+      size: image side (default 512, the PyTorch figure of docs/references.md, Peer speeds).
       batches: images per call (default 1 and 16).
       precisions: of :data:`PRECISIONS` (default fp32 and bf16).
       steps: Adam steps per timed call (default 50).

@@ -13,8 +13,8 @@ For each net, precision and number of images per call, in one run on one device:
   areas and steps, one image per call as TorchRay works), when torch and
   torchray import and ``--no-torchray`` is not given.
 
-    python bench/extremal.py                                   # resnet50, vgg16; 224 px; 800 steps
-    python bench/extremal.py --nets smallcnn --size 64 --steps 20 --batches 1,4 --precisions highest
+    python -m bench.extremal                                   # resnet50, vgg16; 224 px; 800 steps
+    python -m bench.extremal --nets smallcnn --size 64 --steps 20 --batches 1,4 --precisions highest
 
 Precisions: 'highest' (fp32), 'default' (TF32 on recent NVIDIA GPUs), 'bf16'
 (params and perturbed images in bfloat16; mask parameters, optimiser and area
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -35,8 +34,7 @@ os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
+from bench.ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
 
 from jaxinterp import nets  # noqa: E402
 from jaxinterp.perturbation import extremal  # noqa: E402

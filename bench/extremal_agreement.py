@@ -22,8 +22,8 @@ pretrained ``tf_efficientnet_lite0`` on the PyTorch reference code
 paper's setting is 224 px and 800 steps (TorchRay's ``max_iter``; ours
 ``steps = max_iter - 1``, as TorchRay returns the mask before its last update):
 
-    python bench/extremal_agreement.py                                   # 224 px, 800 steps
-    python bench/extremal_agreement.py --size 96 --steps 200 --nets vgg16
+    python -m bench.extremal_agreement                                   # 224 px, 800 steps
+    python -m bench.extremal_agreement --size 96 --steps 200 --nets vgg16
 
 Results go to ``<out>/extremal_agreement_<size>px_<steps>.json`` after every
 entry; a rerun skips the entries already there.

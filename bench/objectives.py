@@ -20,10 +20,10 @@ initialisation) and peaked ones (as after training), one run measures
 * optionally (``--infonce-batch``) InfoNCE loss + gradient steps per second for a
   global batch of B x 2 views of D-dim embeddings.
 
-    python bench/objectives.py                              # N = 1.28M, K = 3000, lambda = 25
-    python bench/objectives.py --n 100000 --k 3000          # CPU-sized
-    python bench/objectives.py --quick                      # tiny: the smoke test
-    python bench/objectives.py --labelling-memory           # per-device memory, N = 1.28M, K = 3000
+    python -m bench.objectives                              # N = 1.28M, K = 3000, lambda = 25
+    python -m bench.objectives --n 100000 --k 3000          # CPU-sized
+    python -m bench.objectives --quick                      # tiny: the smoke test
+    python -m bench.objectives --labelling-memory           # per-device memory, N = 1.28M, K = 3000
 
 ``--labelling-memory`` measures nothing else: it compiles the trainer's
 sharded label step (:func:`jaxinterp.train.selfsup.sharded_sinkhorn_labels`)
@@ -43,15 +43,13 @@ import argparse
 import json
 import math
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from ceiling import load_results, write_results  # noqa: E402
+from bench.ceiling import load_results, write_results
 
 from jaxinterp.objectives import infonce, sinkhorn_labels
 from jaxinterp.objectives.sinkhorn import METHODS

@@ -22,7 +22,7 @@ For each net, precision and number of channels per call, in one run on one devic
   lucent upsamples images smaller than 224 px to 224 before the net (its
   default, kept: its net sees (224 / 140)^2 = 2.6x the pixels ours sees at
   128 px, so compare ratios to each side's ceiling too).  lucent's standard
-  transforms need kornia 0.4.1, installed with it by the Makefile.  REFERENCES.md quotes lucent on an H100: 9.3 s for one channel, 30.6 s for
+  transforms need kornia 0.4.1, installed with it by the Makefile.  docs/references.md (Peer speeds) quotes lucent on an H100: 9.3 s for one channel, 30.6 s for
   64 channels in one batch;
 * deep image prior: ``bench/dip.py``'s ``dip_benchmark`` when that file exists
   (``--no-dip`` skips it).
@@ -35,9 +35,9 @@ Target: >= 40 channels/s in bf16 on an H100 for resnet50 'layer4' at 128 px,
 512 steps (2048 channels in under a minute; lucent: 64 channels in 30.6 s,
 about 2 channels/s).
 
-    python bench/synthesis.py                          # resnet50, 128 px, 512 steps, 1,64,512,2048 channels
-    python bench/synthesis.py --channels 1,64 --precisions bf16 --no-lucent
-    python bench/synthesis.py --quick --out /tmp/bench # smallcnn, 32 px, 2 steps, no transforms (smoke test)
+    python -m bench.synthesis                          # resnet50, 128 px, 512 steps, 1,64,512,2048 channels
+    python -m bench.synthesis --channels 1,64 --precisions bf16 --no-lucent
+    python -m bench.synthesis --quick --out /tmp/bench # smallcnn, 32 px, 2 steps, no transforms (smoke test)
 
 Results are written to ``<out>/synthesis_<device>.json`` after every entry; a
 rerun with the same configuration skips the entries already there (``--force``
@@ -64,16 +64,15 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, BENCH_DIR)
-from ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
+from bench.ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
 
 from jaxinterp import nets  # noqa: E402
-from jaxinterp.attribution import Unit  # noqa: E402
+from jaxinterp.targets import Unit  # noqa: E402
 from jaxinterp.synthesis import STANDARD, activation_maximisation  # noqa: E402
 
 GOAL_CHANNELS_PER_S = 40.0          # bf16, H100, resnet50 layer4, 128 px, 512 steps
 LAYERS = {"resnet50": "layer4", "vgg16": "features.29", "smallcnn": "features.10"}
-LUCENT_H100_SECONDS = {"1": 9.3, "64": 30.6}       # REFERENCES.md
+LUCENT_H100_SECONDS = {"1": 9.3, "64": 30.6}       # docs/references.md, Peer speeds
 
 
 def get_net(name: str) -> nets.Net:
@@ -140,8 +139,8 @@ def _import_lucent() -> tuple[object, object, str]:
     a stub stands in while lucent imports, then leaves ``sys.modules``:
     ``render_vis(show_image=False)`` never calls it.
     """
-    import torch  # noqa: F401
-    import kornia  # noqa: F401   (lucent's standard transforms)
+    importlib.import_module("torch")
+    importlib.import_module("kornia")      # lucent's standard transforms
     if importlib.util.find_spec("lucent") is None:
         raise ImportError("lucent is not installed")
     global _LUCENT_NOTE

@@ -1,8 +1,8 @@
 """Channel extremal perturbations and activation diffing (Fong, Patrick and Vedaldi 2019, Sec. 5) over a dataset.
 
-    python experiments/channel_diffing.py --variant local --id cd     # minutes on a CPU
-    python experiments/channel_diffing.py --id cd                      # 800 steps, 256 images per variant
-    python experiments/channel_diffing.py --set dataset=voc07 --set data_dir=~/tfds --set net=vgg16 \
+    python -m experiments.channel_diffing --config local --id cd      # minutes on a CPU
+    python -m experiments.channel_diffing --id cd                      # 800 steps, 256 images per variant
+    python -m experiments.channel_diffing --set dataset=voc07 --set data_dir=~/tfds --set net=vgg16 \
         --set weights=vgg16_voc.npz --set layer=features.29
 
 For every image and target, the mask over the channels of split point
@@ -25,22 +25,18 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxinterp import plot
+from jaxinterp.perturbation import channel_extremal
+from jaxinterp.report import Report, write_json
+from jaxinterp.synthesis import activation_diffing
 
-import _common  # noqa: E402
-import pointing_game  # noqa: E402
-from configs import channel_diffing as diffing_config  # noqa: E402
-
-from jaxinterp import plot  # noqa: E402
-from jaxinterp.perturbation import channel_extremal  # noqa: E402
-from jaxinterp.report import Report, write_json  # noqa: E402
-from jaxinterp.synthesis import activation_diffing  # noqa: E402
+from experiments import common
+from experiments.configs.channel_diffing import get_config
 
 
 def target_scores(net, params, phi, target, masks, layer: str):
@@ -74,7 +70,7 @@ def diffing_fn(net, layer: str, areas: tuple, steps: int, pre_image_steps: int):
 
 def run_batch(net, params, mesh, batch, config) -> dict[str, np.ndarray]:
     k = batch["image"].shape[0]
-    x, t = pointing_game.device_batch(batch, mesh)
+    x, t = common.device_batch(batch, mesh)
     out = diffing_fn(net, config.layer, tuple(config.areas), config.steps, config.pre_image_steps)(params, x, t)
     out = {name: np.asarray(v)[:k] for name, v in out.items()}
     as_uint8 = lambda a: np.round(np.clip(a, 0, 1) * 255).astype(np.uint8)           # noqa: E731
@@ -148,12 +144,12 @@ def summarise(run_dir, shards, config, num_classes, log) -> dict:
 
 
 def run(config, run_id: str | None = None) -> dict:
-    log = _common.logger("channel_diffing")
-    run_dir, net, params, mesh = pointing_game.setup(config, run_id, log)
+    log = common.logger("channel_diffing")
+    run_dir, net, params, mesh = common.setup(config, run_id, log)
     if config.layer not in net.layers:
         raise ValueError(f"layer: unknown split point {config.layer!r} of {net.name}; expected one of {list(net.layers)}")
-    num, batches, num_classes = pointing_game.dataset_batches(config, run_dir, net.num_classes)
-    shards, computed = _common.shards(
+    num, batches, num_classes = common.dataset_batches(config, run_dir, net.num_classes)
+    shards, computed = common.shards(
         run_dir, batches, lambda batch: run_batch(net, params, mesh, batch, config), log, num,
         lambda batch: (f"{int(batch['valid'].sum())} pairs x {len(config.areas)} areas, "
                        f"{config.steps} + 2 x {config.pre_image_steps} steps"))
@@ -161,9 +157,9 @@ def run(config, run_id: str | None = None) -> dict:
     return {**metrics, "computed_batches": computed}
 
 
-def main(argv=None) -> dict:
-    return _common.main(argv, diffing_config.get_config, __doc__, run)
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """DeepDream (Mordvintsev, Olah and Tyka 2015; google/deepdream) at several layers of the smallcnn.
 
-    python experiments/deepdream.py --variant local --id dd        # seconds on a CPU
-    python experiments/deepdream.py --id dd                         # 3 layers, 4 octaves x 10 steps, 64 px
+    python -m experiments.deepdream --config local --id dd         # seconds on a CPU
+    python -m experiments.deepdream --id dd                         # 3 layers, 4 octaves x 10 steps, 64 px
 
 Held-out synthetic images and bundled photographs are dreamed at each layer of
 ``layers`` (:func:`jaxinterp.synthesis.deepdream`, all images in one compiled
@@ -18,22 +18,18 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxinterp import plot
+from jaxinterp.report import Report, write_json
+from jaxinterp.synthesis import deepdream
 
-import _common  # noqa: E402
-import feature_vis  # noqa: E402
-from configs import deepdream as deepdream_config  # noqa: E402
-
-from jaxinterp import plot  # noqa: E402
-from jaxinterp.report import Report, write_json  # noqa: E402
-from jaxinterp.synthesis import deepdream  # noqa: E402
+from experiments import common
+from experiments.configs.deepdream import get_config
 
 
 @functools.lru_cache(maxsize=None)
@@ -106,21 +102,21 @@ def summarise(run_dir, config, data, results, log) -> dict:
 
 
 def run(config, run_id: str | None = None) -> dict:
-    log = _common.logger("deepdream")
+    log = common.logger("deepdream")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
-    net, params, _ = _common.load_smallcnn(config, log)
+    net, params, _ = common.load_smallcnn(config, log)
     check_config(config, net)
-    run_dir = _common.prepare_run(config, run_id, config.out, log)
-    data = feature_vis.held_out_images(config.held_out, list(config.photos), config.image_size,
+    run_dir = common.prepare_run(config, run_id, config.out, log)
+    data = common.held_out_images(config.held_out, list(config.photos), config.image_size,
                                        os.path.join(run_dir, "images.npz"))
     results, computed = {}, 0
     for layer in config.layers:
         path = os.path.join(run_dir, "shards", f"{layer}.npz")
-        done = _common.load_npz(path)
+        done = common.load_npz(path)
         if done is None:
             t0 = time.perf_counter()
             done = dream_layer(net, params, data["image"], layer, config)
-            _common.save_npz(path, **done)
+            common.save_npz(path, **done)
             computed += 1
             log(f"{layer}: {len(data['image'])} images in {time.perf_counter() - t0:.1f}s")
         results[layer] = done
@@ -129,9 +125,9 @@ def run(config, run_id: str | None = None) -> dict:
     return {**metrics, "computed_shards": computed}
 
 
-def main(argv=None) -> dict:
-    return _common.main(argv, deepdream_config.get_config, __doc__, run)
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """DINO self-distillation (Caron et al. ICCV 2021) of the smallcnn on the synthetic set, with k-NN accuracy.
 
-    python experiments/dino.py --variant local             # 200 epochs, about an hour on one CPU core
-    python experiments/dino.py --variant local --set epochs=2 --id t
+    python -m experiments.dino --config local             # 200 epochs, about an hour on one CPU core
+    python -m experiments.dino --config local --set epochs=2 --id t
 
 The trainer, outputs and resumption of experiments/sela.py (``metrics.json``: k-NN
 and linear-probe accuracy of the teacher, as DINO evaluates, ``student_*`` of the
@@ -14,26 +14,20 @@ both entropies near ln K = the targets went uniform).
 
 from __future__ import annotations
 
-import os
-import sys
+from jaxinterp.train.augment import AugmentConfig
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common  # noqa: E402
-import sela  # noqa: E402
-from configs import dino as dino_config  # noqa: E402
-
-from jaxinterp.train.augment import AugmentConfig  # noqa: E402
+from experiments import common
+from experiments.configs.dino import get_config
 
 
 def options(config) -> dict:
     """``selfsup.fit`` keyword arguments of DINO from ``config``: the multi-crop and the schedules."""
     size, local = (config.size, config.size), (config.local_size, config.local_size)
-    common = {"blur_sigma": (0.1, config.blur_max), "hue": config.hue, "jitter_p": config.jitter_p}
+    shared = {"blur_sigma": (0.1, config.blur_max), "hue": config.hue, "jitter_p": config.jitter_p}
     glob = tuple(config.global_scale)
-    aug = (AugmentConfig.dino_global(1, size=size, scale=glob, **common),
-           AugmentConfig.dino_global(2, size=size, scale=glob, **common),
-           AugmentConfig.dino_local(size=local, scale=tuple(config.local_scale), **common))
+    aug = (AugmentConfig.dino_global(1, size=size, scale=glob, **shared),
+           AugmentConfig.dino_global(2, size=size, scale=glob, **shared),
+           AugmentConfig.dino_local(size=local, scale=tuple(config.local_scale), **shared))
     return {"aug": aug, "n_local": config.n_local, "student_temp": config.student_temp,
             "teacher_temp": config.teacher_temp, "warmup_teacher_temp": config.warmup_teacher_temp,
             "warmup_teacher_epochs": round(config.warmup_teacher_fraction * config.epochs),
@@ -43,10 +37,14 @@ def options(config) -> dict:
             "weight_decay": config.weight_decay, "batch_statistics": config.backbone_batch_norm}
 
 
-def main(argv=None) -> dict:
-    args, config = _common.parse(argv, dino_config.get_config, __doc__)
-    return sela.run(config, args.id, method="dino", net_outputs=config.head_dim, options=options(config))
+def run(config, run_id: str | None = None) -> dict:
+    """Train and write the run (module docstring); returns its metrics."""
+    return common.train_selfsup(config, run_id, method="dino", net_outputs=config.head_dim, options=options(config))
+
+
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

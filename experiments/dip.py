@@ -1,8 +1,8 @@
 """Deep image prior (Ulyanov, Vedaldi and Lempitsky 2018): restorations of bundled photographs and fitting curves.
 
-    python experiments/dip.py --variant local --id dip      # well under a minute on a CPU
-    python experiments/dip.py --id dip                       # the paper's net and steps, 512 px (a GPU)
-    python experiments/dip.py --set tasks="['denoise']" --set images="['astronaut']"
+    python -m experiments.dip --config local --id dip       # well under a minute on a CPU
+    python -m experiments.dip --id dip                       # the paper's net and steps, 512 px (a GPU)
+    python -m experiments.dip --set tasks="['denoise']" --set images="['astronaut']"
 
 For each task (denoising of Gaussian noise ``sigma``, inpainting of a random
 ``mask_fraction`` of the pixels, x``factor`` super-resolution from a box-
@@ -20,23 +20,20 @@ the final restoration, the best PSNR over the steps and its step;
 from __future__ import annotations
 
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxinterp import ops, plot
+from jaxinterp.data import images as photos
+from jaxinterp.report import Report, write_json
+from jaxinterp.synthesis import dip
+from jaxinterp.train import sharding
 
-import _common  # noqa: E402
-from configs import dip as dip_config  # noqa: E402
-
-from jaxinterp import ops, plot  # noqa: E402
-from jaxinterp.data import images as photos  # noqa: E402
-from jaxinterp.report import Report, write_json  # noqa: E402
-from jaxinterp.synthesis import dip  # noqa: E402
-from jaxinterp.train import sharding  # noqa: E402
+from experiments import common
+from experiments.configs.dip import get_config
 
 TASKS = ("denoise", "inpaint", "super_resolution")
 
@@ -155,7 +152,7 @@ def summarise(run_dir, shards, clean, config, log) -> dict:
 
 
 def run(config, run_id: str | None = None) -> dict:
-    log = _common.logger("dip")
+    log = common.logger("dip")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     unknown = [t for t in config.tasks if t not in TASKS]
     if unknown or not config.tasks:
@@ -165,7 +162,7 @@ def run(config, run_id: str | None = None) -> dict:
         raise ValueError(f"steps: no step count for tasks {missing}")
     if config.image_size % (2 ** len(config.down)) or (config.image_size // config.factor) < 1:
         raise ValueError(f"image_size: expected a multiple of 2**{len(config.down)}, got {config.image_size}")
-    run_dir = _common.prepare_run(config, run_id, config.out, log)
+    run_dir = common.prepare_run(config, run_id, config.out, log)
     clean = photos.batch(list(config.images), config.image_size)
     mesh = sharding.data_mesh()
     jobs = [(t, lambda t=t: run_task(t, clean, config, mesh), config.steps[t]) for t in config.tasks]
@@ -174,12 +171,12 @@ def run(config, run_id: str | None = None) -> dict:
     shards, computed = {}, 0
     for name, job, steps in jobs:
         path = os.path.join(run_dir, "shards", f"{name}.npz")
-        done = _common.load_npz(path)
+        done = common.load_npz(path)
         if done is None:
             log(f"{name}: {len(clean)} images x {steps} steps ...")
             t0 = time.perf_counter()
             done = job()
-            _common.save_npz(path, **done)
+            common.save_npz(path, **done)
             computed += 1
             log(f"{name}: done in {time.perf_counter() - t0:.1f}s")
         shards[name] = done
@@ -188,9 +185,9 @@ def run(config, run_id: str | None = None) -> dict:
     return {**metrics, "computed_shards": computed}
 
 
-def main(argv=None) -> dict:
-    return _common.main(argv, dip_config.get_config, __doc__, run)
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -1,8 +1,8 @@
 """Extremal perturbations (Fong, Patrick and Vedaldi 2019) over a dataset, resumable and sharded.
 
-    python experiments/extremal.py --variant local --id ep        # minutes on a CPU
-    python experiments/extremal.py --id ep                         # 800 steps, 4 areas, 1024 images
-    python experiments/extremal.py --set dataset=voc07 --set data_dir=~/tfds --set net=vgg16 \
+    python -m experiments.extremal --config local --id ep         # minutes on a CPU
+    python -m experiments.extremal --id ep                         # 800 steps, 4 areas, 1024 images
+    python -m experiments.extremal --set dataset=voc07 --set data_dir=~/tfds --set net=vgg16 \
         --set weights=vgg16_voc.npz
 
 Every batch of images gets masks for all of its targets and areas in one
@@ -19,23 +19,19 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxinterp import ops, plot
+from jaxinterp.evaluation import pointing_hits
+from jaxinterp.evaluation.benchmark import pointing_rows, scaled_tolerance
+from jaxinterp.perturbation import extremal
+from jaxinterp.report import Report, write_json
 
-import _common  # noqa: E402
-import pointing_game  # noqa: E402
-from configs import extremal as extremal_config  # noqa: E402
-
-from jaxinterp import ops, plot  # noqa: E402
-from jaxinterp.evaluation import pointing_hits  # noqa: E402
-from jaxinterp.evaluation.benchmark import pointing_rows, scaled_tolerance  # noqa: E402
-from jaxinterp.perturbation import extremal  # noqa: E402
-from jaxinterp.report import Report, write_json  # noqa: E402
+from experiments import common
+from experiments.configs.extremal import get_config
 
 
 @functools.lru_cache(maxsize=None)
@@ -56,7 +52,7 @@ def saliency(masks: np.ndarray, smooth: float) -> jax.Array:
 
 def run_batch(net, params, mesh, batch, config) -> dict[str, np.ndarray]:
     k = batch["image"].shape[0]
-    x, t = pointing_game.device_batch(batch, mesh)
+    x, t = common.device_batch(batch, mesh)
     fn = masks_fn(net, tuple(config.areas), config.steps, config.variant, config.perturbation)
     masks, final = fn(params, x, t)
     return {"masks": np.asarray(masks)[:k].astype(np.float16), "final": np.asarray(final)[:k],
@@ -109,21 +105,21 @@ def summarise(run_dir, shards, config, num_classes, tolerance, log) -> dict:
 
 
 def run(config, run_id: str | None = None) -> dict:
-    log = _common.logger("extremal")
-    run_dir, net, params, mesh = pointing_game.setup(config, run_id, log)
-    num, batches, num_classes = pointing_game.dataset_batches(config, run_dir, net.num_classes)
+    log = common.logger("extremal")
+    run_dir, net, params, mesh = common.setup(config, run_id, log)
+    num, batches, num_classes = common.dataset_batches(config, run_dir, net.num_classes)
     size = 64 if config.dataset == "synthetic" else config.image_size
     tolerance = scaled_tolerance(size) if config.tolerance is None else float(config.tolerance)
-    shards, computed = _common.shards(
+    shards, computed = common.shards(
         run_dir, batches, lambda batch: run_batch(net, params, mesh, batch, config), log, num,
         lambda batch: f"{int(batch['valid'].sum())} pairs x {len(config.areas)} areas, {config.steps} steps")
     metrics = summarise(run_dir, shards, config, num_classes, tolerance, log)
     return {**metrics, "computed_batches": computed}
 
 
-def main(argv=None) -> dict:
-    return _common.main(argv, extremal_config.get_config, __doc__, run)
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

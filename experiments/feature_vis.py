@@ -1,8 +1,8 @@
 """Feature visualisation (Olah et al. 2017) of every channel of a layer of the smallcnn, and of its classes.
 
-    python experiments/feature_vis.py --variant local --id fv        # seconds on a CPU
-    python experiments/feature_vis.py --id fv                         # 128 channels, 512 steps, 64 px
-    python experiments/feature_vis.py --id fv --set layer=features.7 --set pretrained=False
+    python -m experiments.feature_vis --config local --id fv         # seconds on a CPU
+    python -m experiments.feature_vis --id fv                         # 128 channels, 512 steps, 64 px
+    python -m experiments.feature_vis --id fv --set layer=features.7 --set pretrained=False
 
 Channels are rendered ``shard_size`` at a time, each shard in one compiled call
 of :func:`jaxinterp.synthesis.activation_maximisation` (all its channels
@@ -24,51 +24,20 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxinterp import plot
+from jaxinterp.targets import Unit
+from jaxinterp.data import synthetic
+from jaxinterp.report import Report, write_json
+from jaxinterp.synthesis import STANDARD, activation_maximisation
 
-import _common  # noqa: E402
-from configs import feature_vis as feature_vis_config  # noqa: E402
-
-from jaxinterp import plot  # noqa: E402
-from jaxinterp.attribution import Unit  # noqa: E402
-from jaxinterp.data import images as photographs, synthetic  # noqa: E402
-from jaxinterp.report import Report, write_json  # noqa: E402
-from jaxinterp.synthesis import STANDARD, activation_maximisation  # noqa: E402
-from jaxinterp.train import zoo  # noqa: E402
-
-
-def held_out_images(num_synthetic: int, photos, size: int, cache: str | None = None) -> dict[str, np.ndarray]:
-    """Held-out images (N, size, size, 3) float32 in [0, 1] with a name each (cached in ``cache``, an .npz).
-
-    ``num_synthetic`` images of each synthetic variant (the held-out key
-    ``zoo.TEST_SEED``, never used in training), then the named photographs.
-    """
-    if cache is not None:
-        done = _common.load_npz(cache)
-        if done is not None:
-            return done
-    parts, names = [], []
-    if num_synthetic:
-        for variant in synthetic.VARIANTS:
-            ex = synthetic.generate(jax.random.key(zoo.TEST_SEED), num_synthetic, variant=variant, size=size)
-            parts.append(np.asarray(ex["image"], np.float32))
-            names += [f"{variant} {i} ({synthetic.CLASSES[int(l)]})" for i, l in enumerate(np.asarray(ex["label"]))]
-    if photos:
-        parts.append(photographs.batch(list(photos), size=size))
-        names += list(photos)
-    if not parts:
-        raise ValueError("held_out: expected held-out synthetic images or photos, got neither")
-    data = {"image": np.concatenate(parts), "name": np.asarray(names)}
-    if cache is not None:
-        _common.save_npz(cache, **data)
-    return data
+from experiments import common
+from experiments.configs.feature_vis import get_config
 
 
 @functools.lru_cache(maxsize=None)
@@ -182,22 +151,22 @@ def check_config(config, net) -> np.ndarray:
 
 
 def run(config, run_id: str | None = None) -> dict:
-    log = _common.logger("feature_vis")
+    log = common.logger("feature_vis")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
-    net, params, _ = _common.load_smallcnn(config, log)
+    net, params, _ = common.load_smallcnn(config, log)
     channels = check_config(config, net)
-    run_dir = _common.prepare_run(config, run_id, config.out, log)
-    held = held_out_images(config.held_out, list(config.photos), config.image_size,
+    run_dir = common.prepare_run(config, run_id, config.out, log)
+    held = common.held_out_images(config.held_out, list(config.photos), config.image_size,
                            os.path.join(run_dir, "held_out.npz"))
     held_means = np.asarray(channel_means_fn(net, config.layer)(params, jnp.asarray(held["image"])))
     shards, computed = [], 0
     for start in range(0, len(channels), config.shard_size):
         path = os.path.join(run_dir, "shards", f"c{start:05d}.npz")
-        done = _common.load_npz(path)
+        done = common.load_npz(path)
         if done is None:
             t0 = time.perf_counter()
             done = render_shard(net, params, config.layer, channels[start:start + config.shard_size], config)
-            _common.save_npz(path, **done)
+            common.save_npz(path, **done)
             computed += 1
             log(f"channels {start}..{start + len(done['target']) - 1} of {len(channels)}: {config.steps} steps "
                 f"in {time.perf_counter() - t0:.1f}s")
@@ -205,13 +174,13 @@ def run(config, run_id: str | None = None) -> dict:
     class_shard = class_rows = None
     if config.classes:
         path = os.path.join(run_dir, "shards", "classes.npz")
-        class_shard = _common.load_npz(path)
+        class_shard = common.load_npz(path)
         if class_shard is None:
             t0 = time.perf_counter()
             cfg = config.copy_and_resolve_references()
             cfg.shard_size = net.num_classes
             class_shard = render_shard(net, params, None, np.arange(net.num_classes, dtype=np.int32), cfg)
-            _common.save_npz(path, **class_shard)
+            common.save_npz(path, **class_shard)
             computed += 1
             log(f"{net.num_classes} classes in {time.perf_counter() - t0:.1f}s")
         logits = np.asarray(channel_means_fn(net, None)(params, jnp.asarray(held["image"])))
@@ -222,9 +191,9 @@ def run(config, run_id: str | None = None) -> dict:
     return {**metrics, "computed_shards": computed}
 
 
-def main(argv=None) -> dict:
-    return _common.main(argv, feature_vis_config.get_config, __doc__, run)
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

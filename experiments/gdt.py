@@ -1,36 +1,35 @@
 """A GDT contrast (Patrick et al. ICCV 2021) of the smallcnn on the synthetic set, with k-NN accuracy.
 
-    python experiments/gdt.py --variant local
-    python experiments/gdt.py --variant local --set rotation=invariant --id inv
+    python -m experiments.gdt --config local
+    python -m experiments.gdt --config local --set rotation=invariant --id inv
 
 The trainer, outputs and resumption of experiments/sela.py (``metrics.json``: k-NN
 accuracy, of the untrained net, chance), with method 'gdt': per image 2 augmented
 views x rotation by 0 / 90 degrees, contrasted by GDT's matrix (sample distinctive,
-augmentation invariant, rotation ``config.rotation``; configs/gdt.py), on sela.py's SimCLR augmentation.
+augmentation invariant, rotation ``config.rotation``; configs/gdt.py), on the SimCLR augmentation of
+:func:`experiments.common.selfsup_augmentation`.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common  # noqa: E402
-import sela  # noqa: E402
-from configs import gdt as gdt_config  # noqa: E402
+from experiments import common
+from experiments.configs.gdt import get_config
 
 ROTATIONS = ("distinctive", "invariant", "none")
 
 
-def main(argv=None) -> dict:
-    args, config = _common.parse(argv, gdt_config.get_config, __doc__)
+def run(config, run_id: str | None = None) -> dict:
+    """Train and write the run (module docstring); returns its metrics."""
     if config.rotation not in ROTATIONS:
         raise ValueError(f"rotation: expected one of {ROTATIONS}, got {config.rotation!r}")
     rotation = None if config.rotation == "none" else config.rotation
-    return sela.run(config, args.id, method="gdt", net_outputs=config.embedding,
-                    options={"temperature": config.temperature, "rotation": rotation})
+    return common.train_selfsup(config, run_id, method="gdt", net_outputs=config.embedding,
+                                options={"temperature": config.temperature, "rotation": rotation})
+
+
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

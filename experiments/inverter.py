@@ -1,8 +1,8 @@
 """Learned inverters (Dosovitskiy and Brox 2016) at several depths of the smallcnn, resumable.
 
-    python experiments/inverter.py --variant local --id inv     # < 1 min on a CPU
-    python experiments/inverter.py --id inv                      # 5 layers x 3000 steps
-    python experiments/inverter.py --id inv --set "layers=['features.1','avgpool']"
+    python -m experiments.inverter --config local --id inv      # < 1 min on a CPU
+    python -m experiments.inverter --id inv                      # 5 layers x 3000 steps
+    python -m experiments.inverter --id inv --set "layers=['features.1','avgpool']"
 
 For every layer of ``config.layers`` a decoder D is trained on synthetic 'easy'
 images to minimise ||x - D(phi(x))||^2 (``jaxinterp.synthesis.inverter``),
@@ -19,23 +19,20 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxinterp import plot
+from jaxinterp.data import synthetic
+from jaxinterp.report import Report, write_json
+from jaxinterp.synthesis.inverter import invert, train_inverter
+from jaxinterp.train import zoo
 
-import _common  # noqa: E402
-from configs import inverter as inverter_config  # noqa: E402
-
-from jaxinterp import plot  # noqa: E402
-from jaxinterp.data import synthetic  # noqa: E402
-from jaxinterp.report import Report, write_json  # noqa: E402
-from jaxinterp.synthesis.inverter import invert, train_inverter  # noqa: E402
-from jaxinterp.train import zoo  # noqa: E402
+from experiments import common
+from experiments.configs.inverter import get_config
 
 
 def psnr(mse: float) -> float:
@@ -50,14 +47,14 @@ def dataset(config, run_dir: str) -> dict[str, np.ndarray]:
     held-out key (which neither the smallcnn's nor the inverters' training sees).
     """
     path = os.path.join(run_dir, "data.npz")
-    done = _common.load_npz(path)
+    done = common.load_npz(path)
     if done is not None:
         return done
     key = jax.random.fold_in(jax.random.key(config.seed), 1)
     data = {"train": np.asarray(synthetic.generate(key, config.train_images, size=config.size)["image"]),
             "test": np.asarray(synthetic.generate(jax.random.key(zoo.TEST_SEED), config.test_images,
                                                   size=config.size)["image"])}
-    _common.save_npz(path, **data)
+    common.save_npz(path, **data)
     return data
 
 
@@ -116,12 +113,12 @@ def summarise(run_dir: str, results: dict, data: dict, config, log) -> dict:
 
 
 def run(config, run_id: str | None = None) -> dict:
-    log = _common.logger("inverter")
+    log = common.logger("inverter")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     if not config.layers:
         raise ValueError("layers: expected at least one split point")
-    run_dir = _common.prepare_run(config, run_id, config.out, log)
-    net, params, _ = _common.load_smallcnn(config, log)
+    run_dir = common.prepare_run(config, run_id, config.out, log)
+    net, params, _ = common.load_smallcnn(config, log)
     unknown = [layer for layer in config.layers if layer not in net.layers]
     if unknown:
         raise ValueError(f"layers: unknown split points {unknown} of {net.name}; expected some of {list(net.layers)}")
@@ -129,12 +126,12 @@ def run(config, run_id: str | None = None) -> dict:
     results, computed = {}, 0
     for layer in config.layers:
         path = os.path.join(run_dir, "layers", layer.replace("/", "_") + ".npz")
-        done = _common.load_npz(path)
+        done = common.load_npz(path)
         if done is None:
             t0 = time.perf_counter()
             log(f"training the inverter of {layer} ({config.steps} steps)")
             done = run_layer(net, params, layer, data, config, run_dir, log)
-            _common.save_npz(path, **done)
+            common.save_npz(path, **done)
             computed += 1
             log(f"{layer} done in {time.perf_counter() - t0:.1f}s")
         results[layer] = done
@@ -143,9 +140,9 @@ def run(config, run_id: str | None = None) -> dict:
     return {**metrics, "computed_layers": computed}
 
 
-def main(argv=None) -> dict:
-    return _common.main(argv, inverter_config.get_config, __doc__, run)
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

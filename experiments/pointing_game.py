@@ -1,9 +1,9 @@
 """The pointing game (Zhang et al. 2016; TorchRay benchmark) of every attribution method.
 
-    python experiments/pointing_game.py --variant local --id pg      # minutes on a CPU
-    python experiments/pointing_game.py --id pg --set images=1024
-    python experiments/pointing_game.py --list                       # method slugs
-    python experiments/pointing_game.py --set dataset=voc07 --set data_dir=~/tfds \
+    python -m experiments.pointing_game --config local --id pg       # minutes on a CPU
+    python -m experiments.pointing_game --id pg --set images=1024
+    python -m experiments.pointing_game --list                       # method slugs
+    python -m experiments.pointing_game --set dataset=voc07 --set data_dir=~/tfds \
         --set net=vgg16 --set weights=vgg16_voc.npz --set "method_options={'grad_cam': {'layer': 'features.29'}}"
 
 Default data: held-out synthetic ground-truth images (``jaxinterp.data.synthetic``,
@@ -32,139 +32,20 @@ import csv
 import io
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-import _common  # noqa: E402
-from configs import pointing_game as pointing_config  # noqa: E402
-
-from jaxinterp import nets  # noqa: E402
-from jaxinterp.data import synthetic  # noqa: E402
-from jaxinterp.evaluation import (centre_hits, pointing_rows, pointing_table, sanitise_maps,  # noqa: E402
+from jaxinterp.evaluation import (centre_hits, pointing_rows, pointing_table, sanitise_maps,
                                   scaled_tolerance, score_maps)
-from jaxinterp.report import Report, Section, atomic_write, write_json  # noqa: E402
-from jaxinterp.train import sharding  # noqa: E402
+from jaxinterp.report import Report, Section, atomic_write, write_json
+from jaxinterp.train import sharding
 
-TFDS_NAMES = {"voc07": ("voc/2007", "test"), "coco14": ("coco/2014", "validation")}
-
-
-# -- data: batches of image (B, H, W, 3), target / valid / difficult (B, T), mask (B, T, H, W) --
-
-
-def synthetic_batches(config, run_dir):
-    """(number of batches, iterator of (index, batch)) over the synthetic ground-truth set."""
-    data = _common.synthetic_set(config.images, cache=os.path.join(run_dir, "data.npz"))
-    n, b = len(data["label"]), config.batch_size
-    num = -(-n // b)
-
-    def it():
-        for i in range(num):
-            s = slice(i * b, (i + 1) * b)
-            k = len(data["label"][s])
-            yield i, {"image": data["image"][s], "target": data["label"][s, None].astype(np.int32),
-                      "mask": data["mask"][s, None].astype(bool), "valid": np.ones((k, 1), bool),
-                      "difficult": data["difficult"][s, None]}
-    return num, it(), synthetic.NUM_CLASSES
-
-
-def tfds_batches(config, num_classes):
-    """(number of batches or None, iterator, C) over VOC07 test / COCO14 val from ``config.data_dir``.
-
-    Targets are the classes present in each image, padded to ``config.max_targets``
-    (valid = False on padding); masks are the per-class unions of the boxes
-    (``jaxinterp.data.tfds.box_masks``).  'difficult' = the image indices listed in
-    ``config.difficult_list`` (all False without one).
-    """
-    from jaxinterp.data import tfds as tfds_data
-    if not config.data_dir:
-        raise ValueError(f"data_dir: dataset {config.dataset!r} needs the TFDS data_dir")
-    name, split = TFDS_NAMES[config.dataset]
-    if config.images:
-        split = f"{split}[:{int(config.images)}]"
-    listed = set()
-    if config.difficult_list:
-        with open(os.path.expanduser(config.difficult_list)) as f:
-            listed = {int(line.split()[0]) for line in f if line.strip()}
-    loader = tfds_data.load(name, os.path.expanduser(config.data_dir), split=split,
-                            image_size=config.image_size, batch_size=config.batch_size)
-    t_max = config.max_targets
-
-    def it():
-        start = 0
-        for i, batch in enumerate(loader):
-            labels = np.asarray(batch["labels"], bool)                       # (B, C)
-            k = labels.shape[0]
-            target = np.zeros((k, t_max), np.int32)
-            valid = np.zeros((k, t_max), bool)
-            for r in range(k):
-                present = np.flatnonzero(labels[r])[:t_max]
-                target[r, :len(present)], valid[r, :len(present)] = present, True
-            masks = np.asarray(tfds_data.box_masks(batch["boxes"], batch["box_labels"], num_classes,
-                                                   config.image_size))          # (B, C, S, S)
-            mask = np.take_along_axis(masks, target[:, :, None, None], axis=1)
-            difficult = np.array([start + r in listed for r in range(k)])[:, None] & valid
-            start += k
-            yield i, {"image": np.asarray(batch["image"], np.float32), "target": target, "mask": mask,
-                      "valid": valid, "difficult": difficult}
-    return None, it(), num_classes
-
-
-def dataset_batches(config, run_dir: str, num_classes: int):
-    """(number of batches or None, iterator of (index, batch), classes) of ``config.dataset``."""
-    if config.dataset == "synthetic":
-        return synthetic_batches(config, run_dir)
-    return tfds_batches(config, num_classes)
-
-
-def setup(config, run_id: str | None, log):
-    """Check ``config.dataset``, prepare the run directory, load the net: (run_dir, net, params, mesh).
-
-    ``params`` are replicated over the data mesh of all devices when there are several.
-    """
-    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
-    if config.dataset not in ("synthetic", *TFDS_NAMES):
-        raise ValueError(f"dataset: expected 'synthetic', 'voc07' or 'coco14', got {config.dataset!r}")
-    run_dir = _common.prepare_run(config, run_id, config.out, log)
-    net, params, _ = load_net(config, log)
-    mesh = sharding.data_mesh()
-    if mesh.size > 1:
-        params = sharding.replicate(params, mesh)
-    return run_dir, net, params, mesh
-
-
-def load_net(config, log):
-    if config.dataset == "synthetic":
-        return _common.load_smallcnn(config, log)
-    from jaxinterp.data import tfds as tfds_data
-    classes = tfds_data.VOC_CLASSES if config.dataset == "voc07" else tfds_data.COCO_CLASSES
-    net = nets.get(config.net, num_classes=len(classes))
-    if not config.weights:
-        raise ValueError(f"weights: dataset {config.dataset!r} needs converted weights for {config.net}")
-    log(f"loading {config.net} from {config.weights}")
-    return net, nets.weights.load(config.net, os.path.expanduser(config.weights), num_classes=len(classes)), {}
+from experiments import common
+from experiments.configs.pointing_game import get_config
 
 
 # -- per-batch computation ----------------------------------------------------
-
-
-def _pad(batch, n_dev):
-    """Pad the batch to a multiple of the device count (repeating the last row)."""
-    k = batch["image"].shape[0]
-    extra = -k % n_dev
-    if not extra:
-        return batch
-    return {key: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for key, v in batch.items()}
-
-
-def device_batch(batch, mesh, keys=("image", "target")) -> tuple:
-    """The ``keys`` of a batch padded to a multiple of the devices and, with several, sharded over 'data'."""
-    padded = _pad(batch, mesh.size)
-    arrays = tuple(padded[k] for k in keys)
-    return sharding.shard_batch(arrays, mesh) if mesh.size > 1 else arrays
 
 
 def run_batch(net, params, mesh, title, method, options, batch, config, tolerance):
@@ -174,8 +55,8 @@ def run_batch(net, params, mesh, title, method, options, batch, config, toleranc
     non-finite map values are counted, then made harmless by ``sanitise_maps``.
     """
     k = batch["image"].shape[0]
-    x, t, masks = device_batch(batch, mesh, ("image", "target", "mask"))
-    maps = _common.explain_fn(net, title, method, options)(params, x, t)
+    x, t, masks = common.device_batch(batch, mesh, ("image", "target", "mask"))
+    maps = common.explain_fn(net, title, method, options)(params, x, t)
     out = {"nonfinite": np.int64(np.sum(~np.isfinite(np.asarray(maps)[:k])))}
     scores = score_maps(net, params, x, sanitise_maps(maps), t, masks, tolerance=tolerance,
                         curve_steps=config.curve_steps)
@@ -208,26 +89,26 @@ def write_tables(run_dir, rows, config, pairs, tolerance):
 
 
 def run(config, run_id: str | None = None) -> dict:
-    log = _common.logger("pointing_game")
+    log = common.logger("pointing_game")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
-    if config.dataset not in ("synthetic", *TFDS_NAMES):
+    if config.dataset not in ("synthetic", *common.TFDS_NAMES):
         raise ValueError(f"dataset: expected 'synthetic', 'voc07' or 'coco14', got {config.dataset!r}")
-    run_dir = _common.prepare_run(config, run_id, config.out, log)
-    methods = _common.method_table(config.quick, config.methods)
+    run_dir = common.prepare_run(config, run_id, config.out, log)
+    methods = common.method_table(config.quick, config.methods)
     for slug, opts in dict(config.method_options).items():
         if slug not in methods:
             raise ValueError(f"method_options: unknown method {slug!r}")
         t, m, o = methods[slug]
         methods[slug] = (t, m, {**o, **dict(opts)})
-    net, params, _ = load_net(config, log)
+    net, params, _ = common.load_net(config, log)
     mesh = sharding.data_mesh()
     if mesh.size > 1:
         params = sharding.replicate(params, mesh)
         log(f"{mesh.size} devices: batches split over the 'data' axis")
     if config.dataset == "synthetic":
-        num, batches, num_classes = synthetic_batches(config, run_dir)
+        num, batches, num_classes = common.synthetic_batches(config, run_dir)
     else:
-        num, batches, num_classes = tfds_batches(config, net.num_classes)
+        num, batches, num_classes = common.tfds_batches(config, net.num_classes)
     size = 64 if config.dataset == "synthetic" else config.image_size
     tolerance = scaled_tolerance(size) if config.tolerance is None else float(config.tolerance)
     log(f"pointing-game tolerance {tolerance:.2f} px at {size} px")
@@ -235,9 +116,9 @@ def run(config, run_id: str | None = None) -> dict:
     metas, computed = [], 0
     for b, batch in batches:
         metas.append({k: batch[k] for k in ("target", "valid", "difficult")})
-        cpath = os.path.join(run_dir, "shards", _common.CENTRE, f"b{b:05d}.npz")
-        if _common.load_npz(cpath) is None:
-            _common.save_npz(cpath, hits=np.asarray(centre_hits(batch["mask"], tolerance=tolerance)))
+        cpath = os.path.join(run_dir, "shards", common.CENTRE, f"b{b:05d}.npz")
+        if common.load_npz(cpath) is None:
+            common.save_npz(cpath, hits=np.asarray(centre_hits(batch["mask"], tolerance=tolerance)))
         for slug, (title, method, options) in methods.items():
             path = os.path.join(run_dir, "shards", slug, f"b{b:05d}.npz")
             if os.path.exists(path):
@@ -246,7 +127,7 @@ def run(config, run_id: str | None = None) -> dict:
             out = run_batch(net, params, mesh, title, method, options, batch, config, tolerance)
             out["seconds"] = np.float64(time.perf_counter() - t0)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            _common.save_npz(path, **out)
+            common.save_npz(path, **out)
             computed += 1
             acc = out["hits"][batch["valid"]].mean()
             log(f"batch {b + 1}{total} {slug}: hit rate {acc:.3f}"
@@ -255,10 +136,10 @@ def run(config, run_id: str | None = None) -> dict:
                 + f" ({out['seconds']:.1f}s)" + (f" [{out['nonfinite']} non-finite values]" if out["nonfinite"] else ""))
     log(f"computed {computed} shards, {len(metas) * len(methods) - computed} resumed from disk")
     meta = {k: np.concatenate([m[k] for m in metas]) for k in metas[0]}
-    names = {**{s: t for s, (t, _, _) in methods.items()}, _common.CENTRE: "centre (baseline)"}
+    names = {**{s: t for s, (t, _, _) in methods.items()}, common.CENTRE: "centre (baseline)"}
     results = {}
     for slug in names:
-        shards = [_common.load_npz(os.path.join(run_dir, "shards", slug, f"b{b:05d}.npz")) for b in range(len(metas))]
+        shards = [common.load_npz(os.path.join(run_dir, "shards", slug, f"b{b:05d}.npz")) for b in range(len(metas))]
         results[slug] = {k: (np.concatenate([s[k] for s in shards]) if np.ndim(shards[0][k]) else np.array([s[k] for s in shards]))
                          for k in shards[0]}
     difficult = meta["valid"] & meta["difficult"] if meta["difficult"].any() else None
@@ -279,9 +160,9 @@ def run(config, run_id: str | None = None) -> dict:
     return metrics
 
 
-def main(argv=None) -> dict:
-    return _common.main(argv, pointing_config.get_config, __doc__, run)
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

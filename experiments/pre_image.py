@@ -1,7 +1,7 @@
 """Pre-images and caricatures (Mahendran and Vedaldi, CVPR 2015 / IJCV 2016) at several depths.
 
-    python experiments/pre_image.py --variant local --id pi        # seconds on a CPU
-    python experiments/pre_image.py --id pi                         # 5 smallcnn layers + vgg16, 350 steps
+    python -m experiments.pre_image --config local --id pi         # seconds on a CPU
+    python -m experiments.pre_image --id pi                         # 5 smallcnn layers + vgg16, 350 steps
 
 Held-out synthetic images and bundled photographs are inverted from their code
 at each layer of ``layers`` with both energies of ``variants``
@@ -23,22 +23,18 @@ from __future__ import annotations
 
 import functools
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
+from jaxinterp import nets, plot
+from jaxinterp.report import Report, write_json
+from jaxinterp.synthesis import caricature, feature_loss, pre_image
 
-import _common  # noqa: E402
-import feature_vis  # noqa: E402
-from configs import pre_image as pre_image_config  # noqa: E402
-
-from jaxinterp import nets, plot  # noqa: E402
-from jaxinterp.report import Report, write_json  # noqa: E402
-from jaxinterp.synthesis import caricature, feature_loss, pre_image  # noqa: E402
+from experiments import common
+from experiments.configs.pre_image import get_config
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,12 +90,12 @@ def check_config(config, net) -> None:
 
 def shard(run_dir: str, name: str, compute, log) -> tuple[dict, bool]:
     path = os.path.join(run_dir, "shards", f"{name}.npz")
-    done = _common.load_npz(path)
+    done = common.load_npz(path)
     if done is not None:
         return done, False
     t0 = time.perf_counter()
     done = compute()
-    _common.save_npz(path, **done)
+    common.save_npz(path, **done)
     log(f"{name} in {time.perf_counter() - t0:.1f}s")
     return done, True
 
@@ -152,12 +148,12 @@ def summarise(run_dir, config, data, results, caricatures, log) -> dict:
 
 
 def run(config, run_id: str | None = None) -> dict:
-    log = _common.logger("pre_image")
+    log = common.logger("pre_image")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
-    net, params, _ = _common.load_smallcnn(config, log)
+    net, params, _ = common.load_smallcnn(config, log)
     check_config(config, net)
-    run_dir = _common.prepare_run(config, run_id, config.out, log)
-    data = feature_vis.held_out_images(config.held_out, list(config.photos), config.image_size,
+    run_dir = common.prepare_run(config, run_id, config.out, log)
+    data = common.held_out_images(config.held_out, list(config.photos), config.image_size,
                                        os.path.join(run_dir, "images.npz"))
     x = data["image"]
     results, caricatures, computed, total = {}, {}, 0, 0
@@ -174,7 +170,7 @@ def run(config, run_id: str | None = None) -> dict:
     if config.vgg16_layers:
         vgg = nets.get("vgg16")
         vgg_params = vgg.init(jax.random.key(config.seed))
-        xv = feature_vis.held_out_images(config.held_out, list(config.photos), config.vgg16_size,
+        xv = common.held_out_images(config.held_out, list(config.photos), config.vgg16_size,
                                          os.path.join(run_dir, "images_vgg16.npz"))["image"]
         for layer in config.vgg16_layers:
             results[("vgg16", layer)], new = shard(
@@ -186,9 +182,9 @@ def run(config, run_id: str | None = None) -> dict:
     return {**metrics, "computed_shards": computed}
 
 
-def main(argv=None) -> dict:
-    return _common.main(argv, pre_image_config.get_config, __doc__, run)
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

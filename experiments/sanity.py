@@ -1,7 +1,7 @@
 """Sanity checks for saliency maps (Adebayo et al. 2018): cascading randomisation of the smallcnn.
 
-    python experiments/sanity.py --variant local --id sanity     # minutes on a CPU
-    python experiments/sanity.py --id sanity --set images=64
+    python -m experiments.sanity --config local --id sanity      # minutes on a CPU
+    python -m experiments.sanity --id sanity --set images=64
 
 The trained smallcnn's parameterised layers are re-initialised from the top
 (the classifier first) cumulatively (``jaxinterp.evaluation.cascading_randomisation``).
@@ -28,21 +28,18 @@ import csv
 import io
 import json
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-import _common  # noqa: E402
-from configs import sanity as sanity_config  # noqa: E402
-
-from jaxinterp.evaluation import (SIMILARITIES, cascading_randomisation, compare_maps, sanity_plot,  # noqa: E402
+from jaxinterp.evaluation import (SIMILARITIES, cascading_randomisation, compare_maps, sanity_plot,
                                   sanity_summary)
-from jaxinterp.report import Report, atomic_write, write_json  # noqa: E402
+from jaxinterp.report import Report, atomic_write, write_json
+
+from experiments import common
+from experiments.configs.sanity import get_config
 
 METRICS = SIMILARITIES
 
@@ -57,12 +54,12 @@ def maps_of(fn, params, data, batch_size):
 
 
 def run(config, run_id: str | None = None) -> dict:
-    log = _common.logger("sanity")
+    log = common.logger("sanity")
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
-    run_dir = _common.prepare_run(config, run_id, config.out, log)
-    methods = _common.method_table(config.quick, config.methods)
-    net, params, _ = _common.load_smallcnn(config, log)
-    data = _common.synthetic_set(config.images, cache=os.path.join(run_dir, "data.npz"))
+    run_dir = common.prepare_run(config, run_id, config.out, log)
+    methods = common.method_table(config.quick, config.methods)
+    net, params, _ = common.load_smallcnn(config, log)
+    data = common.synthetic_set(config.images, cache=os.path.join(run_dir, "data.npz"))
     cascade = cascading_randomisation(net, params, jax.random.key(config.seed))
     stages = [("original", params)] + cascade
     names = [name for name, _ in stages]
@@ -70,13 +67,13 @@ def run(config, run_id: str | None = None) -> dict:
     computed = 0
     per = {}
     for slug, (title, method, options) in methods.items():
-        fn = _common.explain_fn(net, title, method, options)
+        fn = common.explain_fn(net, title, method, options)
         orig_path = os.path.join(run_dir, "shards", slug, "original.npz")
-        done = _common.load_npz(orig_path)
+        done = common.load_npz(orig_path)
         if done is None:
             t0 = time.perf_counter()
             original = maps_of(fn, params, data, config.batch_size)
-            _common.save_npz(orig_path, maps=original)
+            common.save_npz(orig_path, maps=original)
             computed += 1
             log(f"{slug}: original maps ({time.perf_counter() - t0:.1f}s)")
         else:
@@ -84,7 +81,7 @@ def run(config, run_id: str | None = None) -> dict:
         per[slug] = {}
         for s, (name, p) in enumerate(stages):
             path = os.path.join(run_dir, "shards", slug, f"s{s:02d}.npz")
-            res = _common.load_npz(path)
+            res = common.load_npz(path)
             if res is None:
                 t0 = time.perf_counter()
                 maps = original if s == 0 else maps_of(fn, p, data, config.batch_size)
@@ -93,7 +90,7 @@ def run(config, run_id: str | None = None) -> dict:
                 sims = compare_maps(jnp.asarray(original), jnp.asarray(maps))
                 rho, sim, hog = (np.asarray(sims[m])[:, 0] for m in METRICS)
                 res = {"spearman": rho, "ssim": sim, "hog": hog, "nonfinite": np.int64(bad)}
-                _common.save_npz(path, **res)
+                common.save_npz(path, **res)
                 computed += 1
                 log(f"{slug} stage {s}/{len(stages) - 1} ({name}): spearman {np.nanmean(rho):.3f}, "
                     f"ssim {np.nanmean(sim):.3f}, hog {np.nanmean(hog):.3f} "
@@ -140,9 +137,9 @@ def run(config, run_id: str | None = None) -> dict:
     return metrics
 
 
-def main(argv=None) -> dict:
-    return _common.main(argv, sanity_config.get_config, __doc__, run)
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

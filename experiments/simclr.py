@@ -1,27 +1,25 @@
 """SimCLR (InfoNCE / NT-Xent) of the smallcnn on the synthetic set, with k-NN accuracy.
 
-    python experiments/simclr.py --variant local
-    python experiments/simclr.py --variant local --set epochs=2 --id t
+    python -m experiments.simclr --config local
+    python -m experiments.simclr --config local --set epochs=2 --id t
 
 The trainer, outputs and resumption of experiments/sela.py, with method 'simclr'.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-import _common  # noqa: E402
-import sela  # noqa: E402
-from configs import simclr as simclr_config  # noqa: E402
+from experiments import common
+from experiments.configs.simclr import get_config
 
 
-def main(argv=None) -> dict:
-    args, config = _common.parse(argv, simclr_config.get_config, __doc__)
-    return sela.run(config, args.id, method="simclr", net_outputs=config.embedding)
+def run(config, run_id: str | None = None) -> dict:
+    """Train and write the run (module docstring); returns its metrics."""
+    return common.train_selfsup(config, run_id, method="simclr", net_outputs=config.embedding)
+
+
+def main(argv=None) -> int:
+    return common.main(argv, get_config, __doc__, run)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

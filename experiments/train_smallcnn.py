@@ -1,7 +1,7 @@
 """Train (or load from the cache) the smallcnn on the synthetic set and record its accuracy.
 
-    python experiments/train_smallcnn.py                 # the cached recipe (minutes on a CPU)
-    python experiments/train_smallcnn.py --variant local --steps 50
+    python -m experiments.train_smallcnn                 # the cached recipe (minutes on a CPU)
+    python -m experiments.train_smallcnn --config local --set steps=50
 
 Training checkpoints as it goes (a killed run resumes) and the result is cached,
 so later runs, the tests and ``jaxinterp demo`` load it.  Writes
@@ -11,21 +11,19 @@ and difficult variants, training time).
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from jaxinterp.report import write_json
+from jaxinterp.train import zoo
 
-from configs import smallcnn as smallcnn_config  # noqa: E402
-
-from jaxinterp.report import write_json  # noqa: E402
-from jaxinterp.train import zoo  # noqa: E402
+from experiments import common
+from experiments.configs.smallcnn import get_config
 
 
-def run(config, run_id: str) -> dict:
+def run(config, run_id: str | None = None) -> dict:
     """Train or load the net described by ``config``; write and return its metrics."""
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     _, _, info = zoo.pretrained("smallcnn", steps=config.steps, cache_dir=config.cache_dir,
                                 progress=lambda line: print(line, flush=True))
     out = os.path.join(config.out, run_id)
@@ -36,20 +34,18 @@ def run(config, run_id: str) -> dict:
     return info
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--variant", default="full", choices=("full", "local"))
-    ap.add_argument("--steps", type=int, help="override config.steps")
-    ap.add_argument("--out", help="override config.out")
-    ap.add_argument("--cache-dir", help="override config.cache_dir")
-    ap.add_argument("--id", default=time.strftime("%Y%m%d-%H%M%S"))
-    args = ap.parse_args(argv)
-    config = smallcnn_config.get_config(args.variant)
+def main(argv=None) -> int:
+    ap = common.parser(__doc__, __name__)
+    ap.add_argument("--steps", type=int, help="override config.steps (= --set steps=N)")
+    ap.add_argument("--out", help="override config.out (= --set out=DIR)")
+    ap.add_argument("--cache-dir", help="override config.cache_dir (= --set cache_dir=DIR)")
+    args, config = common.parse(argv, get_config, __doc__, ap)
     for field in ("steps", "out", "cache_dir"):
         if getattr(args, field) is not None:
-            setattr(config, field, getattr(args, field))
-    return run(config, args.id)
+            config[field] = getattr(args, field)
+    run(config, args.id)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

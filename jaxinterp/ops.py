@@ -1,6 +1,7 @@
 """Numerical helpers shared by several method packages: resizing and blurring images or maps.
 
-Each idea lives here once (ARCHITECTURE.md, "one place for each idea"):
+Each idea lives here once (docs/design.md, Package layering: a shared numerical
+helper lives once, in the lowest place that needs it):
 
 * :func:`resize_bilinear` - bilinear resizing with half-pixel centres, the
   convention of ``torch.nn.functional.interpolate(mode='bilinear',
@@ -57,6 +58,12 @@ def resize_bilinear(a: jax.Array, hw: tuple[int, int], *, axes: tuple[int, int] 
 
     Returns:
       ``a`` with the spatial axes resized to ``hw``, same dtype.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxinterp import ops
+      >>> ops.resize_bilinear(jnp.array([[0.0, 1.0], [2.0, 3.0]]), (4, 4))[0].tolist()
+      [0.0, 0.25, 0.75, 1.0]
     """
     ay, ax = (ax % a.ndim for ax in axes)
     h, w = int(hw[0]), int(hw[1])

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import attribution, nets, plot
-from jaxinterp.attribution import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.data import images, synthetic
 from jaxinterp.train import zoo
 

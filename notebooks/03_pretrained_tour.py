@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import attribution, nets, perturbation, plot, synthesis
-from jaxinterp.attribution import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.data import images, imagenet_classes
 
 OUT = os.path.join("runs", "notebooks")

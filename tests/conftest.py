@@ -65,22 +65,18 @@ def pytest_unconfigure(config):
 
 @pytest.fixture(scope="session")
 def load_bench():
-    """``load_bench("dip")`` imports the script bench/dip.py as the module ``bench_dip``.
+    """``load_bench("dip")`` imports the script bench/dip.py as the module ``bench.dip``, afresh.
 
-    Each call executes the script afresh, registered in ``sys.modules`` (its dataclasses
-    look their module up there); bench/ is not a package.
+    Each call executes the script again (``importlib.reload``): the tests replace functions of
+    the module (``bench.measure = None``) to show that a resumed run measures nothing.  The
+    repository root is on the import path (tests/ is a package), so ``bench`` is importable.
     """
-    import importlib.util
-    import pathlib
+    import importlib
     import sys
 
     def load(name: str):
-        path = pathlib.Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
-        spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[spec.name] = module
-        spec.loader.exec_module(module)
-        return module
+        module = sys.modules.get(f"bench.{name}")
+        return importlib.reload(module) if module is not None else importlib.import_module(f"bench.{name}")
 
     return load
 

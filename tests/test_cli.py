@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxinterp import cli
+from jaxinterp.demo import photos, run as demo_run, smallcnn
 
 
 PREFIX = "Small CNN, synthetic set: "
@@ -54,7 +55,7 @@ def test_writes_report_config_metrics_and_figures(run_dir):
     assert not [f for f in os.listdir(run_dir) if f.endswith(".tmp")]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["id"] == "t1" and config["quick"] is True
-    assert config["sections"] == list(cli.SMALLCNN_SECTIONS)
+    assert config["sections"] == list(smallcnn.SMALLCNN_SECTIONS)
     assert "jaxinterp demo --only smallcnn_pointing" in html
 
 
@@ -65,7 +66,7 @@ def test_metrics_are_finite_and_shapes_match(run_dir):
         assert isinstance(value, (bool, int, float)) and math.isfinite(value), value
     for value in _numbers(metrics["sanity"]):   # None: Spearman undefined for every map (constant maps)
         assert value is None or (isinstance(value, (bool, int, float)) and math.isfinite(value)), value
-    n = cli._QUICK.evaluated
+    n = smallcnn.QUICK.evaluated
     shapes = metrics["saliency_shapes"]
     assert shapes["synthetic_easy"] == shapes["synthetic_difficult"] == [n, 64, 64]
     assert shapes["photos"] == [metrics["photos"]["count"], 64, 64]
@@ -86,7 +87,7 @@ def test_attribution_grid_has_every_method_for_every_image_and_target(run_dir):
     assert targets.shape == (n, 2) and (targets[:, 0] != targets[:, 1]).all()
     maps = [k for k in arrays.files if k.startswith("attribution_") and k not in
             ("attribution_images", "attribution_targets")]
-    assert len(maps) == len(cli.attribution_methods(quick=True))
+    assert len(maps) == len(smallcnn.attribution_methods(quick=True))
     for k in maps:
         assert arrays[k].shape == (n, 2, 64, 64) and np.isfinite(arrays[k]).all(), k
         assert np.abs(arrays[k]).max() > 0, k
@@ -97,10 +98,10 @@ def test_pointing_game_and_sanity_sections(run_dir):
     from jaxinterp.data import synthetic
     metrics = json.loads((run_dir / "metrics.json").read_text())
     pg = metrics["pointing"]
-    n = cli._EVAL_IMAGES[True]
+    n = smallcnn._EVAL_IMAGES[True]
     assert pg["images_per_variant"] == n and pg["tolerance"] == pytest.approx(15 * 64 / 224)
-    slugs = [s for s, _, _, _ in cli._eval_methods(True)]
-    assert set(pg["methods"]) == set(slugs) | {"centre"} and slugs == list(cli._QUICK_EVAL_METHODS)
+    slugs = [s for s, _, _, _ in smallcnn._eval_methods(True)]
+    assert set(pg["methods"]) == set(slugs) | {"centre"} and slugs == list(smallcnn._QUICK_EVAL_METHODS)
     for slug, row in pg["methods"].items():
         for col in ("accuracy_all", "accuracy_difficult"):
             assert 0.0 <= row[col] <= 1.0, (slug, col)
@@ -111,7 +112,7 @@ def test_pointing_game_and_sanity_sections(run_dir):
     arrays = np.load(run_dir / "saliency.npz")
     hits = arrays["pointing_hits"]
     assert hits.shape == (len(slugs) + 1, 2 * n) and hits.dtype == bool
-    labels = np.concatenate([synthetic.generate(jax.random.key(cli.zoo.TEST_SEED), n, variant=v, size=64)["label"]
+    labels = np.concatenate([synthetic.generate(jax.random.key(smallcnn.zoo.TEST_SEED), n, variant=v, size=64)["label"]
                              for v in synthetic.VARIANTS])
     for slug, h in zip(slugs + ["centre"], hits):         # rows of pointing_hits: the methods, then centre
         row = pg["methods"][slug]
@@ -124,7 +125,7 @@ def test_pointing_game_and_sanity_sections(run_dir):
     assert len(table) == 2 + len(slugs) + 1 and table[-1].startswith("| centre (baseline) |")
     sn = metrics["sanity"]
     assert sn["threshold"] == evaluation.SANITY_THRESHOLD and sn["images"] == n and sn["stages"] == 6
-    assert set(sn["methods"]) == set(cli._QUICK_EVAL_METHODS)
+    assert set(sn["methods"]) == set(smallcnn._QUICK_EVAL_METHODS)
     for slug, series in sn["methods"].items():
         assert len(series["spearman"]) == len(series["ssim"]) == len(series["hog"]) == 6
         assert series["spearman"][0] == pytest.approx(1.0, abs=1e-5) and series["hog"][0] == pytest.approx(0.0, abs=1e-5)
@@ -165,13 +166,13 @@ def test_synthesis_sections(run_dir):
     with np.load(run_dir / "saliency.npz") as f:
         units, pre = f["feature_visualisations"], f["pre_images"]
     vis = metrics["feature_visualisation"]
-    act = np.asarray(net.apply(params, units, stop=cli._VIS_LAYER).mean(axis=(1, 2)))
+    act = np.asarray(net.apply(params, units, stop=smallcnn._VIS_LAYER).mean(axis=(1, 2)))
     np.testing.assert_allclose(np.diag(act), vis["channel_activation"], rtol=1e-4, atol=1e-5)
     data = synthetic.generate(jax.random.key(zoo.TEST_SEED), 8, variant="easy", size=64)["image"]
     x = np.concatenate([np.asarray(data[:2]), images.batch(("chelsea",), size=64)])
     losses = metrics["pre_images"]["normalised_feature_loss"]
     assert pre.shape == (len(losses), 3, 64, 64, 3) and pre.min() >= 0 and pre.max() <= 1
-    for layer, images_at in zip(cli.pre_image_layers(quick=True), pre):
+    for layer, images_at in zip(smallcnn.pre_image_layers(quick=True), pre):
         phi0 = net.apply(params, jnp.asarray(x), stop=layer)
         np.testing.assert_allclose(np.asarray(feature_loss(net, params, jnp.asarray(images_at), phi0, layer)),
                                    losses[layer], rtol=1e-3, atol=1e-6)
@@ -197,10 +198,10 @@ def test_channel_diffing_section(run_dir):
         m, full, kept, diff = (f[k] for k in ("channel_masks", "diffing_full", "diffing_kept", "diffing_difference"))
     data = synthetic.generate(jax.random.key(zoo.TEST_SEED), len(m), variant="easy", size=64)
     x, y = jnp.asarray(data["image"]), np.asarray(data["label"])
-    phi = net.apply(params, x, stop=cli._DIFF_LAYER)
+    phi = net.apply(params, x, stop=smallcnn._DIFF_LAYER)
     assert m.shape == (len(x), phi.shape[-1]) and m.min() >= 0 and m.max() <= 1
     assert metrics["channels_kept"] == (m > 0.5).sum(1).tolist()
-    logit = lambda code: np.asarray(net.apply(params, code, start=cli._DIFF_LAYER))[np.arange(len(x)), y]  # noqa: E731
+    logit = lambda code: np.asarray(net.apply(params, code, start=smallcnn._DIFF_LAYER))[np.arange(len(x)), y]  # noqa: E731
     np.testing.assert_allclose(logit(phi * m[:, None, None, :]), metrics["logit_kept_channels"], rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(logit(phi), metrics["logit_all_channels"], rtol=1e-4, atol=1e-5)
     assert full.shape == kept.shape == (len(x), 64, 64, 3) and full.min() >= 0 and full.max() <= 1
@@ -233,7 +234,7 @@ def test_energy_in_mask_closed_form():
     saliency[1, 0, 0] = 5.0        # all energy at one pixel
     mask = np.zeros((3, 4, 4), bool)
     mask[:, 0] = True              # the top row
-    np.testing.assert_allclose(cli.energy_in_mask(saliency, mask), [0.5, 1.0, np.nan])
+    np.testing.assert_allclose(smallcnn.energy_in_mask(saliency, mask), [0.5, 1.0, np.nan])
 
 
 def test_bad_command_line_exits():
@@ -250,9 +251,9 @@ def test_only_rejects_unknown_sections(capsys):
 
 
 def test_section_choice():
-    parse = lambda *a: cli._chosen(cli._parser().parse_args(["demo", *a]))  # noqa: E731
-    assert parse() == list(cli.photo_sections.SECTIONS)
+    parse = lambda *a: demo_run.chosen_sections(cli._parser().parse_args(["demo", *a]))  # noqa: E731
+    assert parse() == list(photos.SECTIONS)
     full = parse("--full")
-    assert full[:len(cli.photo_sections.SECTIONS)] == list(cli.photo_sections.SECTIONS)
-    assert set(full) == set(cli.section_names())
+    assert full[:len(photos.SECTIONS)] == list(photos.SECTIONS)
+    assert set(full) == set(demo_run.section_names())
     assert parse("--only", "sanity,classification") == ["classification", "sanity"]

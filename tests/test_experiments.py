@@ -1,15 +1,12 @@
 """experiments/train_smallcnn.py: the local variant trains, caches and writes its metrics."""
 
 import json
-import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).parents[1]
-
 
 def test_train_smallcnn_local(tmp_path):
-    cmd = [sys.executable, str(ROOT / "experiments" / "train_smallcnn.py"), "--variant", "local",
+    cmd = [sys.executable, "-m", "experiments.train_smallcnn", "--config", "local",
            "--steps", "4", "--out", str(tmp_path / "runs"), "--cache-dir", str(tmp_path / "cache"),
            "--id", "t"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)

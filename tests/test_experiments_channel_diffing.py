@@ -1,9 +1,6 @@
 """experiments/channel_diffing.py: a tiny local run, its scores recomputed from the saved masks, resumption."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,27 +9,17 @@ import pytest
 
 from jaxinterp import nets
 from jaxinterp.data import synthetic
-
-ROOT = pathlib.Path(__file__).parents[1]
-
-
-def _script():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    spec = importlib.util.spec_from_file_location("_exp_channel_diffing", ROOT / "experiments" / "channel_diffing.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from experiments import common, channel_diffing as ex
 
 
 def _argv(tmp_path, **extra):
     sets = {"out": tmp_path, "images": 2, "batch_size": 4, "pretrained": False, "steps": 4,
             "pre_image_steps": 3, "areas": "[0.1, 0.25]", **extra}
-    return ["--variant", "local", "--id", "t"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    return ["--config", "local", "--id", "t"] + [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
 
 def test_channel_diffing_local_run_resumes(tmp_path, capsys):
-    ex = _script()
-    metrics = ex.main(_argv(tmp_path))
+    metrics = common.results(ex, _argv(tmp_path))
     run = tmp_path / "t"
     for name in ("metrics.json", "report.html", "diffing.png", "channel_frequency.npy", "config.json"):
         assert (run / name).exists(), name
@@ -63,13 +50,12 @@ def test_channel_diffing_local_run_resumes(tmp_path, capsys):
     np.testing.assert_allclose(freq, want)
     assert json.loads((run / "metrics.json").read_text()) == json.loads(
         json.dumps({k: v for k, v in metrics.items() if k != "computed_batches"}))
-    again = ex.main(_argv(tmp_path))
+    again = common.results(ex, _argv(tmp_path))
     assert again["computed_batches"] == 0 and metrics["computed_batches"] == 1
     assert again["areas"] == metrics["areas"] and "resumed from disk" in capsys.readouterr().out
 
 
 def test_channel_diffing_rejects_bad_config(tmp_path):
-    ex = _script()
     with pytest.raises(ValueError, match="layer"):
         ex.main(_argv(tmp_path, layer="features.99"))
     with pytest.raises(ValueError, match="dataset"):

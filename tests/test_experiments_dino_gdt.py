@@ -1,22 +1,18 @@
 """experiments/dino.py and experiments/gdt.py: tiny local runs write their metrics (as test_experiments_sela.py)."""
 
 import json
-import pathlib
 import subprocess
 import sys
 
-ROOT = pathlib.Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
+from experiments import dino
+from experiments.configs import dino as dino_config
 
-import dino  # noqa: E402
-from configs import dino as dino_config  # noqa: E402
-
-_TINY = ["--variant", "local", "--set", "images=64", "--set", "heldout=16", "--set", "epochs=1",
+_TINY = ["--config", "local", "--set", "images=64", "--set", "heldout=16", "--set", "epochs=1",
          "--set", "batch_size=32", "--set", "knn_k=3"]
 
 
-def _run(tmp_path, script, *extra):
-    cmd = [sys.executable, str(ROOT / "experiments" / script), "--id", "t", "--set", f"out={tmp_path / 'runs'}",
+def _run(tmp_path, experiment, *extra):
+    cmd = [sys.executable, "-m", f"experiments.{experiment}", "--id", "t", "--set", f"out={tmp_path / 'runs'}",
            *_TINY, *extra]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
@@ -24,7 +20,7 @@ def _run(tmp_path, script, *extra):
 
 
 def test_dino_local_tiny(tmp_path):
-    metrics, result = _run(tmp_path, "dino.py", "--set", "head_dim=16", "--set", "n_local=1",
+    metrics, result = _run(tmp_path, "dino", "--set", "head_dim=16", "--set", "n_local=1",
                            "--set", "blur_max=0.5")
     assert metrics["method"] == "dino" and metrics["steps"] == 2 and "nmi" not in metrics
     assert 0 <= metrics["knn_accuracy"] <= 1 and 0 <= metrics["knn_accuracy_untrained"] <= 1
@@ -53,7 +49,7 @@ def test_dino_blur_is_scaled_to_the_crop_size():
 
 
 def test_gdt_local_tiny(tmp_path):
-    metrics, _ = _run(tmp_path, "gdt.py", "--set", "embedding=16", "--set", "blur_max=0.5")
+    metrics, _ = _run(tmp_path, "gdt", "--set", "embedding=16", "--set", "blur_max=0.5")
     assert metrics["method"] == "gdt" and metrics["steps"] == 2 and 0 <= metrics["knn_accuracy"] <= 1
     config = json.loads((tmp_path / "runs" / "t" / "config.json").read_text())["config"]
     assert config["rotation"] == "distinctive" and config["temperature"] == 0.07

@@ -1,9 +1,6 @@
 """experiments/dip.py: the local variant (tiny), its outputs against deep_image_prior itself, resumption."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,23 +9,13 @@ import pytest
 
 from jaxinterp.data import images
 from jaxinterp.synthesis import dip
-
-ROOT = pathlib.Path(__file__).parents[1]
-
-
-def _script():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    spec = importlib.util.spec_from_file_location("_exp_dip", ROOT / "experiments" / "dip.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from experiments import common, dip as ex
 
 
 def test_dip_local_run_resumes(tmp_path, capsys):
-    ex = _script()
-    argv = ["--variant", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "images=['astronaut']",
+    argv = ["--config", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "images=['astronaut']",
             "--set", "steps={'denoise': 4, 'inpaint': 3, 'super_resolution': 2}", "--set", "curve_steps=3"]
-    metrics = ex.main(argv)
+    metrics = common.results(ex, argv)
     run = tmp_path / "t"
     for name in ("metrics.json", "report.html", "restorations.png", "curves.png", "config.json",
                  "shards/denoise.npz", "shards/inpaint.npz", "shards/super_resolution.npz", "shards/curves.npz"):
@@ -53,15 +40,14 @@ def test_dip_local_run_resumes(tmp_path, capsys):
     written = json.loads((run / "metrics.json").read_text())
     assert written == json.loads(json.dumps({k: v for k, v in metrics.items() if k != "computed_shards"}))
     # Rerun: nothing recomputed, same metrics.
-    again = ex.main(argv)
+    again = common.results(ex, argv)
     assert again["computed_shards"] == 0 and metrics["computed_shards"] == 4
     assert again["tasks"] == metrics["tasks"]
     assert "resumed from disk" in capsys.readouterr().out
 
 
 def test_dip_rejects_bad_config(tmp_path):
-    ex = _script()
     with pytest.raises(ValueError, match="tasks"):
-        ex.main(["--variant", "local", "--set", f"out={tmp_path}", "--set", "tasks=['deblur']"])
+        ex.main(["--config", "local", "--set", f"out={tmp_path}", "--set", "tasks=['deblur']"])
     with pytest.raises(ValueError, match="image_size"):
-        ex.main(["--variant", "local", "--set", f"out={tmp_path}", "--set", "image_size=36"])
+        ex.main(["--config", "local", "--set", f"out={tmp_path}", "--set", "image_size=36"])

@@ -5,10 +5,7 @@ sharded over the 'data' axis) on a random-weight smallcnn with a few images.
 """
 
 import csv
-import importlib.util
 import json
-import pathlib
-import sys
 
 import jax
 import numpy as np
@@ -18,16 +15,7 @@ from jaxinterp import attribution, nets
 from jaxinterp.data import synthetic
 from jaxinterp.evaluation import centre_hits, pointing_hits
 from jaxinterp.train import zoo
-
-ROOT = pathlib.Path(__file__).parents[1]
-
-
-def _script(name):
-    sys.path.insert(0, str(ROOT / "experiments"))
-    spec = importlib.util.spec_from_file_location(f"_exp_{name}", ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from experiments import common, pointing_game as pg, sanity as sn
 
 
 def _numbers(path):
@@ -40,11 +28,10 @@ def _progress(out, marker):
 
 
 def test_pointing_game_local_resumes(tmp_path, capsys):
-    pg = _script("pointing_game")
-    argv = ["--variant", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "images=4",
+    argv = ["--config", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "images=4",
             "--set", "batch_size=4", "--set", "pretrained=False", "--set", "curve_steps=2",
             "--set", "methods=['gradient', 'grad_cam']"]
-    metrics = pg.main(argv)
+    metrics = common.results(pg, argv)
     first = capsys.readouterr().out
     run = tmp_path / "t"
     for name in ("table.md", "table.csv", "metrics.json", "config.json", "report.html"):
@@ -82,12 +69,12 @@ def test_pointing_game_local_resumes(tmp_path, capsys):
 
     # A second run (as after a kill) resumes: nothing recomputed, same table.
     table = _numbers(run / "table.csv")
-    again = pg.main(argv)
+    again = common.results(pg, argv)
     assert again["computed_shards"] == 0 and not _progress(capsys.readouterr().out, "hit rate")
     assert _numbers(run / "table.csv") == table
     # A lost shard (killed mid-run) is the only one recomputed.
     shards[1].unlink()
-    again = pg.main(argv)
+    again = common.results(pg, argv)
     assert again["computed_shards"] == 1 and len(_progress(capsys.readouterr().out, "hit rate")) == 1
     assert _numbers(run / "table.csv") == table
     # Resuming with another config would mix shards: refused.
@@ -96,20 +83,18 @@ def test_pointing_game_local_resumes(tmp_path, capsys):
 
 
 def test_pointing_game_rejects_bad_config(tmp_path):
-    pg = _script("pointing_game")
     with pytest.raises(ValueError, match="methods"):
-        pg.main(["--variant", "local", "--set", f"out={tmp_path}", "--set", "methods=['nope']"])
+        pg.main(["--config", "local", "--set", f"out={tmp_path}", "--set", "methods=['nope']"])
     with pytest.raises(ValueError, match="--set"):
-        pg.main(["--variant", "local", "--set", "no_such_field=1"])
+        pg.main(["--config", "local", "--set", "no_such_field=1"])
     with pytest.raises(ValueError, match="dataset"):
-        pg.main(["--variant", "local", "--set", f"out={tmp_path}", "--set", "dataset=imagenet"])
+        pg.main(["--config", "local", "--set", f"out={tmp_path}", "--set", "dataset=imagenet"])
 
 
 def test_sanity_local_resumes(tmp_path, capsys):
-    sn = _script("sanity")
-    argv = ["--variant", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "images=2",
+    argv = ["--config", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "images=2",
             "--set", "pretrained=False", "--set", "methods=['gradient', 'grad_cam']"]
-    metrics = sn.main(argv)
+    metrics = common.results(sn, argv)
     first = capsys.readouterr().out
     run = tmp_path / "t"
     for name in ("sanity.csv", "sanity.md", "sanity.png", "metrics.json", "config.json", "report.html"):
@@ -130,7 +115,7 @@ def test_sanity_local_resumes(tmp_path, capsys):
     assert len(rows) == 2 * len(stages)
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["stages"] == stages
-    again = sn.main(argv)
+    again = common.results(sn, argv)
     assert again["computed_shards"] == 0 and not _progress(capsys.readouterr().out, " stage ")
     assert again["methods"] == metrics["methods"]
 
@@ -140,7 +125,6 @@ def test_pointing_game_tfds_path_on_mock_voc(tmp_path, monkeypatch, capsys):
     """The VOC07 code path on two fake batches (no TensorFlow): multi-class targets, box masks, difficult list."""
     from jaxinterp.data import tfds as tfds_data
 
-    pg = _script("pointing_game")
     c = len(tfds_data.VOC_CLASSES)
     net = nets.get("smallcnn", num_classes=c)
     weights = tmp_path / "smallcnn_voc.npz"
@@ -162,11 +146,11 @@ def test_pointing_game_tfds_path_on_mock_voc(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(tfds_data, "load", fake_load)
     listed = tmp_path / "difficult.txt"
     listed.write_text("1\n2\n")
-    metrics = pg.main(["--variant", "local", "--id", "voc", "--set", f"out={tmp_path}",
-                       "--set", "dataset=voc07", "--set", f"data_dir={tmp_path}", "--set", "images=4",
-                       "--set", "net=smallcnn", "--set", f"weights={weights}", "--set", "image_size=64",
-                       "--set", "max_targets=2", "--set", "batch_size=2", "--set", "curve_steps=0",
-                       "--set", f"difficult_list={listed}", "--set", "methods=['gradient']"])
+    metrics = common.results(pg, ["--config", "local", "--id", "voc", "--set", f"out={tmp_path}",
+                                  "--set", "dataset=voc07", "--set", f"data_dir={tmp_path}", "--set", "images=4",
+                                  "--set", "net=smallcnn", "--set", f"weights={weights}", "--set", "image_size=64",
+                                  "--set", "max_targets=2", "--set", "batch_size=2", "--set", "curve_steps=0",
+                                  "--set", f"difficult_list={listed}", "--set", "methods=['gradient']"])
     capsys.readouterr()
     # Images 0 and 2 have two classes, 1 and 3 one: 6 (image, class) pairs, 3 of them in images 1, 2.
     assert metrics["pairs"] == 6 and metrics["difficult_pairs"] == 3

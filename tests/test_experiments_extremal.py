@@ -1,9 +1,6 @@
 """experiments/extremal.py: a tiny local run (8 fake devices), its outputs against extremal() itself, resumption."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,23 +10,13 @@ import pytest
 from jaxinterp import nets
 from jaxinterp.data import synthetic
 from jaxinterp.perturbation import extremal
-
-ROOT = pathlib.Path(__file__).parents[1]
-
-
-def _script():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    spec = importlib.util.spec_from_file_location("_exp_extremal", ROOT / "experiments" / "extremal.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from experiments import common, extremal as ex
 
 
 def test_extremal_local_run_resumes(tmp_path, capsys):
-    ex = _script()
-    argv = ["--variant", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "images=3",
+    argv = ["--config", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "images=3",
             "--set", "batch_size=4", "--set", "pretrained=False", "--set", "steps=3", "--set", "areas=[0.1, 0.3]"]
-    metrics = ex.main(argv)
+    metrics = common.results(ex, argv)
     run = tmp_path / "t"
     for name in ("metrics.json", "report.html", "masks.png", "config.json"):
         assert (run / name).exists(), name
@@ -49,16 +36,15 @@ def test_extremal_local_run_resumes(tmp_path, capsys):
     written = json.loads((run / "metrics.json").read_text())
     assert written == json.loads(json.dumps({k: v for k, v in metrics.items() if k != "computed_batches"}))
     # Rerun: nothing recomputed, same metrics.
-    again = ex.main(argv)
+    again = common.results(ex, argv)
     assert again["computed_batches"] == 0 and metrics["computed_batches"] == 2
     assert again["pointing_all"] == metrics["pointing_all"]
     assert "resumed from disk" in capsys.readouterr().out
 
 
 def test_extremal_rejects_bad_config(tmp_path):
-    ex = _script()
     with pytest.raises(ValueError, match="dataset"):
-        ex.main(["--variant", "local", "--set", f"out={tmp_path}", "--set", "dataset=imagenet"])
+        ex.main(["--config", "local", "--set", f"out={tmp_path}", "--set", "dataset=imagenet"])
     with pytest.raises(ValueError, match="areas"):
-        ex.main(["--variant", "local", "--set", f"out={tmp_path}", "--set", "pretrained=False",
+        ex.main(["--config", "local", "--set", f"out={tmp_path}", "--set", "pretrained=False",
                  "--set", "images=1", "--set", "areas=[1.5]"])

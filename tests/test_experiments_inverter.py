@@ -1,10 +1,7 @@
 """experiments/inverter.py: a tiny local run, its metrics recomputed in NumPy, its reconstructions against
 train_inverter + invert directly, resumption (finished layer skipped, killed layer resumed), bad config."""
 
-import importlib.util
 import json
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -14,25 +11,15 @@ import pytest
 from jaxinterp import nets
 from jaxinterp.data import synthetic
 from jaxinterp.synthesis.inverter import invert, train_inverter
-
-ROOT = pathlib.Path(__file__).parents[1]
-
-
-def _script():
-    sys.path.insert(0, str(ROOT / "experiments"))
-    spec = importlib.util.spec_from_file_location("_exp_inverter", ROOT / "experiments" / "inverter.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from experiments import common, inverter as ex
 
 
 def test_inverter_local_run_metrics_and_resumption(tmp_path, capsys):
-    ex = _script()
-    argv = ["--variant", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "pretrained=False",
+    argv = ["--config", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "pretrained=False",
             "--set", "size=32", "--set", "train_images=24", "--set", "test_images=5", "--set", "steps=4",
             "--set", "steps_per_call=2", "--set", "batch_size=4", "--set", "layers=['features.2', 'avgpool']",
             "--set", "widths=[8]", "--set", "fc_width=16", "--set", "shown=2"]
-    metrics = ex.main(argv)
+    metrics = common.results(ex, argv)
     run = tmp_path / "t"
     for name in ("metrics.json", "report.html", "reconstructions.png", "config.json", "data.npz",
                  "layers/features.2.npz", "layers/avgpool.npz"):
@@ -64,12 +51,12 @@ def test_inverter_local_run_metrics_and_resumption(tmp_path, capsys):
     want = invert(net, params, inv, jnp.asarray(test, jnp.float32), "features.2")
     np.testing.assert_allclose(recon["features.2"], want, rtol=1e-5, atol=1e-6)
     # Rerun: nothing recomputed, same metrics.
-    again = ex.main(argv)
+    again = common.results(ex, argv)
     assert again["computed_layers"] == 0 and again["layers"] == metrics["layers"]
     assert "trained 0 inverters, 2 resumed from disk" in capsys.readouterr().out
     # A layer killed after its checkpoint but before its result: resumed from the checkpoint, same result.
     (run / "layers" / "features.2.npz").unlink()
-    third = ex.main(argv)
+    third = common.results(ex, argv)
     out = capsys.readouterr().out
     assert third["computed_layers"] == 1 and "resumed from step 4" in out
     with np.load(run / "layers" / "features.2.npz") as f:
@@ -77,9 +64,8 @@ def test_inverter_local_run_metrics_and_resumption(tmp_path, capsys):
 
 
 def test_inverter_rejects_bad_config(tmp_path):
-    ex = _script()
     with pytest.raises(ValueError, match="^layers: unknown split points"):
-        ex.main(["--variant", "local", "--set", f"out={tmp_path}", "--set", "pretrained=False",
+        ex.main(["--config", "local", "--set", f"out={tmp_path}", "--set", "pretrained=False",
                  "--set", "layers=['features.2', 'conv99']"])
     with pytest.raises(ValueError, match="^variant"):
-        ex.inverter_config.get_config("huge")
+        ex.get_config("huge")

@@ -1,12 +1,11 @@
 """experiments/sela.py and simclr.py: tiny local runs write their metrics; a sela run killed
 with SIGKILL and rerun with the same --id ends with the params and metrics of an
 uninterrupted run (without redoing finished epochs), another config is refused;
-``load_data`` on mocked TFDS CIFAR-10 / ImageNet gives the mocked images (PIL reference)
-as uint8 memmaps."""
+``experiments.common.selfsup_data`` on mocked TFDS CIFAR-10 / ImageNet gives the mocked images
+(PIL reference) as uint8 memmaps."""
 
 import json
 import os
-import pathlib
 import signal
 import subprocess
 import sys
@@ -17,19 +16,14 @@ import numpy as np
 import PIL.Image
 import pytest
 
-ROOT = pathlib.Path(__file__).parents[1]
-sys.path.insert(0, str(ROOT / "experiments"))
-sys.path.insert(0, str(ROOT / "tests" / "data"))
-
-import _common  # noqa: E402
-import sela  # noqa: E402
-from configs import sela as sela_config  # noqa: E402
+from experiments import common
+from experiments.configs import sela as sela_config
 
 DATA_DIR = "/nonexistent/tfds"  # the TFDS mock never reads it
 
 
 def test_simclr_local_tiny(tmp_path):
-    cmd = [sys.executable, str(ROOT / "experiments" / "simclr.py"), "--variant", "local", "--id", "s",
+    cmd = [sys.executable, "-m", "experiments.simclr", "--config", "local", "--id", "s",
            "--set", f"out={tmp_path / 'runs'}", "--set", "images=64", "--set", "heldout=16",
            "--set", "epochs=1", "--set", "batch_size=32", "--set", "embedding=16", "--set", "knn_k=3"]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -44,7 +38,7 @@ def test_simclr_local_tiny(tmp_path):
 
 
 def _run_args(out, epochs=4):
-    return [sys.executable, str(ROOT / "experiments" / "sela.py"), "--variant", "local", "--id", "k",
+    return [sys.executable, "-m", "experiments.sela", "--config", "local", "--id", "k",
             "--set", f"out={out}", "--set", "images=64", "--set", "heldout=16",
             "--set", f"epochs={epochs}", "--set", "batch_size=32", "--set", "clusters=8",
             "--set", "eval_every=1", "--set", "knn_k=3"]
@@ -69,7 +63,7 @@ def test_sela_resumes_after_sigkill_to_the_uninterrupted_result(tmp_path):
         data = {"image": rng.random((n, 32, 32, 3), dtype=np.float32), "label": rng.integers(0, 8, n)}
         for run in ("whole", "killed"):
             os.makedirs(tmp_path / run / "k", exist_ok=True)
-            _common.save_npz(str(tmp_path / run / "k" / f"{name}.npz"), **data)
+            common.save_npz(str(tmp_path / run / "k" / f"{name}.npz"), **data)
     whole = subprocess.run(_run_args(tmp_path / "whole"), capture_output=True, text=True,
                            timeout=300, env=env)
     assert whole.returncode == 0, whole.stderr[-3000:] + whole.stdout[-3000:]
@@ -111,13 +105,13 @@ def test_sela_resumes_after_sigkill_to_the_uninterrupted_result(tmp_path):
     metrics = read("whole", "metrics.json")
     assert metrics["steps"] == 8 and 0 <= metrics["knn_accuracy"] <= 1 and 0 <= metrics["nmi"] <= 1
     # Another config in the same run directory is refused (before any work).
-    _, other = _common.parse(_run_args(tmp_path / "killed", epochs=5)[2:], sela_config.get_config, "")
+    _, other = common.parse(_run_args(tmp_path / "killed", epochs=5)[3:], sela_config.get_config, "")
     with pytest.raises(ValueError, match="another config"):
-        _common.prepare_run(other, "k", str(tmp_path / "killed"), lambda line: None)
+        common.prepare_run(other, "k", str(tmp_path / "killed"), lambda line: None)
 
 
 # ---------------------------------------------------------------------------
-# load_data on mocked TFDS sets, and its argument checks.
+# selfsup_data on mocked TFDS sets, and its argument checks.
 # ---------------------------------------------------------------------------
 
 
@@ -138,10 +132,10 @@ def _pil_centre_crop(image, size):
 
 
 def test_load_data_cifar10_is_the_raw_images_as_uint8_memmaps(tmp_path):
-    from tfds_mock import indexed_mock
+    from tests.data.tfds_mock import indexed_mock
     config = _config(dataset="cifar10", images=6, heldout=4, size=32)
     with indexed_mock("cifar10", {"train": 8, "test": 5}) as examples:
-        train, held = sela.load_data(config, str(tmp_path), progress=lambda line: None)
+        train, held = common.selfsup_data(config, str(tmp_path), progress=lambda line: None)
     for data, raw, n in ((train, examples["train"], 6), (held, examples["test"], 4)):
         assert isinstance(data["image"], np.memmap) and data["image"].dtype == np.uint8
         np.testing.assert_array_equal(data["image"], np.stack([e["image"] for e in raw[:n]]))
@@ -152,11 +146,11 @@ def test_load_data_cifar10_is_the_raw_images_as_uint8_memmaps(tmp_path):
 
 
 def test_load_data_imagenet_is_the_centre_crop_of_pil(tmp_path):
-    from tfds_mock import indexed_mock
+    from tests.data.tfds_mock import indexed_mock
     config = _config(dataset="imagenet2012", images=5, heldout=3, size=16,
                      cache_dir=str(tmp_path / "cache"))
     with indexed_mock("imagenet2012", {"train": 5, "validation": 4}) as examples:
-        train, held = sela.load_data(config, str(tmp_path / "run"), progress=lambda line: None)
+        train, held = common.selfsup_data(config, str(tmp_path / "run"), progress=lambda line: None)
     assert sorted(os.listdir(tmp_path / "cache"))[0] == "imagenet2012-train-5-16px.images.npy"
     for data, raw in ((train, examples["train"][:5]), (held, examples["validation"][:3])):
         assert data["image"].shape == (len(raw), 16, 16, 3) and data["image"].dtype == np.uint8
@@ -173,29 +167,31 @@ def test_load_data_imagenet_is_the_centre_crop_of_pil(tmp_path):
 ])
 def test_load_data_bad_dataset_or_missing_data_dir(tmp_path, fields, argument):
     with pytest.raises(ValueError, match=f"^{argument}"):
-        sela.load_data(_config(**fields), str(tmp_path))
+        common.selfsup_data(_config(**fields), str(tmp_path))
 
 
 def test_tfds_variants_on_the_command_line():
-    _, config = _common.parse(["--variant", "cifar10", "--set", "data_dir=/d"], sela_config.get_config, "")
+    _, config = common.parse(["--config", "cifar10", "--set", "data_dir=/d"], sela_config.get_config, "")
     assert (config.dataset, config.size, config.clusters, config.lam) == ("cifar10", 32, 128, 10.0)
-    _, config = _common.parse(["--variant", "full", "--set", "dataset=imagenet2012"], sela_config.get_config, "")
+    _, config = common.parse(["--config", "full", "--set", "dataset=imagenet2012"], sela_config.get_config, "")
     assert config.dataset == "imagenet2012" and config.clusters == sela_config.get_config("full").clusters
+    _, config = common.parse(["--variant", "cifar10"], sela_config.get_config, "")   # --config's old name
+    assert config.dataset == "cifar10"
     with pytest.raises(ValueError, match="^variant"):
-        _common.parse(["--variant", "cifar"], sela_config.get_config, "")
+        common.parse(["--config", "cifar"], sela_config.get_config, "")
 
 
 def test_augmentation_of_each_config():
     """SeLa trains on SeLa's transform; SimCLR and GDT on SimCLR's, with their own crop scale and blur."""
     from jaxinterp.train.augment import AugmentConfig
-    from configs import gdt as gdt_config
-    from configs import simclr as simclr_config
+    from experiments.configs import gdt as gdt_config
+    from experiments.configs import simclr as simclr_config
 
     config = sela_config.get_config("local")
-    assert sela.augmentation(config) == AugmentConfig.sela(size=(32, 32), scale=(0.2, 1.0))
+    assert common.selfsup_augmentation(config) == AugmentConfig.sela(size=(32, 32), scale=(0.2, 1.0))
     for get in (simclr_config.get_config, gdt_config.get_config):
-        assert sela.augmentation(get("local")) == AugmentConfig.simclr(size=(32, 32), scale=(0.3, 1.0),
-                                                                      blur_sigma=(0.1, 1.0))
+        assert common.selfsup_augmentation(get("local")) == AugmentConfig.simclr(
+            size=(32, 32), scale=(0.3, 1.0), blur_sigma=(0.1, 1.0))
     config.augmentation = "byol"
     with pytest.raises(ValueError, match="^augmentation"):
-        sela.augmentation(config)
+        common.selfsup_augmentation(config)

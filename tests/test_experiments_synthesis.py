@@ -1,9 +1,7 @@
 """experiments/feature_vis.py, pre_image.py, deepdream.py: tiny local runs, metrics checked independently, resumption."""
 
-import importlib.util
+import importlib
 import json
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,16 +10,7 @@ import pytest
 
 from jaxinterp import nets
 from jaxinterp.data import images as photographs, synthetic
-
-ROOT = pathlib.Path(__file__).parents[1]
-
-
-def _script(name):
-    sys.path.insert(0, str(ROOT / "experiments"))
-    spec = importlib.util.spec_from_file_location(f"_exp_{name}", ROOT / "experiments" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from experiments import common, deepdream, feature_vis, pre_image
 
 
 def _random_smallcnn():
@@ -35,11 +24,11 @@ def _channel_means(net, params, x, layer):
 
 
 def test_feature_vis_local_run_resumes(tmp_path, capsys):
-    ex = _script("feature_vis")
+    ex = feature_vis
     photos = ["chelsea", "coffee", "rocket"]
-    argv = ["--variant", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "pretrained=False",
+    argv = ["--config", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "pretrained=False",
             "--set", "channels=4", "--set", "shard_size=2", "--set", "steps=64", "--set", f"photos={photos}"]
-    metrics = ex.main(argv)
+    metrics = common.results(ex, argv)
     run = tmp_path / "t"
     for name in ("metrics.json", "report.html", "channels.png", "classes.png", "config.json"):
         assert (run / name).exists(), name
@@ -65,17 +54,17 @@ def test_feature_vis_local_run_resumes(tmp_path, capsys):
     assert metrics["fraction_beating_held_out"] == np.mean([r["wins"] for r in metrics["per_channel"]])
     written = json.loads((run / "metrics.json").read_text())
     assert written == json.loads(json.dumps({k: v for k, v in metrics.items() if k != "computed_shards"}))
-    again = ex.main(argv)
+    again = common.results(ex, argv)
     assert again["computed_shards"] == 0 and again["per_channel"] == metrics["per_channel"]
     assert "3 resumed from disk" in capsys.readouterr().out
 
 
 def test_pre_image_local_run_resumes(tmp_path, capsys):
-    ex = _script("pre_image")
-    argv = ["--variant", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "pretrained=False",
+    ex = pre_image
+    argv = ["--config", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "pretrained=False",
             "--set", "photos=['chelsea']", "--set", "layers=['features.4']", "--set", "steps=30",
             "--set", "caricature_layers=['features.4']", "--set", "caricature_steps=3"]
-    metrics = ex.main(argv)
+    metrics = common.results(ex, argv)
     run = tmp_path / "t"
     for name in ("metrics.json", "report.html", "smallcnn_features.4.png", "caricatures.png", "config.json"):
         assert (run / name).exists(), name
@@ -95,15 +84,15 @@ def test_pre_image_local_run_resumes(tmp_path, capsys):
     assert entry["mean_image_loss"] == [pytest.approx(1.0, abs=1e-5)]
     assert entry["ijcv"]["beats_mean_image"] == 1.0 and entry["ijcv"]["mean_loss"] < 0.9
     assert 0 < entry["cvpr"]["mean_loss"] < 1.0
-    again = ex.main(argv)
+    again = common.results(ex, argv)
     assert again["computed_shards"] == 0 and again["layers"] == metrics["layers"]
     assert "2 resumed from disk" in capsys.readouterr().out
 
 
 def test_deepdream_local_run_resumes(tmp_path, capsys):
-    ex = _script("deepdream")
-    argv = ["--variant", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "pretrained=False"]
-    metrics = ex.main(argv)
+    ex = deepdream
+    argv = ["--config", "local", "--id", "t", "--set", f"out={tmp_path}", "--set", "pretrained=False"]
+    metrics = common.results(ex, argv)
     run = tmp_path / "t"
     for name in ("metrics.json", "report.html", "dreams.png", "config.json", "shards/features.4.npz"):
         assert (run / name).exists(), name
@@ -113,7 +102,7 @@ def test_deepdream_local_run_resumes(tmp_path, capsys):
     a = np.asarray(net.apply(params, jnp.asarray(x), stop="features.4"), np.float64)
     np.testing.assert_allclose(entry["energy_before"], 0.5 * (a ** 2).reshape(2, -1).sum(1), rtol=1e-4)
     assert entry["share_raised"] == 1.0 and min(entry["gain"]) > 1.0     # DeepDream amplifies the layer
-    again = ex.main(argv)
+    again = common.results(ex, argv)
     assert again["computed_shards"] == 0 and again["layers"] == metrics["layers"]
     assert "1 resumed from disk" in capsys.readouterr().out
 
@@ -123,7 +112,7 @@ def test_deepdream_local_run_resumes(tmp_path, capsys):
                                                 ("pre_image", "variants", "['eccv']"),
                                                 ("deepdream", "layers", "['nope']")])
 def test_synthesis_experiments_reject_bad_config(tmp_path, name, field, value):
-    ex = _script(name)
+    ex = importlib.import_module(f"experiments.{name}")
     with pytest.raises(ValueError, match=field):
-        ex.main(["--variant", "local", "--set", f"out={tmp_path}", "--set", "pretrained=False",
+        ex.main(["--config", "local", "--set", f"out={tmp_path}", "--set", "pretrained=False",
                  "--set", f"{field}={value}"])

@@ -3,7 +3,7 @@
 The fields and variants of configs/sela.py (``clusters``, ``lam``, ``label_every``,
 ``scale`` unused) plus:
 
-* ``head_dim``: K, the head's output width (DINO: 65536 for ImageNet's 1.28M images).
+* ``head_dim``: K, the head's output width (256; DINO: 65536 for ImageNet's 1.28M images).
 * ``head_hidden``, ``head_bottleneck``: DINO's projection head with batch norm
   (:func:`jaxinterp.train.selfsup.dino_mlp`; DINO's ResNet-50: 2048, 256; here 512, 128
   on the smallcnn's 128-d features); ``head_hidden = 0`` drops the MLP (the smallcnn's
@@ -14,24 +14,19 @@ The fields and variants of configs/sela.py (``clusters``, ``lam``, ``label_every
   batch statistics (``fit(batch_statistics=True)``, DINO's ResNet-50 with SyncBatchNorm);
   its evaluations recompute the statistics from the training images (True).
 * ``n_local``, ``local_size``: the local crops per image (DINO: 8 at 96 of 224 px;
-  'local': none, as the BatchNorm prototype that beat its untrained net there, where 6
-  local crops of 14 px lowered its linear probe from 41 % to 37 %; with the 'local' recipe
-  4 local crops of 14 px give a probe of 35.0 % at epoch 55 against 39.1 % without
-  (README); the others 4 at 7/16 of ``size``).
+  'local': none, since local crops of 14 px lowered the linear probe on the synthetic
+  set; the others 4 at 7/16 of ``size``).
 * ``global_scale`` (0.4, 1), ``local_scale`` (0.05, 0.4): crop area ranges (DINO).
 * ``hue``, ``jitter_p``: the colour jitter's hue range and probability on every crop
   (DINO: 0.1 and 0.8; 'local': SeLa's 0.4 and 1.0, as experiments/sela.py's transform,
   because with DINO's jitter the teacher's targets sort the synthetic images by their
-  colour: NMI 0.36 between the targets and 8 bins of the mean image colour, 0.03 with the
-  class; with 0.4 and 1.0, 0.11 and 0.03, and the linear probe rises from 30.7 % to 35.4 %,
-  with the blur below from 34.8 % to 41.2 %).
+  colour rather than their class).
 * ``blur_max``: the blur sigma range (0.1, ``blur_max``) in pixels of every crop: DINO's
   (0.1, 2.0) is in pixels of 224-pixel crops (96 for the locals, about the same ratio
   as ``local_size`` / ``size`` here), so ``blur_max`` = 2.0 x ``size`` / 224 (0.29 at
   32 px, 0.57 at 64). SeLa's and SimCLR's ``blur_max`` of 1.0 px, applied always on
-  global view 1, blurs a 32-px image as sigma 7 px would a 224-px one; it wipes out
-  the shapes of the synthetic set, and the 'local' recipe with it ends at teacher k-NN
-  18.9 % / linear probe 35.4 % after 100 epochs; with 0.29, 22.9 % / 41.2 % (README).
+  global view 1, blurs a 32-px image as sigma 7 px would a 224-px one, which wipes out
+  the shapes of the synthetic set.
 * ``student_temp`` 0.1, ``teacher_temp`` 0.07, ``warmup_teacher_temp`` 0.04 (DINO;
   'local': 0.04 throughout, which keeps the 256 outputs from going uniform there),
   ``warmup_teacher_fraction``: the warm-up lasts round(fraction x epochs) epochs
@@ -41,17 +36,21 @@ The fields and variants of configs/sela.py (``clusters``, ``lam``, ``label_every
   leave the teacher near its initialisation).
 * ``center_momentum`` 0.9 (DINO).
 
-``epochs``: 200 for 'local' (3 200 updates, about an hour on one core), where 100 epochs
-end at teacher k-NN 22.9 % and linear probe 41.2 %; 100 for the others (DINO's ablations).
+``epochs``: 200 for 'local' (3 200 updates, about an hour on one core); 100 for the
+others (DINO's ablations).
 
-The 'local' recipe keeps its targets off uniform and learns the shapes of the synthetic
-set: teacher k-NN 31.8 % and linear probe 46.3 % after 200 epochs, against 22.1 % and
-27.7 % for the untrained net and 12.5 % chance (README).
+The runs of the 'local' recipe and the variants tried on the synthetic set are in
+docs/results/selfsup_synthetic.md.
+
+References:
+  Caron et al., "Emerging properties in self-supervised vision transformers", ICCV 2021.
+  Asano, Rupprecht and Vedaldi, "Self-labelling via simultaneous clustering and
+  representation learning", ICLR 2020 (the colour jitter of the 'local' variant).
 """
 
 import ml_collections
 
-from configs import sela
+from experiments.configs import sela
 
 
 def get_config(variant: str = "local") -> ml_collections.ConfigDict:

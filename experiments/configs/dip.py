@@ -18,7 +18,8 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     sigma: std of the Gaussian noise of the denoising task (25/255 in the paper's Table 1).
     mask_fraction: share of pixels dropped at random for inpainting (0.5).
     factor: super-resolution factor (4).
-    steps: task -> Adam steps (REFERENCES.md: 3000 denoising, about 6000 inpainting, 2000 x4 SR).
+    steps: task -> Adam steps (docs/references.md, Deep image prior: 3000 denoising,
+      about 6000 inpainting, 2000 x4 SR).
     curve_steps: steps of the fitting curves (paper's Fig. 2; 0 skips them).
     seeds, lr, in_channels, down, up, skip, upsample: deep_image_prior's arguments.
     seed: base random seed (noise, masks, nets).

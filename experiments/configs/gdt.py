@@ -10,7 +10,7 @@ SimCLR's contrast).
 
 import ml_collections
 
-from configs import sela
+from experiments.configs import sela
 
 
 def get_config(variant: str = "local") -> ml_collections.ConfigDict:

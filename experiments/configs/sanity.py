@@ -15,7 +15,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     images: held-out synthetic images per variant (easy and difficult).
     batch_size: images per method call.
     pretrained: the trained smallcnn (False: random init, for tests).
-    methods: method slugs (see experiments/pointing_game.py --list).
+    methods: method slugs (see python -m experiments.pointing_game --list).
     quick: fewer samples for IG / SmoothGrad.
     threshold: a method *fails* when its mean Spearman rank correlation of |maps|
       is still above this after all layers are randomised.

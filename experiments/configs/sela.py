@@ -16,8 +16,8 @@ to a resumable ``.npy`` memmap in ``cache_dir`` or the run directory, see
   K = 3000, lambda = 25.  SeLa trains 10 heads there; the trainer
   (:func:`jaxinterp.train.selfsup.fit`) has one head, so this is one head.
 
-    python experiments/sela.py --variant cifar10 --set data_dir=~/tensorflow_datasets
-    python experiments/sela.py --variant local --set dataset=cifar10 --set data_dir=...
+    python -m experiments.sela --config cifar10 --set data_dir=~/tensorflow_datasets
+    python -m experiments.sela --config local --set dataset=cifar10 --set data_dir=...
 
 ``--set dataset=...`` on another variant keeps that variant's hyper-parameters
 and sizes (e.g. 'local' on CIFAR-10: the first 1024 / 256 images, K = 32, 32 px).

@@ -7,7 +7,7 @@ and ``temperature`` (0.1, our choice for small batches; SimCLR: 0.5 at batch 256
 
 import ml_collections
 
-from configs import sela
+from experiments.configs import sela
 
 
 def get_config(variant: str = "local") -> ml_collections.ConfigDict:

@@ -3,10 +3,11 @@
 Every method is a pure function ``method(net, params, x, target, **options) -> maps``
 written for one example and one target and lifted with ``jax.vmap`` over images
 and targets: x is (N, H, W, 3) in [0, 1], target is class indices (N,) / (N, T)
-or a :class:`Unit` anywhere in the net, maps are (N, T, H, W).
+or a :class:`Unit` anywhere in the net (:mod:`jaxinterp.targets`), maps are (N, T, H, W).
 """
 
-from jaxinterp.attribution._lift import REDUCTIONS, Unit, class_score, lift, target_score
+from jaxinterp.targets import Unit
+from jaxinterp.attribution._lift import REDUCTIONS
 from jaxinterp.attribution.gradient import (QUADRATURES, deconvnet, gradient, guided_backprop,
                                             input_x_gradient, integrated_gradients, quadrature,
                                             smoothgrad)
@@ -16,7 +17,7 @@ from jaxinterp.attribution.lrp import EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite
 from jaxinterp.attribution.occlusion import occlusion
 from jaxinterp.attribution.rise import rise, rise_masks
 
-__all__ = ["Unit", "REDUCTIONS", "QUADRATURES", "class_score", "lift", "target_score",
+__all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
            "deconvnet", "guided_backprop", "cam", "grad_cam", "linear_approx", "occlusion",
            "rise", "rise_masks", "lrp", "Composite", "EPSILON_GAMMA_BOX", "EPSILON_PLUS",

@@ -23,8 +23,9 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._lift import (check_images, check_layer, check_spatial_layer, check_targets,
-                                         input_gradient, lift, resize_maps)
+from jaxinterp.checks import check_images, check_layer
+from jaxinterp.targets import check_targets, input_gradient, lift
+from jaxinterp.attribution._lift import check_spatial_layer, resize_maps
 from jaxinterp.nets import Net
 
 __all__ = ["cam", "grad_cam", "linear_approx"]
@@ -155,6 +156,15 @@ def grad_cam(net: Net, params, x: jax.Array, target, *, layer: str, relu: bool =
     References:
       Selvaraju, Cogswell, Das, Vedantam, Parikh and Batra, "Grad-CAM: visual
       explanations from deep networks via gradient-based localization", ICCV 2017.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxinterp import attribution, nets
+      >>> net = nets.get("smallcnn"); params = net.init(jax.random.key(0))
+      >>> x = jax.random.uniform(jax.random.key(1), (2, 64, 64, 3))
+      >>> maps = attribution.grad_cam(net, params, x, jnp.array([[3, 7], [1, 2]]), layer="features.10")
+      >>> maps.shape, bool((maps >= 0).all())         # (N, T, H, W), after the ReLU
+      ((2, 2, 64, 64), True)
     """
     def combine(a, g):
         m = jnp.einsum("hwc,c->hw", a, jnp.mean(g, axis=(0, 1)), precision=_HIGHEST)

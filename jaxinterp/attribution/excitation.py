@@ -27,10 +27,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._lift import (activations_at, check_backprop_args, check_images,
-                                         check_layer, check_reduce, check_spatial_layer,
-                                         check_targets, finish_maps, lift, reduce_channels,
-                                         resize_maps, target_score, Unit)
+from jaxinterp.checks import check_images, check_layer
+from jaxinterp.targets import Unit, check_targets, lift, target_score
+from jaxinterp.attribution._lift import (activations_at, check_backprop_args, check_reduce,
+                                         check_spatial_layer, finish_maps, reduce_channels, resize_maps)
 from jaxinterp.attribution.lrp import _pixel_stats
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import EXCITATION, EXCITATION_NEGATED
@@ -47,7 +47,7 @@ def excitation_backprop(net: Net, params, x: jax.Array, target, *, layer: str | 
                         resize: bool = True, reduce: str | None = "sum") -> jax.Array:
     """Excitation backprop maps: the marginal winning probability of a target's units.
 
-    The target (a class logit or a :class:`~jaxinterp.attribution.Unit`) holds
+    The target (a class logit or a :class:`~jaxinterp.targets.Unit`) holds
     probability 1 and passes it down with P_x = x * W+^T(P_z / (W+ x)) through
     every affine map (see the module docstring).  The map is the MWP at the
     activation of split point ``layer`` (TorchRay's ``saliency_layer``, its

@@ -40,8 +40,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._lift import (activations_at, check_backprop_args, finish_maps, lift,
-                                         target_score)
+from jaxinterp.targets import lift, target_score
+from jaxinterp.attribution._lift import activations_at, check_backprop_args, finish_maps
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import (EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, as_composite,
                                   lrp_input_rules, lrp_rules)
@@ -106,7 +106,7 @@ def lrp(net: Net, params, x: jax.Array, target, *, rule: str | Composite = "epsi
         GELU and layer norms) the unrouted operations keep ordinary gradients.
       params: its params.
       x: images (N, H, W, 3), float RGB in [0, 1].
-      target: class indices (N,) or (N, T), or a :class:`~jaxinterp.attribution.Unit`.
+      target: class indices (N,) or (N, T), or a :class:`~jaxinterp.targets.Unit`.
       rule: ``'epsilon'``, ``'gamma'``, ``'alpha1beta0'`` or a :class:`Composite`.
       eps: stabiliser of every denominator, > 0 (Captum's 1e-9).
       gamma: weight of the positive weights in the gamma rule, >= 0.

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.evaluation._checks import check_choice, check_maps, check_positive_int
+from jaxinterp.checks import check_choice, check_maps, check_positive_int
 from jaxinterp.nets import Net
 
 __all__ = ["MODES", "map_order", "curve", "deletion_curve", "insertion_curve", "curve_auc",

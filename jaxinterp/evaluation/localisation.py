@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.evaluation._checks import check_choice, check_maps, check_nonneg, is_concrete
+from jaxinterp.checks import check_choice, check_maps, check_nonneg, is_concrete
 
 __all__ = ["THRESHOLD_METHODS", "COMPONENTS", "largest_component", "threshold_mask", "map_to_box",
            "box_iou", "localisation_hits",

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.evaluation._checks import check_maps, check_nonneg, check_positive_int, is_concrete
+from jaxinterp.checks import check_maps, check_nonneg, check_positive_int, is_concrete
 
 __all__ = ["argmax_point", "pointing_hits", "pointing_accuracy", "pointing_game",
            "centre_maps", "centre_hits", "DEFAULT_TOLERANCE"]
@@ -105,6 +105,14 @@ def pointing_hits(maps: jax.Array, masks: jax.Array, *, tolerance: float = DEFAU
     Raises:
       ValueError: maps not (N, [T], h, w) float; masks of another rank or leading
         shape; tolerance < 0.
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxinterp import evaluation
+      >>> maps = jnp.zeros((2, 8, 8)).at[0, 2, 3].set(1.0).at[1, 7, 7].set(1.0)
+      >>> masks = jnp.zeros((2, 8, 8), bool).at[:, 1:4, 2:5].set(True)
+      >>> evaluation.pointing_hits(maps, masks, tolerance=0).tolist()
+      [True, False]
     """
     maps = check_maps(maps)
     masks = _check_masks(masks, maps.shape)

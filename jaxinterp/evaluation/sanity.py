@@ -153,7 +153,7 @@ def randomise_layers(net: Net, params, key: jax.Array, layers) -> dict:
         if name not in table:
             raise ValueError(f"layers: unknown parameterised layer {name!r} of {net.name}; "
                              f"expected some of {list(table)}")
-    net._check_params(params)
+    net.check_params(params)
     fresh = net.init(key)
     return _replace(params, fresh, [p for name in layers for p in table[name]])
 
@@ -173,7 +173,7 @@ def cascading_randomisation(net: Net, params, key: jax.Array) -> list[tuple[str,
       list of L ``(name of the last layer randomised, params)``.
     """
     layers = parameter_layers(net)
-    net._check_params(params)
+    net.check_params(params)
     fresh = net.init(key)
     out, done = [], []
     for name, paths in reversed(layers):
@@ -192,7 +192,7 @@ def independent_randomisation(net: Net, params, key: jax.Array) -> list[tuple[st
       list of L ``(layer name, params with only that layer re-initialised)``.
     """
     layers = parameter_layers(net)
-    net._check_params(params)
+    net.check_params(params)
     fresh = net.init(key)
     return [(name, _replace(params, fresh, paths)) for name, paths in reversed(layers)]
 

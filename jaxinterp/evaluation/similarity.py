@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.evaluation._checks import check_maps, check_positive_int
+from jaxinterp.checks import check_maps, check_positive_int
 
 __all__ = ["rankdata", "spearman", "ssim", "hog_descriptor", "hog_distance"]
 

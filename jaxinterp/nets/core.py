@@ -67,6 +67,20 @@ def get(name: str, **config) -> "Net":
 
     Returns:
       A frozen, hashable :class:`Net`.
+
+    Examples:
+      >>> import jax
+      >>> from jaxinterp import nets
+      >>> net = nets.get("smallcnn")
+      >>> params = net.init(jax.random.key(0))
+      >>> x = jax.numpy.zeros((2, 64, 64, 3))             # RGB in [0, 1], NHWC
+      >>> net.apply(params, x).shape
+      (2, 8)
+      >>> feats = net.apply(params, x, stop="features.5")  # up to a split point
+      >>> feats.shape
+      (2, 16, 16, 64)
+      >>> net.apply(params, feats, start="features.5").shape   # exactly the rest
+      (2, 8)
     """
     if name not in _REGISTRY:
         raise ValueError(f"name: unknown net {name!r}; expected one of {list(names())}")
@@ -181,7 +195,8 @@ class Net:
     # -- forward --------------------------------------------------------------
 
     def apply(self, params: Params, x: jax.Array, *, start: str | None = None,
-              stop: str | None = None, rules: Rules | None = None) -> jax.Array:
+              stop: str | None = None, rules: Rules | None = None,
+              capture: tuple[str, ...] | None = None):
         """Run the net, or the part of it between two split points.
 
         Args:
@@ -191,27 +206,71 @@ class Net:
           start: run from just after this split point (None: from the image).
           stop: return the activation at this split point or tap (None: the output).
           rules: backward rules (:mod:`jaxinterp.nets.rules`); None = STANDARD.
+          capture: split points or taps to read on the way, in one forward pass;
+            each must come after ``start`` and no later than ``stop``.
 
         Returns:
           The output (N, num_classes), or the activation at ``stop`` (NHWC for conv
-          layers, (N, tokens, D) for ViT blocks).
+          layers, (N, tokens, D) for ViT blocks).  With ``capture``, the pair
+          ``(that, {name: activation})``.
+
+        Examples:
+          >>> import jax
+          >>> from jaxinterp import nets
+          >>> net = nets.get("smallcnn")
+          >>> params = net.init(jax.random.key(0))
+          >>> x = jax.numpy.zeros((2, 64, 64, 3))
+          >>> logits, acts = net.apply(params, x, capture=("features.2", "features.5"))
+          >>> logits.shape, acts["features.5"].shape
+          ((2, 8), (2, 16, 16, 64))
         """
         rules = STANDARD if rules is None else rules
         if not isinstance(rules, Rules):
             raise ValueError(f"rules: expected a jaxinterp.nets.rules.Rules, got {type(rules).__name__}")
         i0, i1, tap = self._span(start, stop)
         self._check_input(x, start)
-        self._check_params(params)
+        self.check_params(params)
         graphdef, _ = _graph(self.name, self.config)
         module = nnx.merge(graphdef, params)
         stages = module.stages()
+        after, before = self._capture_points(capture, i0, i1, tap)
+        taps = module.taps() if before or tap is not None else {}
+        captured = {}
         if start is None:
             x = L.normalise(x, module.MEAN, module.STD)
-        for _, fn in stages[i0:i1]:
-            x = fn(x, rules)
+        for i in range(i0, i1):
+            for name in before.get(i, ()):
+                captured[name] = taps[name][1](x, rules)
+            x = stages[i][1](x, rules)
+            for name in after.get(i, ()):
+                captured[name] = x
+        for name in before.get(i1, ()):
+            captured[name] = taps[name][1](x, rules)
         if tap is not None:
-            x = module.taps()[tap][1](x, rules)
-        return x
+            x = taps[tap][1](x, rules)
+        return x if capture is None else (x, captured)
+
+    def _capture_points(self, capture, i0: int, i1: int, tap: str | None):
+        """``capture`` as {stage index: names read after it} and {stage index: taps read before it}."""
+        if capture is None:
+            return {}, {}
+        if isinstance(capture, str) or not isinstance(capture, (tuple, list)) \
+                or not all(isinstance(c, str) for c in capture):
+            raise ValueError(f"capture: expected a tuple of split point or tap names, got {capture!r}")
+        after, before = {}, {}
+        for name in capture:
+            if name in self.taps:
+                graphdef, abstract = _graph(self.name, self.config)
+                k = self._index(nnx.merge(graphdef, abstract).taps()[name][0], "capture")
+                ok = i0 <= k < i1 or (k == i1 and tap is not None)
+                before.setdefault(k, []).append(name)
+            else:
+                k = self._index(name, "capture")
+                ok = i0 <= k < i1
+                after.setdefault(k, []).append(name)
+            if not ok:
+                raise ValueError(f"capture: {name!r} does not lie between start and stop in {self.name}")
+        return after, before
 
     def _index(self, name: str, arg: str) -> int:
         target = self._aliases.get(name, name)
@@ -238,7 +297,8 @@ class Net:
                              f"in {self.name}; expected start before stop")
         return i0, i1, tap
 
-    def _check_params(self, params) -> None:
+    def check_params(self, params) -> None:
+        """ValueError naming ``params`` unless its tree and leaf shapes are those of ``net.init``."""
         expected = self.abstract_params()
         if jax.tree.structure(params) != jax.tree.structure(expected):
             raise ValueError(f"params: structure does not match {self!r}; expected the output of "

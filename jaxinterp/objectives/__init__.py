@@ -7,7 +7,7 @@ the batch is split over when called inside ``jax.shard_map`` (e.g.
 ``'data'``), where it gives the single-device result on the whole batch
 (batch sums through ``psum``, InfoNCE negatives through ``all_gather``).
 Sinkhorn targets (SeLa labels, SwAV codes, DINO's teacher) carry no gradient.
-Defaults follow shared/REFERENCES.md.
+Defaults follow docs/references.md (Self-supervision).
 """
 
 from jaxinterp.objectives.contrastive import MODES, contrast_from_factors, gdt_loss, infonce, nt_xent

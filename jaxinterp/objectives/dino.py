@@ -4,7 +4,7 @@ The teacher's outputs are centred (minus an EMA ``center`` of its batch
 means over all devices) and sharpened (a low temperature); the student
 predicts the teacher's distribution of each global crop from every other crop.
 The teacher's parameters are an EMA of the student's, with a momentum that
-rises from 0.996 to 1 on a cosine.  Defaults: REFERENCES.md (DINO).
+rises from 0.996 to 1 on a cosine.  Defaults: docs/references.md (DINO).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.objectives._common import (check_float_array, check_fraction, check_positive_float,
-                                          check_positive_int, global_count, psum)
+from jaxinterp.checks import check_float_array, check_fraction, check_positive_float, check_positive_int
+from jaxinterp.objectives._common import global_count, psum
 
 __all__ = ["dino_loss", "update_center", "teacher_temperature", "cosine_schedule", "ema_update"]
 
@@ -96,7 +96,7 @@ def teacher_temperature(epoch, *, warmup_temp: float = 0.04, temp: float = 0.07,
                         warmup_epochs: int = 30):
     """Teacher temperature: linear from ``warmup_temp`` to ``temp`` over ``warmup_epochs``, then ``temp``.
 
-    Defaults: REFERENCES.md (0.04 warmed up to 0.07 over 30 epochs).  ``epoch``
+    Defaults: docs/references.md, DINO (0.04 warmed up to 0.07 over 30 epochs).  ``epoch``
     may be a float (fractional epochs) or a traced value; returns float32.
     """
     check_positive_float(warmup_temp, "warmup_temp")

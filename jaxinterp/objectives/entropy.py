@@ -12,7 +12,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.objectives._common import check_float_array, global_count, is_concrete, psum
+from jaxinterp.checks import check_float_array, is_concrete
+from jaxinterp.objectives._common import global_count, psum
 from jaxinterp.objectives.sinkhorn import SinkhornResult, sinkhorn_labels
 
 __all__ = ["cross_entropy", "entropy", "conditional_entropy", "marginal_entropy", "infomax",
@@ -90,7 +91,7 @@ def infomax(logits: jax.Array, *, axis_name: str | None = None) -> jax.Array:
     Maximising the information between images and cluster labels asks for
     confident predictions (low H(c|x)) that use all clusters equally (high
     H(c), at most log K): this fixes the collapse of conditional-entropy
-    minimisation (Linsker 1988; the lecture slides, REFERENCES.md).  Estimated
+    minimisation (Linsker 1988; docs/references.md, InfoMax).  Estimated
     on the batch: H(c) of the batch marginal (:func:`marginal_entropy`).
 
     Args:

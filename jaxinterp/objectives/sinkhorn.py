@@ -55,8 +55,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxinterp.objectives._common import (check_float_array, check_positive_float,
-                                          check_positive_int, global_count, is_concrete, psum)
+from jaxinterp.checks import check_float_array, check_positive_float, check_positive_int, is_concrete
+from jaxinterp.objectives._common import global_count, psum
 
 __all__ = ["METHODS", "SinkhornResult", "sinkhorn_labels", "soft_assignments", "swav_codes"]
 
@@ -239,8 +239,8 @@ def sinkhorn_labels(logits: jax.Array, *, lam: float = 25.0, tol: float = 1e-3,
     or ``max_iters`` column steps.  SeLa instead stops when the summed
     criterion sum_n |c_n / c_new_n - 1| < 0.1 (ImageNet) / 0.01 (CIFAR); that
     sum is reported as ``sela_error`` but not used: in float32 its rounding floor
-    grows with N (REFERENCES.md: about 5 at N = 1.28M), while the per-element
-    marginal error does not.  Gradients are stopped: the labels are targets.
+    grows with N (docs/references.md, SeLa: about 5 at N = 1.28M), while the
+    per-element marginal error does not.  Gradients are stopped: the labels are targets.
 
     ``method='scaling'`` (default) iterates SeLa's multiplicative steps on a
     stored, row-normalised kernel and absorbs the scalings into log-domain
@@ -291,6 +291,15 @@ def sinkhorn_labels(logits: jax.Array, *, lam: float = 25.0, tol: float = 1e-3,
       representation learning", ICLR 2020.  Cuturi, "Sinkhorn distances", NeurIPS 2013.
       Schmitzer, "Stabilized sparse scaling algorithms for entropy regularized transport
       problems", SIAM J. Sci. Comput. 41(3), 2019.
+
+    Examples:
+      The labels split the samples equally between the clusters:
+
+      >>> import jax, numpy as np
+      >>> from jaxinterp import objectives
+      >>> result = objectives.sinkhorn_labels(jax.random.normal(jax.random.key(0), (12, 3)))
+      >>> np.bincount(np.asarray(result.labels)).tolist()
+      [4, 4, 4]
     """
     logits = check_float_array(logits, "logits", (2, 3))
     lam = check_positive_float(lam, "lam")

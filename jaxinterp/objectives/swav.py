@@ -5,8 +5,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.objectives._common import (check_float_array, check_positive_float,
-                                          check_positive_int, global_count, l2_normalize, psum)
+from jaxinterp.checks import check_float_array, check_positive_float, check_positive_int
+from jaxinterp.objectives._common import global_count, l2_normalize, psum
 from jaxinterp.objectives.sinkhorn import swav_codes
 
 __all__ = ["prototype_scores", "swav_loss"]
@@ -16,7 +16,7 @@ def prototype_scores(z: jax.Array, prototypes: jax.Array) -> jax.Array:
     """Cosine scores <z / |z|, c_k / |c_k|> of features (..., D) against prototypes (K, D) -> (..., K).
 
     SwAV L2-normalises features and prototypes before scoring (forgetting it
-    overflows exp(scores / 0.05): REFERENCES.md).  SwAV renormalises the
+    overflows exp(scores / 0.05): docs/references.md, SwAV).  SwAV renormalises the
     prototype weights in place after each step; here the normalisation is part
     of the function (gradients flow through it), which gives the same scores.
     """

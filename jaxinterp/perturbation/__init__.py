@@ -11,21 +11,20 @@
 
 from jaxinterp.perturbation.adversarial import (LOSSES, NORMS, PatchTransform, adversarial_patch, apply_patch, fgsm,
                                                 pgd, random_patch_transforms)
-from jaxinterp.perturbation.area import area_penalty, area_reference, area_zeros, check_areas, vecsort_penalty
+from jaxinterp.perturbation.area import area_penalty, area_reference, area_zeros, vecsort_penalty
 from jaxinterp.perturbation.channel import channel_extremal
 from jaxinterp.perturbation.extremal import (REWARDS, VARIANTS, contrastive_reward, extremal, extremal_saliency,
-                                             lambda_schedule,
-                                             sgd_dampened, simple_reward)
-from jaxinterp.perturbation.masks import MaskGeometry, clamp01, mask_geometry, smooth_mask, smooth_max
+                                             lambda_schedule, simple_reward)
+from jaxinterp.perturbation.masks import MaskGeometry, mask_geometry, smooth_mask, smooth_max
 from jaxinterp.perturbation.meaningful import (blend, l1_deletion, meaningful_perturbation, perturbed_reference,
                                                total_variation)
 from jaxinterp.perturbation.operators import (PERTURBATIONS, apply_pyramid, blur_pyramid, fade_pyramid,
                                               perturbation_pyramid)
 
 __all__ = ["LOSSES", "NORMS", "PatchTransform", "adversarial_patch", "apply_patch", "fgsm", "pgd",
-           "random_patch_transforms", "area_reference", "area_zeros", "check_areas", "vecsort_penalty", "area_penalty",
-           "channel_extremal", "REWARDS", "VARIANTS", "contrastive_reward", "extremal", "extremal_saliency", "lambda_schedule",
-           "sgd_dampened", "simple_reward", "MaskGeometry", "clamp01", "mask_geometry", "smooth_mask",
-           "smooth_max", "blend", "l1_deletion", "meaningful_perturbation", "perturbed_reference",
+           "random_patch_transforms", "area_reference", "area_zeros", "vecsort_penalty", "area_penalty",
+           "channel_extremal", "REWARDS", "VARIANTS", "contrastive_reward", "extremal", "extremal_saliency",
+           "lambda_schedule", "simple_reward", "MaskGeometry", "mask_geometry", "smooth_mask", "smooth_max",
+           "blend", "l1_deletion", "meaningful_perturbation", "perturbed_reference",
            "total_variation", "PERTURBATIONS", "apply_pyramid", "blur_pyramid", "fade_pyramid",
            "perturbation_pyramid"]

@@ -21,7 +21,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.attribution._lift import check_images, check_layer, check_targets
+from jaxinterp.checks import check_images, check_layer
+from jaxinterp.targets import check_targets
 from jaxinterp.nets import Net
 from jaxinterp.perturbation.area import area_penalty, area_zeros, check_areas
 from jaxinterp.perturbation.extremal import (check_optimiser, kept_versions, lambda_schedule, optimise_masks,

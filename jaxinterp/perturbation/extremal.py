@@ -22,8 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import ops
-from jaxinterp.attribution._lift import (Unit, _unit_value, check_images, check_layer, check_positive,
-                                         check_targets)
+from jaxinterp.checks import check_images, check_layer, check_positive_int
+from jaxinterp.targets import Unit, check_targets, unit_value
 from jaxinterp.nets import Net
 from jaxinterp.perturbation.area import area_penalty, area_zeros, check_areas
 from jaxinterp.perturbation.masks import clamp01, mask_geometry, smooth_mask
@@ -46,7 +46,7 @@ def simple_reward(act1: jax.Array, t) -> jax.Array:
     intermediate layers); a class index reads the last axis.
     """
     if isinstance(t, Unit):
-        return _unit_value(act1, t)
+        return unit_value(act1, t)
     return act1[..., t]
 
 
@@ -109,7 +109,7 @@ def optimise_masks(energy: Callable, p0: jax.Array, steps: int, *, lr: float, mo
 
 def check_optimiser(steps, lr, lambda_start, lambda_growth) -> int:
     """The checks of the optimisation arguments; returns ``steps``."""
-    steps = check_positive(steps, "steps")
+    steps = check_positive_int(steps, "steps")
     for name, value in (("lr", lr), ("lambda_start", lambda_start), ("lambda_growth", lambda_growth)):
         if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{name}: expected a positive number, got {value!r}")
@@ -187,9 +187,10 @@ def extremal(net: Net, params, x: jax.Array, target, *, areas=(0.1,), variant: s
     with Phi_t the target's ``reward`` on the perturbed image (flipped left-right
     on even steps when ``jitter``).  Each step is SGD with momentum and
     dampening (:func:`sgd_dampened`) followed by clamping p to [0, 1].  All
-    defaults are the paper's and TorchRay 1.0.0.2's (REFERENCES.md): 800 steps,
-    lr 0.01, momentum 0.9, dampening 0.9, lambda 300 x 1.0035^t, step 7,
-    sigma 21, coldness 20, a blur pyramid of 8 levels up to sigma 20, jitter.
+    defaults are the paper's and TorchRay 1.0.0.2's (docs/references.md,
+    Extremal perturbation): 800 steps, lr 0.01, momentum 0.9, dampening 0.9,
+    lambda 300 x 1.0035^t, step 7, sigma 21, coldness 20, a blur pyramid of 8
+    levels up to sigma 20, jitter.
 
     The perturbation acts on the [0, 1] image with ``fill`` (default
     ``net.mean``) as the blur's padding colour and the fade's target: that is
@@ -253,6 +254,15 @@ def extremal(net: Net, params, x: jax.Array, target, *, areas=(0.1,), variant: s
 
     References:
       Fong, Patrick and Vedaldi, ICCV 2019; TorchRay's extremal_perturbation.
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxinterp import nets, perturbation
+      >>> net = nets.get("smallcnn"); params = net.init(jax.random.key(0))
+      >>> x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 3))
+      >>> masks, history = perturbation.extremal(net, params, x, jnp.array([3]), areas=(0.1, 0.2), steps=2)
+      >>> masks.shape                                   # (N, T, areas, H, W)
+      (1, 1, 2, 32, 32)
     """
     x = check_images(x)
     n, h, w = x.shape[:3]
@@ -297,8 +307,9 @@ def extremal_saliency(net: Net, params, x: jax.Array, target, *, areas=(0.025, 0
                       smooth: float = 0.09, **options) -> jax.Array:
     """A saliency map from extremal perturbations: the preserve masks summed over areas, then smoothed.
 
-    TorchRay's pointing-game protocol (REFERENCES.md): masks for several areas
-    (VOC's [0.025, 0.05, 0.1, 0.2] by default; COCO's [0.018, 0.025, 0.05, 0.1]),
+    TorchRay's pointing-game protocol (docs/references.md, Extremal perturbation):
+    masks for several areas (VOC's [0.025, 0.05, 0.1, 0.2] by default; COCO's
+    [0.018, 0.025, 0.05, 0.1]),
     summed, and smoothed by a Gaussian of ``smooth`` (0.09) times the image
     side, so that the argmax falls in the middle of the preserved region.
 

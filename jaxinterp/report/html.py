@@ -331,7 +331,7 @@ class Report:
         anchors = self.anchors()
         entries = [f'<li><a href="#{a}">{html.escape(s.title)}</a></li>'
                    for s, a in zip(self.sections, anchors) if a]
-        toc = (f'<nav class="toc" id="contents" aria-label="Contents"><h2>Contents</h2>\n<ol>\n'
+        toc = ('<nav class="toc" id="contents" aria-label="Contents"><h2>Contents</h2>\n<ol>\n'
                + "\n".join(entries) + "\n</ol></nav>\n") if entries else ""
         body = "\n".join(s.html(a or "") for s, a in zip(self.sections, anchors))
         return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'

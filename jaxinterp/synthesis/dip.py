@@ -19,7 +19,7 @@ another, its convolutions as matrix products); :func:`dip_parameterisation`
 lets any objective (pre-images, activation maximisation) use the generator as
 its image parameterisation.
 
-Defaults are the paper's (REFERENCES.md, "Deep image prior"): 5 scales of 128
+Defaults are the paper's (docs/references.md, "Deep image prior"): 5 scales of 128
 channels, 4 skip channels, 32 input channels of uniform noise x 0.1, Adam
 0.01, reg_noise_std 1/30 (denoising, JPEG) or 0.03 (inpainting, x4
 super-resolution), 3000 steps, an exponential moving average 0.99 of the
@@ -52,8 +52,9 @@ TASKS = ("denoise", "inpaint", "super_resolution", "jpeg")
 
 REG_NOISE_STD = {"denoise": 1.0 / 30.0, "jpeg": 1.0 / 30.0, "inpaint": 0.03, "super_resolution": 0.03}
 """Default std of the Gaussian perturbation of z at every step, per task
-(REFERENCES.md: 1/30 denoising, 0.03 inpainting and x4 super-resolution; the
-paper's JPEG-artifact removal runs the denoising setup).  For
+(docs/references.md, Deep image prior: 1/30 denoising, 0.03 inpainting and
+x4 super-resolution; the paper's JPEG-artifact removal runs the denoising
+setup).  For
 super-resolution with ``factor >= 8`` the default is 0.05 (the paper's x8)."""
 
 UPSAMPLE = ("bilinear", "nearest")
@@ -685,7 +686,7 @@ def dip_parameterisation(image_size: tuple[int, int], *, in_channels: int = 32, 
     ``to_image(p) = skip_net_apply(p['net'], stop_gradient(p['z']))``, so an
     optimiser of p updates the net only and leaves z at its value (zero
     gradient; Adam's update is then exactly 0).  The paper's feature
-    inversion uses 6 scales and Adam 0.001 (REFERENCES.md).
+    inversion uses 6 scales and Adam 0.001 (docs/references.md, Deep image prior).
 
     Args:
       image_size: (H, W), divisible by 2**len(down).

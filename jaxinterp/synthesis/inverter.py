@@ -487,7 +487,7 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
         raise ValueError(f"lr: expected a positive float, got {lr!r}")
     if mesh is not None:
         from jaxinterp.train import sharding
-        n_dev = sharding._data_size(mesh)
+        n_dev = sharding.data_size(mesh)
         if batch_size % n_dev:
             raise ValueError(f"batch_size: expected a multiple of the {n_dev} devices of the 'data' "
                              f"axis, got {batch_size}")

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from jaxinterp import ops
-from jaxinterp.attribution import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import STANDARD as STANDARD_RULES
 from jaxinterp.synthesis import objectives as O
@@ -126,7 +126,7 @@ def activation_maximisation(net: Net, params, target, *, key: jax.Array, image_s
 
     Args:
       net, params: the net.
-      target: class indices (T,), or a :class:`jaxinterp.attribution.Unit` with
+      target: class indices (T,), or a :class:`jaxinterp.targets.Unit` with
         fields (T,): ``Unit(layer, channel)`` the channel's mean,
         ``Unit(layer, channel, y, x)`` one neuron, ``Unit(layer, channel, y)``
         a token of a ViT.  All T targets render in one compiled call.
@@ -173,6 +173,15 @@ def visualise_layer(net: Net, params, layer: str, channels=None, **kwargs) -> Re
 
     ``kwargs`` go to :func:`activation_maximisation`; ``chunk_size`` bounds the
     memory (2048 channels of resnet50 'layer4' at 128 px fit in chunks of 256).
+
+    Examples:
+      >>> import jax, jax.numpy as jnp
+      >>> from jaxinterp import nets, synthesis
+      >>> net = nets.get("smallcnn"); params = net.init(jax.random.key(0))
+      >>> vis = synthesis.visualise_layer(net, params, "features.5", channels=jnp.arange(2),
+      ...                                 key=jax.random.key(0), image_size=16, steps=2)
+      >>> vis.images.shape                              # (channels, batch, H, W, 3)
+      (2, 1, 16, 16, 3)
     """
     if layer not in net.layers:
         raise ValueError(f"layer: unknown split point {layer!r} of {net.name}; expected one of {list(net.layers)}")
@@ -287,9 +296,9 @@ def pre_image(net: Net, params, x: jax.Array, layer: str | None, *, key: jax.Arr
     and a TV weight (beta = 2) of 1, 10 or 100 for a layer in the first, second
     or last third of the net (``tv_weight`` overrides), alpha prior weight 1.
 
-    The IJCV paper tunes C per layer; REFERENCES gives no single value.  The
-    default 100 weighs the data term well above the priors (each about 1 on a
-    natural image) and brings the normalised feature loss to <= 0.1 on mid
+    The IJCV paper tunes C per layer and publishes no single value
+    (docs/references.md, Pre-images).  The default 100 weighs the data term
+    well above the priors (each about 1 on a natural image) and brings the normalised feature loss to <= 0.1 on mid
     layers (tested).  Pass ``param=`` (e.g. a deep image prior) to replace the
     pixel parameterisation; the pixel projection then does not apply.
 

@@ -53,21 +53,19 @@ def activations(net: Net, params, x: jax.Array, layers: Sequence[str], *,
                 rules: Rules | None = None) -> dict[str, jax.Array]:
     """``{layer: net activation at layer}`` for images x (B, H, W, 3) in one pass through the net.
 
-    Split points are visited in forward order, each run from the previous one;
-    a tap (read inside a stage) is computed from the previous split point.
-    :data:`OUTPUT` is the net's output.
+    The layers are split points or taps, read with ``net.apply(..., capture=...)``;
+    :data:`OUTPUT` is the net's output.  The pass stops at the last split point
+    asked for, unless the output or a tap is asked for.
     """
-    order = {name: i for i, name in enumerate(net.layers)}
-    splits = sorted({l for l in layers if l in order}, key=order.get)
-    acts, a, at = {}, x, None
-    for layer in splits:
-        a = net.apply(params, a, start=at, stop=layer, rules=rules)
-        acts[layer], at = a, layer
-    for layer in layers:
-        if layer == OUTPUT:
-            acts[OUTPUT] = net.apply(params, a, start=at, rules=rules)
-        elif layer not in acts:          # a tap
-            acts[layer] = net.apply(params, x, stop=layer, rules=rules)
+    inner = tuple(dict.fromkeys(l for l in layers if l != OUTPUT))
+    if not inner and OUTPUT not in layers:
+        return {}                       # an objective of the image alone: the net does not run
+    stop = None
+    if OUTPUT not in layers and inner and all(l in net.layers for l in inner):
+        stop = max(inner, key=net.layers.index)
+    out, acts = net.apply(params, x, stop=stop, rules=rules, capture=inner)
+    if OUTPUT in layers:
+        acts[OUTPUT] = out
     return acts
 
 

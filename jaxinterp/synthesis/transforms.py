@@ -37,7 +37,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import jax

@@ -18,11 +18,7 @@ Methods (``method``):
   trained by cross-entropy on one augmented view of each image against its
   current label.  The default augmentation is SeLa's
   (:meth:`AugmentConfig.sela <jaxinterp.train.augment.AugmentConfig.sela>`:
-  hue jitter 0.4 on every view).  On the synthetic set the labels of
-  un-augmented images under SimCLR's milder jitter cluster by background
-  colour (NMI ~0.01), and one view per image learns far more slowly than four
-  (README).  One head (SeLa uses 10 on ImageNet; one suffices to show the
-  effect on the synthetic set).
+  hue jitter 0.4 on every view).  One head (SeLa uses 10 on ImageNet).
 * ``'simclr'`` (Chen et al. 2020): two augmented views per image, the net's output
   (``num_classes`` = embedding dimension; the linear ``classifier`` of the
   smallcnn plays SimCLR's projection head) under
@@ -61,13 +57,9 @@ Methods (``method``):
   DINO freezes the last layer in the first epoch
   (``freeze_last_layer``, 1).  The optimiser is Adam or LARS (``optimizer_name``;
   DINO: AdamW for ViTs, SGD or LARS for ResNets), the schedule a 5 % warm-up then
-  a cosine, without DINO's weight-decay schedule or gradient clipping.  On the
-  local synthetic run the targets go uniform without the MLP head (loss ln K;
-  the collapse monitors of :func:`train_step` show it); with it and the backbone on
-  batch statistics (experiments/dino.py) they stay off uniform but cluster the images'
-  colour, not their shapes; with SeLa's colour jitter on every crop and DINO's blur
-  scaled to the 32-px crops, 200 epochs end 10 points above the untrained net's k-NN
-  and 19 above its linear probe.  The README lists the variants tried there.
+  a cosine, without DINO's weight-decay schedule or gradient clipping.  The
+  collapse monitors of :func:`train_step` (below) show whether the targets go
+  uniform or one-dimensional.
 * ``'gdt'`` (Patrick et al. ICCV 2021): a Generalised Data Transformation
   contrast over compositions of transformations.  Per image, views =
   {2 random augmentations} x {rotation by 0 or 90 degrees} (``jnp.rot90`` of the
@@ -118,7 +110,9 @@ every ``eval_every`` epochs and at the end, the k-NN and linear-probe
 accuracies (:func:`evaluate`) of the features at split point ``feature_layer``
 (default ``'avgpool'``) of the ``heldout`` images against the training images,
 for DINO of its teacher and of the student (:func:`evaluate_state`).
-Experiments: ``experiments/sela.py``, ``simclr.py``, ``dino.py``, ``gdt.py``.
+Experiments: ``experiments/sela.py``, ``simclr.py``, ``dino.py``, ``gdt.py``; their
+runs on the synthetic set, and the DINO variants tried there, are in
+docs/results/selfsup_synthetic.md.
 
 References:
   Asano, Rupprecht and Vedaldi, "Self-labelling via simultaneous clustering and

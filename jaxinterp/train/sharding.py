@@ -29,7 +29,7 @@ from typing import Any, Sequence
 import jax
 import numpy as np
 
-__all__ = ["DATA", "data_mesh", "shard_batch", "process_rows", "from_process_rows", "replicate", "gather",
+__all__ = ["DATA", "data_mesh", "data_size", "shard_batch", "process_rows", "from_process_rows", "replicate", "gather",
            "local_value"]
 
 DATA = "data"
@@ -63,7 +63,7 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
       The same pytree of ``jax.Array`` with sharding ``NamedSharding(mesh, P('data'))``;
       device d holds rows [d * B / n, (d + 1) * B / n).
     """
-    n = _data_size(mesh)
+    n = data_size(mesh)
     for path, leaf in jax.tree_util.tree_leaves_with_path(batch):
         shape = np.shape(leaf)
         if not shape or shape[0] % n:
@@ -84,7 +84,7 @@ def process_rows(n: int, mesh: jax.sharding.Mesh) -> np.ndarray:
       int64 row indices in increasing order: ``arange(n)`` on one process,
       n / processes of them with several.
     """
-    d = _data_size(mesh)
+    d = data_size(mesh)
     if n < 1 or n % d:
         raise ValueError(f"n: expected a positive multiple of the {d} devices of the 'data' axis, got {n}")
     slices = jax.NamedSharding(mesh, jax.P(DATA)).addressable_devices_indices_map((n,)).values()
@@ -177,7 +177,8 @@ def gather(tree: Any) -> Any:
     return jax.tree.map(one, tree)
 
 
-def _data_size(mesh: jax.sharding.Mesh) -> int:
+def data_size(mesh: jax.sharding.Mesh) -> int:
+    """The number of devices along the mesh's data axis; ValueError naming ``mesh`` without one."""
     if not isinstance(mesh, jax.sharding.Mesh) or DATA not in mesh.shape:
         raise ValueError(f"mesh: expected a jax.sharding.Mesh with a {DATA!r} axis, got {mesh!r}")
     return mesh.shape[DATA]

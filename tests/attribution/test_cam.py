@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxinterp import nets, ops
-from jaxinterp.attribution._lift import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.attribution.cam import cam, grad_cam, linear_approx
 from jaxinterp.train.sharding import data_mesh, shard_batch
 

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxinterp.attribution._lift import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.attribution.excitation import contrastive_excitation_backprop, excitation_backprop
 from jaxinterp.nets import layers as L
 from jaxinterp.nets import rules as R

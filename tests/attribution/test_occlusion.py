@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxinterp import nets
-from jaxinterp.attribution._lift import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.attribution.occlusion import occlusion
 from jaxinterp.train.sharding import data_mesh, shard_batch
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxinterp import nets
-from jaxinterp.attribution._lift import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.attribution.rise import rise, rise_masks
 from jaxinterp.train.sharding import data_mesh, shard_batch
 

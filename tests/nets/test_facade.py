@@ -209,3 +209,53 @@ def test_apply_jits_with_concrete_images_closed_over():
     x = jnp.full((1, 16, 16, 3), 0.5)
     np.testing.assert_allclose(jax.jit(lambda p: net.apply(p, x))(params), net.apply(params, x),
                                rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("name, capture", [
+    ("smallcnn", ("features.2", "features.5", "avgpool")),
+    ("resnet50", ("layer1", "layer3")),
+    ("vit_s16", ("blocks.0", "blocks.3.attn", "blocks.5.keys", "blocks.5")),
+])
+def test_capture_reads_every_layer_in_one_pass(name, capture):
+    """Each captured activation equals the net run from the image to it on its own."""
+    net, params = _net_params(name)
+    x = _images(2, SIZES[name])
+    out, acts = net.apply(params, x, capture=capture)
+    np.testing.assert_array_equal(np.asarray(out), np.asarray(net.apply(params, x)))
+    assert list(acts) == list(capture)
+    for layer in capture:
+        np.testing.assert_allclose(np.asarray(acts[layer]), np.asarray(net.apply(params, x, stop=layer)),
+                                   rtol=1e-6, atol=1e-6, err_msg=layer)
+
+
+def test_capture_between_start_and_stop_and_under_grad():
+    net, params = _net_params("smallcnn")
+    x = _images(2, 32)
+    a = net.apply(params, x, stop="features.2")
+    stop_value, acts = net.apply(params, a, start="features.2", stop="features.7", capture=("features.5", "features.7"))
+    np.testing.assert_array_equal(np.asarray(acts["features.7"]), np.asarray(stop_value))
+    np.testing.assert_allclose(np.asarray(acts["features.5"]),
+                               np.asarray(net.apply(params, a, start="features.2", stop="features.5")), rtol=1e-6)
+
+    def two_layer_score(x):               # one pass, a score that reads two layers
+        _, acts = net.apply(params, x, stop="features.7", capture=("features.5", "features.7"))
+        return acts["features.5"].mean() + acts["features.7"].mean()
+
+    def separate(x):
+        return net.apply(params, x, stop="features.5").mean() + net.apply(params, x, stop="features.7").mean()
+
+    np.testing.assert_allclose(np.asarray(jax.jit(jax.grad(two_layer_score))(x)),
+                               np.asarray(jax.grad(separate)(x)), rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("capture, match", [
+    ("features.5", "capture: expected a tuple"),
+    (("nonsense",), "capture: unknown split point"),
+    (("features.1",), "capture: 'features.1' does not lie between"),
+    (("features.9",), "capture: 'features.9' does not lie between"),
+])
+def test_bad_capture_raises(capture, match):
+    net, params = _net_params("smallcnn")
+    a = net.apply(params, _images(1, 32), stop="features.2")
+    with pytest.raises(ValueError, match=match):
+        net.apply(params, a, start="features.2", stop="features.7", capture=capture)

@@ -2,8 +2,6 @@
 patch geometry (slicing, np.rot90), patch training, vmap == loop, jit, sharding, bad input."""
 
 import math
-import pathlib
-import sys
 
 import jax
 import jax.numpy as jnp
@@ -12,15 +10,13 @@ import pytest
 from flax import nnx
 
 from jaxinterp import nets
-from jaxinterp.attribution._lift import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.nets import layers as L
 from jaxinterp.nets.core import register
 from jaxinterp.perturbation.adversarial import (PatchTransform, adversarial_patch, apply_patch, fgsm, pgd,
                                                 random_patch_transforms)
 from jaxinterp.train.sharding import data_mesh, shard_batch
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1] / "attribution"))
-from _small_nets import NUM_CLASSES, SIZE, small_setup  # noqa: E402
+from tests.attribution._small_nets import NUM_CLASSES, SIZE, small_setup
 
 PGD_STATIC = ("net", "steps", "norm", "step_norm", "targeted", "random_start", "loss", "clip",
               "return_history")

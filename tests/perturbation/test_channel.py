@@ -1,19 +1,14 @@
 """channel_extremal(): the planted optimum of a linear head, the first step, vmap == loop, sharding, bad input."""
 
-import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "attribution"))
-from _small_nets import NUM_CLASSES, SIZE, small_setup  # noqa: E402
-
-from jaxinterp.attribution import Unit  # noqa: E402
-from jaxinterp.perturbation import channel_extremal  # noqa: E402
-from jaxinterp.train.sharding import data_mesh, shard_batch  # noqa: E402
+from jaxinterp.targets import Unit
+from jaxinterp.perturbation import channel_extremal
+from jaxinterp.train.sharding import data_mesh, shard_batch
+from tests.attribution._small_nets import NUM_CLASSES, SIZE, small_setup
 
 CHANNEL = jax.jit(channel_extremal, static_argnames=("net", "layer", "variant", "reward", "steps"))
 

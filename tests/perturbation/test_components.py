@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from jaxinterp.perturbation import (apply_pyramid, area_penalty, area_reference, blur_pyramid, fade_pyramid,
-                                    mask_geometry, sgd_dampened, smooth_mask, vecsort_penalty)
+                                    mask_geometry, smooth_mask, vecsort_penalty)
+from jaxinterp.perturbation.extremal import sgd_dampened
 
 
 def brute_force_mask(p, image_size, step, sigma, coldness):

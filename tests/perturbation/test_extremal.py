@@ -4,21 +4,16 @@ bad input, and the planted ground truth of the synthetic set with the trained sm
 (Tracking TorchRay's optimisation step by step: tests/parity/test_extremal_parity.py.)
 """
 
-import os
-import sys
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "attribution"))
-from _small_nets import NUM_CLASSES, SIZE, small_setup  # noqa: E402
-
-from jaxinterp.attribution import Unit  # noqa: E402
-from jaxinterp.perturbation import (apply_pyramid, area_reference, blur_pyramid, extremal, mask_geometry,  # noqa: E402
+from jaxinterp.targets import Unit
+from jaxinterp.perturbation import (apply_pyramid, area_reference, blur_pyramid, extremal, mask_geometry,
                                     smooth_mask, vecsort_penalty)
-from jaxinterp.train.sharding import data_mesh, shard_batch  # noqa: E402
+from jaxinterp.train.sharding import data_mesh, shard_batch
+from tests.attribution._small_nets import NUM_CLASSES, SIZE, small_setup
 
 SMALL = dict(step=4, sigma=6.0, steps=6)      # a mask geometry for 16 px images, few steps
 STATIC = ("net", "variant", "perturbation", "reward", "reward_layer", "steps", "step", "sigma", "jitter")

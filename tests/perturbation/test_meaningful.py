@@ -9,7 +9,7 @@ import scipy.ndimage
 from flax import nnx
 
 from jaxinterp import nets
-from jaxinterp.attribution._lift import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.perturbation.meaningful import (blend, l1_deletion, meaningful_perturbation,
                                                perturbed_reference, total_variation)
 from jaxinterp.train.sharding import data_mesh, shard_batch

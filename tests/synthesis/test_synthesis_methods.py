@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from jaxinterp import nets
-from jaxinterp.attribution import Unit
+from jaxinterp.targets import Unit
 from jaxinterp.data import images, synthetic
 from jaxinterp.synthesis import methods as M
 from jaxinterp.synthesis.regularisers import B_PIXEL

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from jaxinterp.train import sharding
+from tests.train import _multiprocess_fit as worker
 
 HERE = pathlib.Path(__file__).parent
-sys.path.insert(0, str(HERE))
-import _multiprocess_fit as worker  # noqa: E402
 
 
 def _free_port() -> int:

@@ -1,0 +1,170 @@
+"""Argument checks shared by every package: each raises a ValueError that names the argument.
+
+The value checks run only on concrete values; under ``jax.jit`` the arguments are
+tracers and only shapes and dtypes are checked (no host synchronisation).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["is_concrete", "as_array", "check_images", "check_positive_int", "check_positive_float",
+           "check_fraction", "check_nonneg", "check_choice", "check_float_array", "check_maps",
+           "check_layer", "check_baseline"]
+
+
+def is_concrete(a) -> bool:
+    """True when ``a`` holds values (not a tracer), so value checks can run."""
+    return not isinstance(a, jax.core.Tracer)
+
+
+def as_array(a, arg: str):
+    """``a`` if it has a shape and a dtype, else ``np.asarray(a)``; ValueError naming ``arg`` if not numeric."""
+    if not hasattr(a, "shape") or not hasattr(a, "dtype"):
+        try:
+            a = np.asarray(a)
+        except Exception:  # pragma: no cover - defensive
+            raise ValueError(f"{arg}: expected an array, got {type(a).__name__}") from None
+        if a.dtype == object:
+            raise ValueError(f"{arg}: expected a numeric array, got {type(a).__name__}")
+    return a
+
+
+def check_images(x, arg: str = "x") -> jax.Array:
+    """``x`` as an array of images (N, H, W, 3), floating; ValueError naming ``arg`` otherwise."""
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(f"{arg}: expected an array of images (N, H, W, 3), got {type(x).__name__}")
+    if x.ndim != 4 or x.shape[-1] != 3:
+        raise ValueError(f"{arg}: expected images of rank 4 (N, H, W, 3), got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{arg}: expected a floating dtype (float32), got {x.dtype}")
+    return jnp.asarray(x)
+
+
+def check_positive_int(value, arg: str, minimum: int = 1) -> int:
+    """``value`` as a Python int >= ``minimum`` (1: positive); ValueError naming ``arg`` otherwise.
+
+    Examples:
+      >>> from jaxinterp.checks import check_positive_int
+      >>> check_positive_int(3, "steps")
+      3
+      >>> check_positive_int(0, "steps")
+      Traceback (most recent call last):
+      ...
+      ValueError: steps: expected a positive integer, got 0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{arg}: expected {what}, got {value!r}")
+    return int(value)
+
+
+def check_positive_float(value, arg: str) -> float:
+    """``value`` as a finite float > 0 (a Python or NumPy number); ValueError naming ``arg`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(value) or value <= 0:
+        raise ValueError(f"{arg}: expected a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_fraction(value, arg: str, closed_right: bool = True):
+    """``value`` in [0, 1] (or [0, 1)); ValueError naming ``arg`` otherwise.  Tracers pass unchecked."""
+    if not is_concrete(value):
+        return value
+    if isinstance(value, bool) or not np.isscalar(value) and np.ndim(value) != 0:
+        raise ValueError(f"{arg}: expected a number in [0, 1], got {value!r}")
+    f = float(np.asarray(value))
+    if not (0.0 <= f <= 1.0) or (not closed_right and f == 1.0):
+        raise ValueError(f"{arg}: expected a number in [0, 1{']' if closed_right else ')'}, got {value!r}")
+    return value
+
+
+def check_nonneg(value, arg: str) -> None:
+    """ValueError naming ``arg`` unless every value is finite and >= 0 (skipped for tracers)."""
+    if is_concrete(value):
+        v = np.asarray(value)
+        if not np.all(np.isfinite(v)) or np.any(v < 0):
+            raise ValueError(f"{arg}: expected a finite value >= 0, got {value!r}")
+
+
+def check_choice(value, arg: str, choices):
+    """``value`` if it is one of ``choices``; ValueError naming ``arg`` otherwise."""
+    if value not in choices:
+        raise ValueError(f"{arg}: expected one of {list(choices)}, got {value!r}")
+    return value
+
+
+@jax.jit
+def _all_finite(x):
+    return jnp.all(jnp.isfinite(x))
+
+
+def check_float_array(x, arg: str, ndims: tuple[int, ...], finite: bool = True) -> jax.Array:
+    """``x`` as a floating, non-empty jax array of rank in ``ndims``; ValueError naming ``arg`` otherwise.
+
+    On a concrete array the values are also checked to be finite (on its device:
+    one scalar comes back to the host, the array does not).
+    """
+    if not hasattr(x, "shape") or not hasattr(x, "dtype"):
+        raise ValueError(f"{arg}: expected an array, got {type(x).__name__}")
+    if x.ndim not in ndims:
+        raise ValueError(f"{arg}: expected an array of rank {' or '.join(map(str, ndims))}, "
+                         f"got shape {tuple(x.shape)}")
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise ValueError(f"{arg}: expected a floating dtype, got {x.dtype}")
+    if any(d == 0 for d in x.shape):
+        raise ValueError(f"{arg}: expected a non-empty array, got shape {tuple(x.shape)}")
+    if finite and is_concrete(x) and not bool(_all_finite(x)):
+        raise ValueError(f"{arg}: contains NaN or Inf values")
+    return x if isinstance(x, jax.Array) else jnp.asarray(x)
+
+
+def check_maps(maps, arg: str = "maps", ranks=(3, 4)) -> jax.Array:
+    """``maps`` as a finite, non-empty floating array of rank in ``ranks`` ((N, H, W) or (N, T, H, W))."""
+    maps = as_array(maps, arg)
+    if maps.ndim not in ranks:
+        want = " or ".join({3: "(N, H, W)", 4: "(N, T, H, W)", 2: "(H, W)"}.get(r, f"rank {r}")
+                           for r in ranks)
+        raise ValueError(f"{arg}: expected maps {want}, got shape {tuple(maps.shape)}")
+    if not jnp.issubdtype(maps.dtype, jnp.floating):
+        raise ValueError(f"{arg}: expected a floating dtype, got {maps.dtype}")
+    if 0 in maps.shape:
+        raise ValueError(f"{arg}: expected non-empty maps, got shape {tuple(maps.shape)}")
+    if is_concrete(maps) and not np.all(np.isfinite(np.asarray(maps))):   # host check: no op in a trace
+        raise ValueError(f"{arg}: expected finite values, got NaN or Inf")
+    return jnp.asarray(maps)
+
+
+def check_layer(net, layer: str | None, arg: str = "layer") -> str | None:
+    """``layer`` if it is None or a split point of ``net`` (a :class:`~jaxinterp.nets.Net`); ValueError naming ``arg``."""
+    if layer is not None and layer not in net.layers:
+        raise ValueError(f"{arg}: unknown split point {layer!r} of {net.name}; "
+                         f"expected one of {list(net.layers)}")
+    return layer
+
+
+def check_baseline(baseline, x: jax.Array) -> jax.Array:
+    """``baseline`` broadcast to the images ``x`` (N, H, W, 3); ValueError naming ``baseline``.
+
+    Accepts a scalar grey level, a colour (3,), an image (H, W, 3) or images
+    (N, H, W, 3), with values in [0, 1] (checked when concrete).
+    """
+    if isinstance(baseline, bool) or not (isinstance(baseline, (int, float)) or hasattr(baseline, "dtype")):
+        raise ValueError(f"baseline: expected a number or an array, got {type(baseline).__name__}")
+    b = baseline if isinstance(baseline, jax.core.Tracer) else np.asarray(baseline)
+    if not (jnp.issubdtype(b.dtype, jnp.floating) or jnp.issubdtype(b.dtype, jnp.integer)):
+        raise ValueError(f"baseline: expected a real number or array, got dtype {b.dtype}")
+    try:
+        ok = np.broadcast_shapes(b.shape, x.shape) == tuple(x.shape)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"baseline: shape {tuple(b.shape)} does not broadcast to the images' "
+                         f"{tuple(x.shape)}; expected a scalar, (3,), (H, W, 3) or (N, H, W, 3)")
+    if not isinstance(b, jax.core.Tracer) and b.size:
+        lo, hi = float(np.min(b)), float(np.max(b))
+        if not (lo >= 0.0 and hi <= 1.0):
+            raise ValueError(f"baseline: expected pixel values in [0, 1], got range [{lo:.4g}, {hi:.4g}]")
+    return jnp.broadcast_to(jnp.asarray(b, x.dtype), x.shape)
