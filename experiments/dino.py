@@ -31,9 +31,9 @@ def options(config) -> dict:
     return {"aug": aug, "n_local": config.n_local, "student_temp": config.student_temp,
             "teacher_temp": config.teacher_temp, "warmup_teacher_temp": config.warmup_teacher_temp,
             "warmup_teacher_epochs": round(config.warmup_teacher_fraction * config.epochs),
-            "momentum_teacher": config.momentum_teacher, "center_momentum": config.center_momentum,
+            "momentum_teacher": config.momentum_teacher, "centre_momentum": config.centre_momentum,
             "head": (config.head_hidden, config.head_bottleneck) if config.head_hidden else None,
-            "freeze_last_layer": config.freeze_last_layer, "optimizer_name": config.optimizer,
+            "freeze_last_layer": config.freeze_last_layer, "optimiser_name": config.optimiser,
             "weight_decay": config.weight_decay, "batch_statistics": config.backbone_batch_norm}
 
 

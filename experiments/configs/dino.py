@@ -8,7 +8,7 @@ The fields and variants of configs/sela.py (``clusters``, ``lam``, ``label_every
   (:func:`jaxinterp.train.selfsup.dino_mlp`; DINO's ResNet-50: 2048, 256; here 512, 128
   on the smallcnn's 128-d features); ``head_hidden = 0`` drops the MLP (the smallcnn's
   linear classifier is then DINO's last layer).
-* ``optimizer`` 'lars', ``lr`` 0.15 (SimCLR's 0.3 x 128 / 256), ``weight_decay`` 1e-6;
+* ``optimiser`` 'lars', ``lr`` 0.15 (SimCLR's 0.3 x 128 / 256), ``weight_decay`` 1e-6;
   ``freeze_last_layer`` 1 epoch (DINO).
 * ``backbone_batch_norm``: the smallcnn with a batch norm after each conv, trained on
   batch statistics (``fit(batch_statistics=True)``, DINO's ResNet-50 with SyncBatchNorm);
@@ -34,7 +34,7 @@ The fields and variants of configs/sela.py (``clusters``, ``lam``, ``label_every
 * ``momentum_teacher``: the teacher EMA momentum at the start, cosine to 1 (DINO
   0.996 over ~10^5 updates; 0.99 for the 1 600 updates of 'local', where 0.996 would
   leave the teacher near its initialisation).
-* ``center_momentum`` 0.9 (DINO).
+* ``centre_momentum`` 0.9 (DINO).
 
 ``epochs``: 200 for 'local' (3 200 updates, about an hour on one core); 100 for the
 others (DINO's ablations).
@@ -60,7 +60,7 @@ def get_config(variant: str = "local") -> ml_collections.ConfigDict:
     config.head_dim = 256
     config.head_hidden = 512
     config.head_bottleneck = 128
-    config.optimizer = "lars"
+    config.optimiser = "lars"
     config.lr = 0.3 * config.batch_size / 256
     config.weight_decay = 1e-6
     config.freeze_last_layer = 1
@@ -77,6 +77,6 @@ def get_config(variant: str = "local") -> ml_collections.ConfigDict:
     config.warmup_teacher_temp = 0.04
     config.warmup_teacher_fraction = 0.3
     config.momentum_teacher = 0.99 if local else 0.996
-    config.center_momentum = 0.9
+    config.centre_momentum = 0.9
     config.out = "runs/dino"
     return config

@@ -12,7 +12,7 @@ Defaults follow docs/references.md (Self-supervision).
 
 from jaxinterp.objectives.contrastive import MODES, contrast_from_factors, gdt_loss, infonce, nt_xent
 from jaxinterp.objectives.dino import (cosine_schedule, dino_loss, ema_update, teacher_temperature,
-                                       update_center)
+                                       update_centre)
 from jaxinterp.objectives.entropy import (conditional_entropy, cross_entropy, entropy, infomax,
                                           marginal_entropy, self_labelling_loss)
 from jaxinterp.objectives.sinkhorn import SinkhornResult, sinkhorn_labels, soft_assignments, swav_codes
@@ -21,5 +21,5 @@ from jaxinterp.objectives.swav import prototype_scores, swav_loss
 __all__ = ["cross_entropy", "entropy", "conditional_entropy", "marginal_entropy", "infomax",
            "self_labelling_loss", "SinkhornResult", "sinkhorn_labels", "soft_assignments",
            "swav_codes", "prototype_scores", "swav_loss", "infonce", "nt_xent", "gdt_loss",
-           "contrast_from_factors", "MODES", "dino_loss", "update_center", "teacher_temperature",
+           "contrast_from_factors", "MODES", "dino_loss", "update_centre", "teacher_temperature",
            "cosine_schedule", "ema_update"]

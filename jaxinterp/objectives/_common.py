@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["psum", "axis_size", "global_count", "l2_normalize"]
+__all__ = ["psum", "axis_size", "global_count", "l2_normalise"]
 
 
 def psum(x, axis_name):
@@ -29,7 +29,7 @@ def global_count(n_local: int, axis_name) -> int:
     return n_local * axis_size(axis_name)
 
 
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+def l2_normalise(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
     """``x / max(||x||, eps)`` along ``axis`` (torch ``F.normalize``'s convention)."""
     norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
     return x / jnp.maximum(norm, eps)

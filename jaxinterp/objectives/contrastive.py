@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp.checks import check_float_array, check_positive_float, is_concrete
-from jaxinterp.objectives._common import axis_size, l2_normalize, psum
+from jaxinterp.objectives._common import axis_size, l2_normalise, psum
 
 __all__ = ["infonce", "nt_xent", "gdt_loss", "contrast_from_factors", "MODES"]
 
@@ -59,12 +59,12 @@ def _contrast_loss(s, contrast, weights, axis_name):
     return total[0] / total[1]
 
 
-def _embed(z, normalize: bool):
+def _embed(z, normalise: bool):
     z = z.astype(jnp.float32)
-    return l2_normalize(z) if normalize else z
+    return l2_normalise(z) if normalise else z
 
 
-def infonce(z: jax.Array, *, temperature: float = 0.1, normalize: bool = True,
+def infonce(z: jax.Array, *, temperature: float = 0.1, normalise: bool = True,
             axis_name: str | None = None) -> jax.Array:
     """Multi-view InfoNCE with a dot-product critic; negatives from the whole (global) batch.
 
@@ -76,7 +76,7 @@ def infonce(z: jax.Array, *, temperature: float = 0.1, normalize: bool = True,
     Args:
       z: float (N, V, D) embeddings, batch first (the axis split under ``shard_map``).
       temperature: T > 0 (default 0.1, SimCLR; docs/references.md, InfoNCE and SimCLR).
-      normalize: L2-normalise the embeddings first (default True: cosine critic, SimCLR).
+      normalise: L2-normalise the embeddings first (default True: cosine critic, SimCLR).
       axis_name: mesh axis of the batch under ``shard_map``, or None.
 
     Returns:
@@ -104,7 +104,7 @@ def infonce(z: jax.Array, *, temperature: float = 0.1, normalize: bool = True,
     if v < 2:
         raise ValueError(f"z: expected at least 2 views (N, V >= 2, D), got shape {tuple(z.shape)}")
     temperature = check_positive_float(temperature, "temperature")
-    e = _embed(z, normalize)
+    e = _embed(z, normalise)
     local = e.reshape(n * v, -1)
     every = _gather(e, axis_name).reshape(-1, e.shape[-1])
     ids_l = jnp.repeat(_offset(n, axis_name) + jnp.arange(n), v)
@@ -116,7 +116,7 @@ def infonce(z: jax.Array, *, temperature: float = 0.1, normalize: bool = True,
     return _contrast_loss(s, contrast, None, axis_name)
 
 
-def nt_xent(a: jax.Array, b: jax.Array, *, temperature: float = 0.1, normalize: bool = True,
+def nt_xent(a: jax.Array, b: jax.Array, *, temperature: float = 0.1, normalise: bool = True,
             axis_name: str | None = None) -> jax.Array:
     """SimCLR's NT-Xent on two views a, b (N, D): :func:`infonce` of ``stack([a, b], 1)``.
 
@@ -129,12 +129,12 @@ def nt_xent(a: jax.Array, b: jax.Array, *, temperature: float = 0.1, normalize: 
     b = check_float_array(b, "b", (2,))
     if a.shape != b.shape:
         raise ValueError(f"b: expected the shape of a {tuple(a.shape)}, got {tuple(b.shape)}")
-    return infonce(jnp.stack([a, b], axis=1), temperature=temperature, normalize=normalize,
+    return infonce(jnp.stack([a, b], axis=1), temperature=temperature, normalise=normalise,
                    axis_name=axis_name)
 
 
 def gdt_loss(z: jax.Array, contrast: jax.Array, weights: jax.Array | None = None, *,
-             temperature: float = 0.07, normalize: bool = True,
+             temperature: float = 0.07, normalise: bool = True,
              axis_name: str | None = None) -> jax.Array:
     """The GDT contrastive loss for any contrast matrix C in {+1, -1, 0} and pair weights.
 
@@ -152,7 +152,7 @@ def gdt_loss(z: jax.Array, contrast: jax.Array, weights: jax.Array | None = None
         E.g. :func:`contrast_from_factors`.  At least one +1.
       weights: None (all 1) or float (M, M_total) >= 0.
       temperature: T > 0 (default 0.07; docs/references.md, GDT).
-      normalize: L2-normalise the embeddings first (default True).
+      normalise: L2-normalise the embeddings first (default True).
       axis_name: mesh axis of the batch under ``shard_map``, or None.
 
     Returns:
@@ -187,7 +187,7 @@ def gdt_loss(z: jax.Array, contrast: jax.Array, weights: jax.Array | None = None
             w = np.asarray(weights)
             if not np.all(np.isfinite(w)) or np.any(w < 0):
                 raise ValueError("weights: expected finite values >= 0")
-    e = _embed(z, normalize)
+    e = _embed(z, normalise)
     s = e @ _gather(e, axis_name).T / temperature
     return _contrast_loss(s, jnp.asarray(contrast), None if weights is None else jnp.asarray(weights),
                           axis_name)

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp.checks import check_float_array, check_positive_float, check_positive_int
-from jaxinterp.objectives._common import global_count, l2_normalize, psum
+from jaxinterp.objectives._common import global_count, l2_normalise, psum
 from jaxinterp.objectives.sinkhorn import swav_codes
 
 __all__ = ["prototype_scores", "swav_loss"]
@@ -24,7 +24,7 @@ def prototype_scores(z: jax.Array, prototypes: jax.Array) -> jax.Array:
     prototypes = check_float_array(prototypes, "prototypes", (2,))
     if prototypes.shape[1] != z.shape[-1]:
         raise ValueError(f"prototypes: expected (K, {z.shape[-1]}), got {tuple(prototypes.shape)}")
-    return l2_normalize(z.astype(jnp.float32)) @ l2_normalize(prototypes.astype(jnp.float32)).T
+    return l2_normalise(z.astype(jnp.float32)) @ l2_normalise(prototypes.astype(jnp.float32)).T
 
 
 def swav_loss(scores: jax.Array, *, num_assign: int = 2, temperature: float = 0.1,

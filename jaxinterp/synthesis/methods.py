@@ -110,7 +110,7 @@ def _check_am_target(net: Net, target, image_size) -> tuple[object, str | None]:
 
 def activation_maximisation(net: Net, params, target, *, key: jax.Array, image_size=128,
                             param="fourier", steps: int = 512, lr: float = 0.05,
-                            optimizer: optax.GradientTransformation | None = None,
+                            optimiser: optax.GradientTransformation | None = None,
                             transforms: Sequence[Transform] = STANDARD, batch: int = 1,
                             diversity: float = 0.0, l1: float = 0.0, l2: float = 0.0, tv: float = 0.0,
                             leaky: bool = False, chunk_size: int | None = None,
@@ -134,7 +134,7 @@ def activation_maximisation(net: Net, params, target, *, key: jax.Array, image_s
       image_size: int or (H, W) (Lucid: 128).
       param: 'fourier' (default), 'pixel', 'laplacian' or any :class:`Parameterisation`
         (e.g. :func:`jaxinterp.synthesis.dip.dip_parameterisation`).
-      steps, lr, optimizer: Adam(lr) unless ``optimizer`` is given.
+      steps, lr, optimiser: Adam(lr) unless ``optimiser`` is given.
       transforms: Lucid's standard set by default.
       batch: images per target; diversity: weight of the diversity term (Lucid: 100) when batch > 1.
       l1, l2, tv: weights of the image penalties.
@@ -164,7 +164,7 @@ def activation_maximisation(net: Net, params, target, *, key: jax.Array, image_s
         return obj
 
     return render(net, params, objective, fields, param=_parameterisation(param, size), key=key,
-                  transforms=transforms, steps=steps, optimizer=optimizer or optax.adam(lr), batch=batch,
+                  transforms=transforms, steps=steps, optimiser=optimiser or optax.adam(lr), batch=batch,
                   chunk_size=chunk_size, compute_dtype=compute_dtype, rules=LEAKY_RULES if leaky else None)
 
 
@@ -277,7 +277,7 @@ def _layer_arg(net: Net, layer: str | None) -> str:
 def pre_image(net: Net, params, x: jax.Array, layer: str | None, *, key: jax.Array, variant: str = "ijcv",
               C: float = 100.0, alpha: float = 6.0, beta: float = 2.0, tv_weight: float | None = None,
               steps: int = 350, lr: float = 0.01, jitter: int | None = None,
-              param: Parameterisation | None = None, optimizer: optax.GradientTransformation | None = None,
+              param: Parameterisation | None = None, optimiser: optax.GradientTransformation | None = None,
               compute_dtype=None, code: jax.Array | None = None) -> PreImageResult:
     """Reconstruct images from their representation at ``layer`` (Mahendran and Vedaldi).
 
@@ -310,7 +310,7 @@ def pre_image(net: Net, params, x: jax.Array, layer: str | None, *, key: jax.Arr
       variant: 'ijcv' or 'cvpr'.
       C, alpha, beta, tv_weight: the energy (see above).
       steps, lr: optimiser length and rate; jitter: pixels (None: from the layer's stride).
-      param, optimizer: overrides of the parameterisation (one image) and optimiser.
+      param, optimiser: overrides of the parameterisation (one image) and optimiser.
       compute_dtype: dtype of the net's forward pass.
       code: the codes Phi0 to invert (N, ...) at ``layer``, when they are not
         Phi(x) (e.g. masked activations, :func:`activation_diffing`); x then
@@ -356,7 +356,7 @@ def pre_image(net: Net, params, x: jax.Array, layer: str | None, *, key: jax.Arr
     else:
         par, project = param, None
     result = render(net, params, objective, (x, phi0), param=par, key=key, transforms=(roll_jitter(j),),
-                    steps=steps, optimizer=optimizer or mahendran_optimiser(lr, steps), batch=1,
+                    steps=steps, optimiser=optimiser or mahendran_optimiser(lr, steps), batch=1,
                     compute_dtype=compute_dtype, project=project)
     images = result.images[:, 0]
     return PreImageResult(images, result.history, feature_loss(net, params, images, phi0, split))
@@ -392,7 +392,7 @@ def caricature(net: Net, params, x: jax.Array, layer: str, *, key: jax.Array, C:
         return Parameterisation(lambda k: x0, lambda p: p)
 
     return render(net, params, objective, (x, phi0), param=param_of, key=key, transforms=(roll_jitter(j),),
-                  steps=steps, optimizer=mahendran_optimiser(lr, steps), compute_dtype=compute_dtype,
+                  steps=steps, optimiser=mahendran_optimiser(lr, steps), compute_dtype=compute_dtype,
                   project=lambda p: project_pixels(p, mean))
 
 

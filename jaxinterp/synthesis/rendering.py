@@ -97,7 +97,7 @@ def target_keys(key: jax.Array, n: int) -> jax.Array:
 def render(net: Net, params, objective: Callable[[Any], Objective] | Objective, targets=None, *,
            param: Parameterisation | Callable[[Any], Parameterisation], key: jax.Array,
            transforms: Sequence[Transform] = STANDARD, steps: int = 512,
-           optimizer: optax.GradientTransformation | None = None, batch: int = 1,
+           optimiser: optax.GradientTransformation | None = None, batch: int = 1,
            chunk_size: int | None = None, compute_dtype=None, rules: Rules | None = None,
            project: Callable[[Any], Any] | None = None) -> RenderResult:
     """Maximise ``objective`` over images for every target.
@@ -115,7 +115,7 @@ def render(net: Net, params, objective: Callable[[Any], Objective] | Objective, 
       transforms: applied in order to each image before the net, with keys
         drawn independently per step and per image (Lucid's standard set).
       steps: optimiser steps (Lucid: 512).
-      optimizer: an optax transformation (default ``optax.adam(0.05)``, Lucid).
+      optimiser: an optax transformation (default ``optax.adam(0.05)``, Lucid).
       batch: B, images optimised jointly per target (diversity needs B > 1).
       chunk_size: targets per vmapped chunk (None: all at once).
       compute_dtype: dtype the transformed images are cast to before the net
@@ -146,7 +146,7 @@ def render(net: Net, params, objective: Callable[[Any], Objective] | Objective, 
     if not isinstance(param, Parameterisation) and not callable(param):
         raise ValueError(f"param: expected a Parameterisation, got {type(param).__name__}")
     transform = compose(*transforms)
-    optimizer = optax.adam(0.05) if optimizer is None else optimizer
+    optimiser = optax.adam(0.05) if optimiser is None else optimiser
     project = (lambda p: p) if project is None else project
     first = objective(jax.tree.map(lambda a: a[0], targets))    # only its layers are read
     if not isinstance(first, Objective):
@@ -171,10 +171,10 @@ def render(net: Net, params, objective: Callable[[Any], Objective] | Objective, 
         def step(carry, i):
             p, state = carry
             loss, g = jax.value_and_grad(energy)(p, i)
-            updates, state = optimizer.update(g, state, p)
+            updates, state = optimiser.update(g, state, p)
             return (project(optax.apply_updates(p, updates)), state), -loss
 
-        (p, _), history = jax.lax.scan(step, (p0, optimizer.init(p0)), jnp.arange(steps))
+        (p, _), history = jax.lax.scan(step, (p0, optimiser.init(p0)), jnp.arange(steps))
         return jax.vmap(par.to_image)(p), history
 
     keys = target_keys(key, n)

@@ -9,8 +9,8 @@
 """
 
 from jaxinterp.train.checkpoint import Checkpointer, latest_step
-from jaxinterp.train.classifier import TrainState, evaluate, fit, init_state, optimizer, train_step
+from jaxinterp.train.classifier import TrainState, evaluate, fit, init_state, optimiser, train_step
 from jaxinterp.train.sharding import data_mesh, gather, replicate, shard_batch
 
 __all__ = ["Checkpointer", "latest_step", "TrainState", "evaluate", "fit", "init_state",
-           "optimizer", "train_step", "data_mesh", "gather", "replicate", "shard_batch"]
+           "optimiser", "train_step", "data_mesh", "gather", "replicate", "shard_batch"]

@@ -30,7 +30,7 @@ import optax
 from jaxinterp.train import sharding
 from jaxinterp.train.checkpoint import Checkpointer
 
-__all__ = ["TrainState", "optimizer", "lars_optimizer", "init_state", "loss_fn", "train_step", "evaluate", "fit"]
+__all__ = ["TrainState", "optimiser", "lars_optimiser", "init_state", "loss_fn", "train_step", "evaluate", "fit"]
 
 DataFn = Callable[[jax.Array, int], dict]
 
@@ -41,7 +41,7 @@ class TrainState(NamedTuple):
     Attributes:
       step: () int32, the number of updates applied so far.
       params: the net's params pytree.
-      opt_state: the optax state of :func:`optimizer`.
+      opt_state: the optax state of :func:`optimiser`.
       key: the data key; the batch of step s is drawn with ``fold_in(key, s)``.
     """
 
@@ -52,7 +52,7 @@ class TrainState(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def optimizer(lr: float, steps: int) -> optax.GradientTransformation:
+def optimiser(lr: float, steps: int) -> optax.GradientTransformation:
     """Adam with a linear warm-up over the first 5% of steps, then cosine decay to 0.
 
     Built once per (lr, steps), so that ``train_step``'s compiled code (keyed on the
@@ -80,8 +80,8 @@ def _is_matrix(params):
 
 
 @functools.lru_cache(maxsize=None)
-def lars_optimizer(lr: float, steps: int, weight_decay: float = 1e-6) -> optax.GradientTransformation:
-    """LARS (You et al. 2017; momentum 0.9, trust coefficient 0.001) with the schedule of :func:`optimizer`.
+def lars_optimiser(lr: float, steps: int, weight_decay: float = 1e-6) -> optax.GradientTransformation:
+    """LARS (You et al. 2017; momentum 0.9, trust coefficient 0.001) with the schedule of :func:`optimiser`.
 
     As in SimCLR, BYOL and DINO's LARS, biases and normalisation parameters (the
     params with ndim <= 1) get neither weight decay nor the layer-wise trust ratio.
@@ -209,7 +209,7 @@ def fit(net, data_fn: DataFn, *, steps: int, batch_size: int, lr: float = 1e-3, 
         'label': (n,) int}``; a pure function of its key.
       steps: total number of updates (a resumed run counts the restored ones).
       batch_size: examples per update, divisible by the number of devices of ``mesh``.
-      lr: peak learning rate of :func:`optimizer`.
+      lr: peak learning rate of :func:`optimiser`.
       seed: makes the init key and the data key (``jax.random.key(seed)``).
       checkpoint_dir: if given, save every ``checkpoint_every`` steps and at the end,
         and resume from the latest checkpoint found there (which must come from a
@@ -235,7 +235,7 @@ def fit(net, data_fn: DataFn, *, steps: int, batch_size: int, lr: float = 1e-3, 
     if batch_size < 1 or batch_size % devices:
         raise ValueError(f"batch_size: expected a positive multiple of the {devices} devices "
                          f"of the 'data' axis, got {batch_size}")
-    tx = optimizer(lr, steps)
+    tx = optimiser(lr, steps)
     config = {"net": repr(net), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed}
     state = sharding.replicate(init_state(net, tx, jax.random.key(seed)), mesh)
     ckpt = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, max_to_keep=2)

@@ -31,12 +31,12 @@ Methods (``method``):
   and ``n_local`` local crops (:func:`jaxinterp.train.augment.multicrop`); the
   teacher sees the globals only, and :func:`~jaxinterp.objectives.dino_loss`
   averages the cross-entropy over every (teacher view i, student view j != i)
-  pair, the teacher centred by ``center`` and sharpened by its temperature
+  pair, the teacher centred by ``centre`` and sharpened by its temperature
   (:func:`~jaxinterp.objectives.teacher_temperature`: 0.04 warmed up linearly to
   0.07 over ``warmup_teacher_epochs``, by default 30 % of the run as DINO's 30
   of 100 epochs), the student at 0.1.  After each update the centre becomes
-  ``0.9 center + 0.1 mean(teacher outputs of the batch)``
-  (:func:`~jaxinterp.objectives.update_center`); the step is one jitted program
+  ``0.9 centre + 0.1 mean(teacher outputs of the batch)``
+  (:func:`~jaxinterp.objectives.update_centre`); the step is one jitted program
   on the whole (sharded) batch, so the mean is over all devices, as DINO's
   all-reduce.  The net's output (``num_classes``) is the head's output dimension
   K.  With ``head=(hidden, bottleneck)`` the params are :class:`DinoParams`: the
@@ -55,7 +55,7 @@ Methods (``method``):
   DINO's SyncBatchNorm, and the evaluations first recompute their stored
   statistics from the training images (precise BN, :func:`jaxinterp.nets.recompute_batch_norm`).
   DINO freezes the last layer in the first epoch
-  (``freeze_last_layer``, 1).  The optimiser is Adam or LARS (``optimizer_name``;
+  (``freeze_last_layer``, 1).  The optimiser is Adam or LARS (``optimiser_name``;
   DINO: AdamW for ViTs, SGD or LARS for ResNets), the schedule a 5 % warm-up then
   a cosine, without DINO's weight-decay schedule or gradient clipping.  The
   collapse monitors of :func:`train_step` (below) show whether the targets go
@@ -142,16 +142,16 @@ from jaxinterp.nets.rules import BATCH_STATISTICS
 from jaxinterp.train import metrics, sharding
 from jaxinterp.train.augment import AugmentConfig, augment, augment_one, multicrop, sample_params
 from jaxinterp.train.checkpoint import Checkpointer
-from jaxinterp.train.classifier import lars_optimizer, optimizer, resume_from
+from jaxinterp.train.classifier import lars_optimiser, optimiser, resume_from
 
-__all__ = ["dino_head", "DinoParams", "backbone_params", "dino_mlp_init", "dino_mlp", "METHODS", "OPTIMIZERS",
+__all__ = ["dino_head", "DinoParams", "backbone_params", "dino_mlp_init", "dino_mlp", "METHODS", "OPTIMISERS",
            "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
            "batch_loss", "train_step", "features", "label_scores", "label_log_probs", "sharded_sinkhorn_labels",
            "self_labels", "evaluate",
            "evaluate_state", "fit"]
 
 METHODS = ("sela", "simclr", "dino", "gdt")
-OPTIMIZERS = ("adam", "lars")
+OPTIMISERS = ("adam", "lars")
 ROTATIONS = ("distinctive", "invariant", None)
 """GDT's rotation factor: distinctive, invariant, or absent (2 views, no rotation)."""
 
@@ -168,7 +168,7 @@ class Options(NamedTuple):
       warmup_teacher_temp: DINO's teacher temperature at epoch 0 (0.04).
       warmup_teacher_epochs: epochs of the linear teacher-temperature warm-up.
       momentum_teacher: DINO's teacher EMA momentum at step 0 (0.996; 1 at the end).
-      center_momentum: DINO's centre EMA momentum (0.9).
+      centre_momentum: DINO's centre EMA momentum (0.9).
       steps_per_epoch: updates per epoch (the teacher temperature changes per epoch).
       total_steps: updates of the whole run (the momentum's cosine reaches 1 there).
       freeze_last_layer_steps: DINO: updates during which the last layer (the prototypes)
@@ -185,7 +185,7 @@ class Options(NamedTuple):
     warmup_teacher_temp: float = 0.04
     warmup_teacher_epochs: int = 30
     momentum_teacher: float = 0.996
-    center_momentum: float = 0.9
+    centre_momentum: float = 0.9
     steps_per_epoch: int = 1
     total_steps: int = 1
     freeze_last_layer_steps: int = 0
@@ -203,7 +203,7 @@ class SelfSupState(NamedTuple):
       labels: (N,) int32 SeLa self-labels of the training images (zeros for the other methods).
       teacher: DINO's teacher params (the structure of ``params``); a () float32 zero
         placeholder for the other methods (orbax stores no None leaves).
-      center: (K,) float32 DINO's centre of the teacher outputs (zeros for the others).
+      centre: (K,) float32 DINO's centre of the teacher outputs (zeros for the others).
     """
 
     step: jax.Array
@@ -212,7 +212,7 @@ class SelfSupState(NamedTuple):
     key: jax.Array
     labels: jax.Array
     teacher: Any
-    center: jax.Array
+    centre: jax.Array
 
 
 def init_state(net, tx: optax.GradientTransformation, key: jax.Array, n: int,
@@ -439,9 +439,9 @@ def _objective(net, method: str, aug, opts: Options, params, state: SelfSupState
     temp = objectives.teacher_temperature(
         state.step // opts.steps_per_epoch, warmup_temp=opts.warmup_teacher_temp,
         temp=opts.teacher_temp, warmup_epochs=opts.warmup_teacher_epochs)
-    loss = objectives.dino_loss(s.transpose(1, 0, 2), t, state.center, student_temp=opts.student_temp,
+    loss = objectives.dino_loss(s.transpose(1, 0, 2), t, state.centre, student_temp=opts.student_temp,
                                 teacher_temp=temp)
-    return loss, (t, _teacher_entropies((t - state.center) / temp))
+    return loss, (t, _teacher_entropies((t - state.centre) / temp))
 
 
 def _teacher_entropies(target_logits: jax.Array) -> dict[str, jax.Array]:
@@ -489,7 +489,7 @@ def train_step(net, tx: optax.GradientTransformation, method: str, aug, options:
 
     DINO: after the optax update of the student, ``teacher <- m teacher + (1 - m) student``
     with ``m = cosine_schedule(step, total_steps, momentum_teacher, 1)`` and
-    ``center <- c center + (1 - c) mean(teacher outputs)`` (the outputs of the
+    ``centre <- c centre + (1 - c) mean(teacher outputs)`` (the outputs of the
     teacher before its update, on this batch's global crops).
 
     Args:
@@ -515,12 +515,12 @@ def train_step(net, tx: optax.GradientTransformation, method: str, aug, options:
         grads = _freeze_last_layer(net, grads, state.step < options.freeze_last_layer_steps)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    teacher, center = state.teacher, state.center
+    teacher, centre = state.teacher, state.centre
     if method == "dino":
         m = objectives.cosine_schedule(state.step, options.total_steps, options.momentum_teacher, 1.0)
         teacher = objectives.ema_update(state.teacher, params, m)
-        center = objectives.update_center(state.center, t, momentum=options.center_momentum)
-    return (SelfSupState(state.step + 1, params, opt_state, state.key, state.labels, teacher, center),
+        centre = objectives.update_centre(state.centre, t, momentum=options.centre_momentum)
+    return (SelfSupState(state.step + 1, params, opt_state, state.key, state.labels, teacher, centre),
             {"loss": loss, **stats})
 
 
@@ -871,8 +871,8 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
         temperature: float | None = None, rotation: str | None = "distinctive", n_local: int = 8,
         student_temp: float = 0.1, teacher_temp: float = 0.07, warmup_teacher_temp: float = 0.04,
         warmup_teacher_epochs: int | None = None, momentum_teacher: float = 0.996,
-        center_momentum: float = 0.9, head: tuple[int, int] | None = None, freeze_last_layer: int = 1,
-        optimizer_name: str = "adam", weight_decay: float = 1e-6, batch_statistics: bool = False,
+        centre_momentum: float = 0.9, head: tuple[int, int] | None = None, freeze_last_layer: int = 1,
+        optimiser_name: str = "adam", weight_decay: float = 1e-6, batch_statistics: bool = False,
         classes=None, heldout=None,
         eval_every: int = 5, knn_k: int = 20,
         feature_layer: str = "avgpool", checkpoint_dir: str | None = None,
@@ -913,7 +913,7 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
       warmup_teacher_epochs: epochs of the linear warm-up; None = round(0.3 epochs)
         (DINO: 30 of 100).
       momentum_teacher: DINO's teacher EMA momentum at step 0 in [0, 1] (0.996), cosine to 1.
-      center_momentum: DINO's centre EMA momentum in [0, 1] (0.9).
+      centre_momentum: DINO's centre EMA momentum in [0, 1] (0.9).
       head: DINO's projection head (hidden, bottleneck), e.g. (512, 128) (DINO's
         ResNet-50: (2048, 256)): :func:`dino_mlp` with batch norm, the net's last
         layer unused; None = no MLP, the net's last layer as DINO's last layer
@@ -922,8 +922,8 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
         (the prototypes) gets a zero gradient (1, DINO).  Optax still applies the
         weight decay to it (PyTorch skips a parameter without a gradient); the
         prototypes enter only through their direction, which decay leaves unchanged.
-      optimizer_name: ``'adam'`` (``classifier.optimizer``) or ``'lars'``
-        (``classifier.lars_optimizer``, SimCLR's LARS; DINO offers it too).  SeLa,
+      optimiser_name: ``'adam'`` (``classifier.optimiser``) or ``'lars'``
+        (``classifier.lars_optimiser``, SimCLR's LARS; DINO offers it too).  SeLa,
         SimCLR, DINO use SGD / LARS / AdamW at larger batch sizes; Adam trains this
         small net on small batches without tuning.
       weight_decay: LARS's weight decay (1e-6, SimCLR); unused by Adam.
@@ -1003,9 +1003,9 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     if batch_statistics and (method != "dino" or not batch_norm_layers(net)):
         raise ValueError(f"batch_statistics: for DINO with a net whose batch norms are split points; got "
                          f"{method!r} with {net!r}")
-    if optimizer_name not in OPTIMIZERS:
-        raise ValueError(f"optimizer_name: expected one of {OPTIMIZERS}, got {optimizer_name!r}")
-    for name, v in (("momentum_teacher", momentum_teacher), ("center_momentum", center_momentum)):
+    if optimiser_name not in OPTIMISERS:
+        raise ValueError(f"optimiser_name: expected one of {OPTIMISERS}, got {optimiser_name!r}")
+    for name, v in (("momentum_teacher", momentum_teacher), ("centre_momentum", centre_momentum)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or not 0 <= v <= 1:
             raise ValueError(f"{name}: expected a number in [0, 1], got {v!r}")
     hw = tuple(int(s) for s in images.shape[1:3])
@@ -1016,17 +1016,17 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     opts = Options(temperature=temperature, rotation=rotation, n_local=int(n_local),
                    student_temp=student_temp, teacher_temp=teacher_temp,
                    warmup_teacher_temp=warmup_teacher_temp, warmup_teacher_epochs=int(warmup_teacher_epochs),
-                   momentum_teacher=float(momentum_teacher), center_momentum=float(center_momentum),
+                   momentum_teacher=float(momentum_teacher), centre_momentum=float(centre_momentum),
                    steps_per_epoch=steps_per_epoch, total_steps=total,
                    freeze_last_layer_steps=int(freeze_last_layer) * steps_per_epoch if method == "dino" else 0,
                    batch_statistics=bool(batch_statistics))
-    tx = optimizer(lr, total) if optimizer_name == "adam" else lars_optimizer(lr, total, float(weight_decay))
+    tx = optimiser(lr, total) if optimiser_name == "adam" else lars_optimiser(lr, total, float(weight_decay))
     config = {"net": repr(net), "method": method, "epochs": epochs, "batch_size": batch_size, "lr": lr,
               "seed": seed, "aug": repr(aug), "lam": lam, "label_every": label_every,
               "label_views": int(label_views),
               "temperature": temperature, "n": n, "options": opts._asdict(),
               "head": None if head is None else list(head),
-              "optimizer": optimizer_name, "weight_decay": weight_decay}
+              "optimiser": optimiser_name, "weight_decay": weight_decay}
     state = sharding.replicate(init_state(net, tx, jax.random.key(seed), n, method, head), mesh)
     rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
     if jax.process_index() != 0:

@@ -10,7 +10,7 @@ import pytest
 from jaxinterp.objectives import (conditional_entropy, cosine_schedule, cross_entropy, dino_loss,
                                   ema_update, entropy, infomax, marginal_entropy, prototype_scores,
                                   self_labelling_loss, swav_loss, teacher_temperature,
-                                  update_center)
+                                  update_centre)
 from jaxinterp.train import sharding
 from _objective_oracles import log_softmax64, sela_float64, swav_float64
 
@@ -131,40 +131,40 @@ def test_swav_loss_equals_numpy_oracle_and_shards():
 
 # --- DINO ---------------------------------------------------------------------------------
 
-def _dino_numpy(student, teacher, center, ts, tt):
+def _dino_numpy(student, teacher, centre, ts, tt):
     ps = log_softmax64(student / ts)
-    pt = np.exp(log_softmax64((teacher - center) / tt))
+    pt = np.exp(log_softmax64((teacher - centre) / tt))
     terms = [-(pt[:, i] * ps[:, j]).sum(-1).mean() for i in range(teacher.shape[1])
              for j in range(student.shape[1]) if i != j]
     return np.mean(terms)
 
 
 def test_dino_loss_equals_numpy_and_shards():
-    student, teacher, center = _x(16, 6, 9, seed=9), _x(16, 2, 9, seed=10), _x(9, seed=11)
-    expected = _dino_numpy(student, teacher, center, 0.1, 0.04)
-    np.testing.assert_allclose(float(dino_loss(student, teacher, center)), expected, rtol=1e-5)
-    np.testing.assert_allclose(float(jax.jit(dino_loss)(student, teacher, center, teacher_temp=0.07)),
-                               _dino_numpy(student, teacher, center, 0.1, 0.07), rtol=1e-5)
+    student, teacher, centre = _x(16, 6, 9, seed=9), _x(16, 2, 9, seed=10), _x(9, seed=11)
+    expected = _dino_numpy(student, teacher, centre, 0.1, 0.04)
+    np.testing.assert_allclose(float(dino_loss(student, teacher, centre)), expected, rtol=1e-5)
+    np.testing.assert_allclose(float(jax.jit(dino_loss)(student, teacher, centre, teacher_temp=0.07)),
+                               _dino_numpy(student, teacher, centre, 0.1, 0.07), rtol=1e-5)
     mesh = sharding.data_mesh()
     f = jax.jit(jax.shard_map(lambda s, t, c: dino_loss(s, t, c, axis_name="data"), mesh=mesh,
                               in_specs=(jax.P("data"), jax.P("data"), jax.P()), out_specs=jax.P()))
-    args = (*sharding.shard_batch((student, teacher), mesh), sharding.replicate(center, mesh))
+    args = (*sharding.shard_batch((student, teacher), mesh), sharding.replicate(centre, mesh))
     np.testing.assert_allclose(float(f(*args)), expected, rtol=1e-5)
     # no gradient into the teacher
-    gt = jax.grad(lambda t: dino_loss(student, t, center))(jnp.asarray(teacher))
+    gt = jax.grad(lambda t: dino_loss(student, t, centre))(jnp.asarray(teacher))
     np.testing.assert_array_equal(np.asarray(gt), 0.0)
 
 
 def test_dino_center_sharded_equals_single_device():
-    teacher, center = _x(32, 2, 7, seed=12), _x(7, seed=13)
-    expected = 0.9 * center.astype(np.float64) + 0.1 * teacher.astype(np.float64).mean((0, 1))
-    np.testing.assert_allclose(np.asarray(update_center(center, teacher)), expected, rtol=1e-5, atol=1e-6)
+    teacher, centre = _x(32, 2, 7, seed=12), _x(7, seed=13)
+    expected = 0.9 * centre.astype(np.float64) + 0.1 * teacher.astype(np.float64).mean((0, 1))
+    np.testing.assert_allclose(np.asarray(update_centre(centre, teacher)), expected, rtol=1e-5, atol=1e-6)
     mesh = sharding.data_mesh()
     for axis_name, equal in (("data", True), (None, False)):
-        f = jax.jit(jax.shard_map(lambda t, c: update_center(c, t, axis_name=axis_name)[None],
+        f = jax.jit(jax.shard_map(lambda t, c: update_centre(c, t, axis_name=axis_name)[None],
                                   mesh=mesh, in_specs=(jax.P("data"), jax.P()),
                                   out_specs=jax.P("data"), check_vma=False))
-        out = np.asarray(f(sharding.shard_batch(teacher, mesh), sharding.replicate(center, mesh)))
+        out = np.asarray(f(sharding.shard_batch(teacher, mesh), sharding.replicate(centre, mesh)))
         assert all(np.allclose(o, expected, rtol=1e-5, atol=1e-6) for o in out) == equal
 
 
@@ -196,7 +196,7 @@ def test_dino_bad_input(kwargs, arg):
         dino_loss(s, _x(4, 4, 5), c)
     with pytest.raises(ValueError, match="student"):
         dino_loss(np.full((4, 3, 5), np.inf, np.float32), t, c)
-    with pytest.raises(ValueError, match="center"):
+    with pytest.raises(ValueError, match="centre"):
         dino_loss(s, t, np.zeros(4, np.float32))
 
 

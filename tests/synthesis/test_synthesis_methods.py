@@ -193,7 +193,7 @@ def test_pre_image_with_the_deep_image_prior():
     x = held_out(1, size=16)
     par = dip.dip_parameterisation((16, 16), in_channels=4, down=(4, 4), up=(4, 4), skip=(2, 2))
     res = M.pre_image(net, params, x, "features.2", key=jax.random.key(0), steps=30, param=par,
-                      optimizer=optax.adam(0.01))
+                      optimiser=optax.adam(0.01))
     h = np.asarray(res.history[0])
     assert h[-5:].mean() > h[:5].mean()                             # history is -E
     assert res.images.min() >= 0 and res.images.max() <= 1

@@ -33,7 +33,7 @@ def test_planted_optimum_is_reached():
     net = nets.get("smallcnn", num_classes=5)
     obj = lambda t: O.Objective(lambda a, x: -jnp.sum((x - t) ** 2))          # noqa: E731
     res = R.render(net, None, obj, target, param=P.pixel((6, 5), decorrelate=False), key=jax.random.key(0),
-                   transforms=(), steps=300, optimizer=optax.adam(0.05))
+                   transforms=(), steps=300, optimiser=optax.adam(0.05))
     np.testing.assert_allclose(np.asarray(res.images[:, 0]), np.asarray(target), atol=2e-3)
     assert np.all(np.diff(np.asarray(res.history)[:, ::50], axis=1) > 0)
 

@@ -136,10 +136,10 @@ def test_data_parallel_fit_equals_single_device():
 
 
 @pytest.mark.parametrize("steps", [1, 2, 40, 100])
-def test_optimizer_schedule_closed_form(steps):
+def test_optimiser_schedule_closed_form(steps):
     """Adam's first step is lr(0) sign(g); lr(t) = lr t / w for t < w = max(1, steps // 20), then cosine to 0."""
     lr, warmup = 1e-2, max(1, steps // 20)
-    tx = classifier.optimizer(lr, steps)
+    tx = classifier.optimiser(lr, steps)
     params, grad = jnp.zeros(3), jnp.array([1.0, -2.0, 3.0])
     state, rates = tx.init(params), []
     for _ in range(min(steps, 6)):
@@ -149,9 +149,9 @@ def test_optimizer_schedule_closed_form(steps):
                 lr * 0.5 * (1 + np.cos(np.pi * (t - warmup) / max(steps - warmup, 1))) for t in range(len(rates))]
     np.testing.assert_allclose(rates, expected, rtol=1e-4, atol=1e-9)
     with pytest.raises(ValueError, match="steps"):
-        classifier.optimizer(lr, 0)
+        classifier.optimiser(lr, 0)
     with pytest.raises(ValueError, match="lr"):
-        classifier.optimizer(0.0, steps)
+        classifier.optimiser(0.0, steps)
 
 
 def test_fit_rejects_bad_arguments():

@@ -224,14 +224,14 @@ def test_simclr_runs(data):
                                     ({"method": "dino", "aug": None, "teacher_temp": 0}, "teacher_temp"),
                                     ({"method": "dino", "aug": None, "momentum_teacher": 1.5},
                                      "momentum_teacher"),
-                                    ({"method": "dino", "aug": None, "center_momentum": -0.1}, "center_momentum"),
+                                    ({"method": "dino", "aug": None, "centre_momentum": -0.1}, "centre_momentum"),
                                     ({"method": "dino", "aug": None, "warmup_teacher_epochs": -1},
                                      "warmup_teacher_epochs"),
                                     ({"method": "simclr", "head": (8, 4)}, "head"),
                                     ({"method": "dino", "aug": None, "head": (8,)}, "head"),
                                     ({"method": "dino", "aug": None, "freeze_last_layer": -1}, "freeze_last_layer"),
-                                    ({"optimizer_name": "sgd"}, "optimizer_name"),
-                                    ({"optimizer_name": "lars", "weight_decay": -1.0}, "weight_decay"),
+                                    ({"optimiser_name": "sgd"}, "optimiser_name"),
+                                    ({"optimiser_name": "lars", "weight_decay": -1.0}, "weight_decay"),
                                     ({"method": "simclr", "batch_statistics": True}, "batch_statistics"),
                                     ({"images": np.zeros((32, 16, 16, 3), np.int32)}, "images"),
                                     ({"images": np.zeros((32, 16, 16), np.float32)}, "images"),
@@ -261,10 +261,10 @@ def _np_softmax(x):
     return e / e.sum(-1, keepdims=True)
 
 
-def _np_dino_loss(student, teacher, center, tt, ts=0.1):
+def _np_dino_loss(student, teacher, centre, tt, ts=0.1):
     """DINO's loss by loops over (teacher view i, student view j != i), float64."""
     logps = np.log(_np_softmax(student / ts))
-    pt = _np_softmax((teacher - center) / tt)
+    pt = _np_softmax((teacher - centre) / tt)
     terms = [-(pt[:, i] * logps[:, j]).sum(-1).mean()
              for i in range(teacher.shape[1]) for j in range(student.shape[1]) if j != i]
     return np.mean(terms)
@@ -274,7 +274,7 @@ def test_dino_teacher_centre_loss_vs_numpy(data):
     """Four updates by train_step against a float64 NumPy replay of DINO's EMA teacher, centre and loss."""
     images, _ = data
     net = _net()
-    tx = classifier.optimizer(1e-2, 16)
+    tx = classifier.optimiser(1e-2, 16)
     state = selfsup.init_state(net, tx, jax.random.key(3), _N, "dino")
 
     @jax.jit
@@ -284,7 +284,7 @@ def test_dino_teacher_centre_loss_vs_numpy(data):
                 jnp.stack([selfsup.dino_head(net, student_params, v) for v in g + loc], 1))
 
     f64 = lambda t: jax.tree.map(lambda a: np.asarray(a, np.float64), t)  # noqa: E731
-    teacher, center = f64(state.params), np.zeros(4)
+    teacher, centre = f64(state.params), np.zeros(4)
     jax.tree.map(np.testing.assert_array_equal, f64(state.teacher), teacher)   # teacher starts = student
     for t in range(4):
         x = jnp.asarray(images[16 * (t % 2):16 * (t % 2) + 16])
@@ -293,12 +293,12 @@ def test_dino_teacher_centre_loss_vs_numpy(data):
         tout, sout = replay(state.teacher, state.params, key, x)
         tout, sout = np.asarray(tout, np.float64), np.asarray(sout, np.float64)
         tt = 0.04 if t < 2 else 0.07            # epoch 0 = warm-up start, epoch 1 = warmed up
-        expected_loss = _np_dino_loss(sout, tout, center, tt)
+        expected_loss = _np_dino_loss(sout, tout, centre, tt)
         state, stats = selfsup.train_step(net, tx, "dino", _DINO_AUG, _DINO_OPTS, state, x,
                                           jnp.zeros(16, jnp.int32))
         assert float(stats["loss"]) == pytest.approx(expected_loss, rel=1e-4, abs=1e-7)  # float32 loss of ~1e-3
         # DINO's collapse monitors: the entropy of each target and of the batch's mean target.
-        logits = ((tout - center) / tt).reshape(-1, tout.shape[-1])
+        logits = ((tout - centre) / tt).reshape(-1, tout.shape[-1])
         p = np.exp(logits - logits.max(1, keepdims=True))
         p /= p.sum(1, keepdims=True)
         pm = p.mean(0)
@@ -306,10 +306,10 @@ def test_dino_teacher_centre_loss_vs_numpy(data):
         assert float(stats["teacher_marginal_entropy"]) == pytest.approx(-(pm * np.log(pm)).sum(), rel=1e-4, abs=1e-7)
         m = 1.0 - (1.0 - 0.5) * (1.0 + math.cos(math.pi * t / 4)) / 2
         teacher = jax.tree.map(lambda a, s: m * a + (1 - m) * s, teacher, f64(state.params))
-        center = 0.9 * center + 0.1 * tout.mean(axis=(0, 1))
+        centre = 0.9 * centre + 0.1 * tout.mean(axis=(0, 1))
         jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), b, atol=1e-6, rtol=1e-5),
                      state.teacher, teacher)
-        np.testing.assert_allclose(np.asarray(state.center), center, atol=1e-6, rtol=1e-5)
+        np.testing.assert_allclose(np.asarray(state.centre), centre, atol=1e-6, rtol=1e-5)
     # The teacher moved, and is not the student (compare the kernels: the cosine head leaves the bias unused).
     assert not all(np.allclose(a, b) for a, b in zip(jax.tree.leaves(state.teacher), jax.tree.leaves(state.params)))
 
@@ -331,8 +331,8 @@ def test_dino_distils_into_the_student_only(data):
     """Momentum 1 and a frozen centre: DINO is distillation from a fixed (peaked) teacher; the loss falls."""
     images, _ = data
     net = _net()
-    tx = classifier.optimizer(1e-2, 12)
-    opts = selfsup.Options(n_local=2, momentum_teacher=1.0, center_momentum=1.0, warmup_teacher_epochs=0,
+    tx = classifier.optimiser(1e-2, 12)
+    opts = selfsup.Options(n_local=2, momentum_teacher=1.0, centre_momentum=1.0, warmup_teacher_epochs=0,
                            steps_per_epoch=12, total_steps=12)
     state = selfsup.init_state(net, tx, jax.random.key(3), _N, "dino")
     # Another init, doubled: logits ~30x larger (5 homogeneous layers), so the targets are peaked.
@@ -344,12 +344,12 @@ def test_dino_distils_into_the_student_only(data):
         state, stats = selfsup.train_step(net, tx, "dino", _DINO_AUG, opts, state, x, y)
         losses.append(float(stats["loss"]))
     jax.tree.map(np.testing.assert_array_equal, state.teacher, teacher)
-    np.testing.assert_array_equal(np.asarray(state.center), np.zeros(4))
+    np.testing.assert_array_equal(np.asarray(state.centre), np.zeros(4))
     assert np.mean(losses[-3:]) < 0.5 * np.mean(losses[:2]), losses
 
 
-@pytest.mark.parametrize("head_kw", [{}, {"head": (16, 8), "optimizer_name": "lars", "lr": 0.1},
-                                     {"head": (16, 8), "optimizer_name": "lars", "lr": 0.1, "batch_statistics": True}],
+@pytest.mark.parametrize("head_kw", [{}, {"head": (16, 8), "optimiser_name": "lars", "lr": 0.1},
+                                     {"head": (16, 8), "optimiser_name": "lars", "lr": 0.1, "batch_statistics": True}],
                          ids=["linear_head", "mlp_head_lars", "mlp_head_bn_backbone"])
 def test_dino_resumes_and_matches_sharded(data, tmp_path, head_kw):
     """Resume == uninterrupted, 8 devices == 1; with the MLP head and a backbone on batch statistics the
@@ -364,17 +364,17 @@ def test_dino_resumes_and_matches_sharded(data, tmp_path, head_kw):
     for h in hist:   # the collapse monitors' epoch means: mean entropy <= entropy of the mean <= ln K; KL >= 0
         assert 0 <= h["teacher_entropy"] <= h["teacher_marginal_entropy"] + 1e-5 <= math.log(4) + 2e-5, h
         assert h["kl"] > -1e-6, h
-    assert np.abs(np.asarray(full.center)).sum() > 0
+    assert np.abs(np.asarray(full.centre)).sum() > 0
     d = str(tmp_path / "ckpt")
     _fit(images, classes, one, checkpoint_dir=d, until_epoch=1, **kw)
     lines = []
     resumed, h2 = _fit(images, classes, one, checkpoint_dir=d, progress=lines.append, **kw)
     assert "resumed from step 2" in lines[0] and [h["epoch"] for h in h2] == [2]
-    for a, b in ((resumed.params, full.params), (resumed.teacher, full.teacher), (resumed.center, full.center)):
+    for a, b in ((resumed.params, full.params), (resumed.teacher, full.teacher), (resumed.centre, full.centre)):
         jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=1e-6), a, b)
     # 8 devices == 1: the centre's batch mean is global under the sharded jit.
     eight, h8 = _fit(images, classes, jax.sharding.Mesh(np.array(jax.devices()), ("data",)), **kw)
-    for a, b in ((eight.params, full.params), (eight.teacher, full.teacher), (eight.center, full.center)):
+    for a, b in ((eight.params, full.params), (eight.teacher, full.teacher), (eight.centre, full.centre)):
         jax.tree.map(lambda u, v: np.testing.assert_allclose(np.asarray(u), np.asarray(v), atol=2e-4), a, b)
     for name in ("loss", "teacher_entropy", "teacher_marginal_entropy", "kl"):   # batch means over all devices
         np.testing.assert_allclose([h[name] for h in h8], [h[name] for h in hist], rtol=1e-4, atol=1e-6)
@@ -396,7 +396,7 @@ def test_dino_evaluates_the_teacher(data):
     classes = np.random.default_rng(1).integers(0, 4, _N)   # random labels: the accuracies depend on the features
     held = (images[:16], classes[:16])
     state, hist = _fit(images, classes, one, **{**_DINO_KW, "momentum_teacher": 1.0, "heldout": held, "lr": 5e-2})
-    untrained = selfsup.init_state(_net(), classifier.optimizer(1e-3, 1), jax.random.key(0), _N, "dino").params
+    untrained = selfsup.init_state(_net(), classifier.optimiser(1e-3, 1), jax.random.key(0), _N, "dino").params
     jax.tree.map(np.testing.assert_array_equal, state.teacher, untrained)
     teacher, student = (selfsup.evaluate(_net(), p, (images, classes), held, k=3) for p in (untrained, state.params))
     assert teacher != student                       # the two nets score differently, so the check below can fail
@@ -428,7 +428,7 @@ def _np_dino_mlp(head, feats):
 def test_dino_mlp_head_vs_numpy_with_batch_norm_over_all_crops(data):
     images, _ = data
     net = _net(k=6)
-    state = selfsup.init_state(net, classifier.optimizer(1e-3, 1), jax.random.key(5), _N, "dino", head=(16, 8))
+    state = selfsup.init_state(net, classifier.optimiser(1e-3, 1), jax.random.key(5), _N, "dino", head=(16, 8))
     p = state.params
     assert isinstance(p, selfsup.DinoParams) and p.head["prototypes"].shape == (6, 8)
     assert p.head["dense1"]["kernel"].shape == (8, 16) and p.head["dense3"]["kernel"].shape == (16, 8)
@@ -449,7 +449,7 @@ def test_dino_mlp_head_vs_numpy_with_batch_norm_over_all_crops(data):
         with pytest.raises(ValueError, match="^feats"):
             selfsup.dino_mlp(p.head, jnp.asarray(bad))
     with pytest.raises(ValueError, match="^head"):
-        selfsup.init_state(net, classifier.optimizer(1e-3, 1), jax.random.key(5), _N, "sela", head=(16, 8))
+        selfsup.init_state(net, classifier.optimiser(1e-3, 1), jax.random.key(5), _N, "sela", head=(16, 8))
 
 
 @pytest.mark.parametrize("head", [None, (16, 8)], ids=["linear_head", "mlp_head"])
@@ -457,7 +457,7 @@ def test_dino_freezes_the_last_layer_then_trains_it(data, head):
     """DINO's freeze_last_layer: the prototypes get no update in the frozen steps, the rest does; then they move."""
     images, _ = data
     net = _net()
-    tx = classifier.optimizer(1e-2, 8)
+    tx = classifier.optimiser(1e-2, 8)
     opts = _DINO_OPTS._replace(freeze_last_layer_steps=2)
     state = selfsup.init_state(net, tx, jax.random.key(3), _N, "dino", head=head)
 
@@ -483,14 +483,14 @@ def test_dino_freezes_the_last_layer_then_trains_it(data, head):
         assert got == want
 
 
-def test_lars_optimizer_vs_numpy():
-    """lars_optimizer's second update (the first has lr 0) against LARS written out: no decay or trust on vectors."""
+def test_lars_optimiser_vs_numpy():
+    """lars_optimiser's second update (the first has lr 0) against LARS written out: no decay or trust on vectors."""
     params = {"w": jnp.asarray(np.random.default_rng(0).normal(size=(3, 4)), jnp.float32),
               "b": jnp.asarray([0.5, -1.0, 2.0, 0.1], jnp.float32)}
     grads = {"w": jnp.asarray(np.random.default_rng(1).normal(size=(3, 4)), jnp.float32),
              "b": jnp.asarray([0.3, 0.2, -0.1, 0.4], jnp.float32)}
     lr, steps, wd = 0.5, 100, 1e-2
-    tx = classifier.lars_optimizer(lr, steps, wd)
+    tx = classifier.lars_optimiser(lr, steps, wd)
     opt = tx.init(params)
     for _ in range(2):
         updates, opt = tx.update(grads, opt, params)
@@ -501,7 +501,7 @@ def test_lars_optimizer_vs_numpy():
     np.testing.assert_allclose(np.asarray(updates["w"]), -lr1 * trust * dw, rtol=1e-5)
     np.testing.assert_allclose(np.asarray(updates["b"]), -lr1 * np.asarray(grads["b"]), rtol=1e-5)
     with pytest.raises(ValueError, match="^weight_decay"):
-        classifier.lars_optimizer(lr, steps, -1.0)
+        classifier.lars_optimiser(lr, steps, -1.0)
 
 
 # ---------------------------------------------------------------- GDT
@@ -541,7 +541,7 @@ def test_gdt_two_views_is_nt_xent(data):
     # Through the trainer: method 'gdt' without rotation == 'simclr' on the same views.
     images, _ = data
     net = _net()
-    tx = classifier.optimizer(1e-3, 2)
+    tx = classifier.optimiser(1e-3, 2)
     state = selfsup.init_state(net, tx, jax.random.key(0), _N, "gdt")
     x, y = jnp.asarray(images[:8]), jnp.zeros(8, jnp.int32)
     opts = selfsup.Options(temperature=0.1, rotation=None)
@@ -583,7 +583,7 @@ def test_gdt_learns_and_uint8_equals_float(data, tmp_path):
     np.testing.assert_array_equal(selfsup.features(_net(), u.params, _NoWholeArray(u8), mesh=one),
                                   selfsup.features(_net(), f.params, u8.astype(np.float32) / 255, mesh=one))
     # Eight updates on one fixed batch (the Options and optimiser that fit built above): the loss falls.
-    tx = classifier.optimizer(1e-2, 8)
+    tx = classifier.optimiser(1e-2, 8)
     opts = selfsup.Options(temperature=0.07, rotation="distinctive", warmup_teacher_epochs=1, steps_per_epoch=2,
                            total_steps=8)
     state = selfsup.init_state(_net(), tx, jax.random.key(0), _N, "gdt")
