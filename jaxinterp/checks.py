@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["is_concrete", "as_array", "check_images", "check_positive_int", "check_positive_float",
+__all__ = ["is_concrete", "as_array", "check_images", "check_int", "check_positive_float",
            "check_fraction", "check_nonneg", "check_choice", "check_float_array", "check_maps",
            "check_layer", "check_baseline"]
 
@@ -43,17 +43,21 @@ def check_images(x, arg: str = "x") -> jax.Array:
     return jnp.asarray(x)
 
 
-def check_positive_int(value, arg: str, minimum: int = 1) -> int:
-    """``value`` as a Python int >= ``minimum`` (1: positive); ValueError naming ``arg`` otherwise.
+def check_int(value, arg: str, minimum: int = 1) -> int:
+    """``value`` as a Python int >= ``minimum`` (default 1: a positive int); ValueError naming ``arg`` otherwise.
+
+    Python and NumPy integers pass; bools, floats and arrays do not.
 
     Examples:
-      >>> from jaxinterp.checks import check_positive_int
-      >>> check_positive_int(3, "steps")
+      >>> from jaxinterp.checks import check_int
+      >>> check_int(3, "steps")
       3
-      >>> check_positive_int(0, "steps")
+      >>> check_int(0, "steps")
       Traceback (most recent call last):
       ...
       ValueError: steps: expected a positive integer, got 0
+      >>> check_int(0, "jitter", minimum=0)
+      0
     """
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"

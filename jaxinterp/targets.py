@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.checks import check_positive_int
+from jaxinterp.checks import check_int
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import Rules
 
@@ -225,7 +225,7 @@ def chunked_map(f: Callable, xs, chunk_size: int | None):
     n = jax.tree.leaves(xs)[0].shape[0]
     if chunk_size is None or chunk_size >= n:
         return jax.vmap(f)(xs)
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    chunk_size = check_int(chunk_size, "chunk_size")
     return jax.lax.map(f, xs, batch_size=chunk_size)
 
 
@@ -239,7 +239,7 @@ def chunked_sum(f: Callable, xs, chunk_size: int | None):
     n = jax.tree.leaves(xs)[0].shape[0]
     if chunk_size is None or chunk_size >= n:
         return jax.tree.map(lambda a: jnp.sum(a, axis=0), jax.vmap(f)(xs))
-    chunk_size = check_positive_int(chunk_size, "chunk_size")
+    chunk_size = check_int(chunk_size, "chunk_size")
     xs, n, pad = _pad_to_multiple(xs, chunk_size)
     valid = jnp.arange(n + pad) < n
     chunks = jax.tree.map(lambda a: a.reshape(-1, chunk_size, *a.shape[1:]), (xs, valid))

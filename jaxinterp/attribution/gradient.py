@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.checks import check_baseline, check_images, check_positive_int
+from jaxinterp.checks import check_baseline, check_images, check_int
 from jaxinterp.targets import chunked_sum, input_gradient, lift
 from jaxinterp.attribution._lift import (activations_at, check_backprop_args, check_reduce, finish_maps,
                                          reduce_channels)
@@ -134,7 +134,7 @@ def quadrature(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
     Returns:
       (alphas, weights), float64 NumPy arrays (steps,).
     """
-    steps = check_positive_int(steps, "steps")
+    steps = check_int(steps, "steps")
     n = steps
     if method == "gausslegendre":
         nodes, weights = np.polynomial.legendre.leggauss(n)
@@ -282,7 +282,7 @@ def smoothgrad(net: Net, params, x: jax.Array, target, key: jax.Array | None = N
     if noise is None:
         if key is None:
             raise ValueError("key: a PRNG key is required to draw the noise (or pass noise=)")
-        samples = check_positive_int(samples, "samples")
+        samples = check_int(samples, "samples")
         if not sigma >= 0:
             raise ValueError(f"sigma: expected a non-negative noise level, got {sigma}")
         noise = sigma * jax.random.normal(key, (samples, *x.shape), x.dtype)

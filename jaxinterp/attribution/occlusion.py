@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.checks import check_baseline, check_images, check_positive_int
+from jaxinterp.checks import check_baseline, check_images, check_int
 from jaxinterp.targets import check_targets, chunked_map, lift_images, target_scores
 from jaxinterp.nets import Net
 
@@ -20,8 +20,8 @@ def _pair(value, arg: str) -> tuple[int, int]:
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{arg}: expected an int or a pair (height, width), got {value!r}")
-        return check_positive_int(value[0], arg), check_positive_int(value[1], arg)
-    v = check_positive_int(value, arg)
+        return check_int(value[0], arg), check_int(value[1], arg)
+    v = check_int(value, arg)
     return v, v
 
 
@@ -97,7 +97,7 @@ def occlusion(net: Net, params, x: jax.Array, target, *, window, stride, baselin
         raise ValueError(f"stride: ({sh}, {sw}) is larger than the window ({wh}, {ww}); "
                          f"some pixels would never be occluded")
     if chunk_size is not None:
-        check_positive_int(chunk_size, "chunk_size")
+        check_int(chunk_size, "chunk_size")
     targets = check_targets(target, net, n, (h, w))
     base = check_baseline(baseline, x)
 

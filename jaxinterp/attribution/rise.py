@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.checks import check_baseline, check_images, check_positive_int
+from jaxinterp.checks import check_baseline, check_images, check_int
 from jaxinterp.targets import Unit, check_targets, chunked_sum, lift_images, target_scores
 from jaxinterp.nets import Net
 
@@ -33,7 +33,7 @@ def _check_p(p) -> float:
 
 
 def _check_grid(grid, image_size: tuple[int, int]) -> int:
-    grid = check_positive_int(grid, "grid")
+    grid = check_int(grid, "grid")
     if grid > min(image_size):
         raise ValueError(f"grid: {grid} cells is more than the image size {tuple(image_size)} pixels; "
                          f"the masks are upsampled from the grid")
@@ -91,10 +91,10 @@ def rise_masks(key: jax.Array, num_masks: int, image_size: tuple[int, int], *, g
       Petsiuk, Das and Saenko, "RISE: randomized input sampling for
       explanation of black-box models", BMVC 2018.
     """
-    num_masks = check_positive_int(num_masks, "num_masks")
+    num_masks = check_int(num_masks, "num_masks")
     if not isinstance(image_size, (tuple, list)) or len(image_size) != 2:
         raise ValueError(f"image_size: expected (H, W), got {image_size!r}")
-    image_size = (check_positive_int(image_size[0], "image_size"), check_positive_int(image_size[1], "image_size"))
+    image_size = (check_int(image_size[0], "image_size"), check_int(image_size[1], "image_size"))
     grid, p = _check_grid(grid, image_size), _check_p(p)
     return _draw_masks(key, num_masks, image_size, grid, p)
 
@@ -179,9 +179,9 @@ def rise(net: Net, params, x: jax.Array, target, key: jax.Array | None = None, *
     if score not in SCORES:
         raise ValueError(f"score: expected one of {sorted(SCORES)}, got {score!r}")
     if chunk_size is not None:
-        check_positive_int(chunk_size, "chunk_size")
+        check_int(chunk_size, "chunk_size")
     if masks is None:
-        num_masks = check_positive_int(num_masks, "num_masks")
+        num_masks = check_int(num_masks, "num_masks")
         grid = _check_grid(grid, (h, w))
         if key is None:
             raise ValueError("key: a jax.random.key is needed to draw the masks (or pass masks=)")

@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.checks import check_choice, check_maps, check_positive_int
+from jaxinterp.checks import check_choice, check_maps, check_int
 from jaxinterp.nets import Net
 
 __all__ = ["MODES", "map_order", "curve", "deletion_curve", "insertion_curve", "curve_auc",
@@ -132,9 +132,9 @@ def curve(score_fn, images: jax.Array, maps: jax.Array, *, mode: str = "deletion
         not positive; bad baseline; a Net without params / target.
     """
     mode = check_choice(mode, "mode", MODES)
-    steps = check_positive_int(steps, "steps")
+    steps = check_int(steps, "steps")
     if batch_size is not None:
-        batch_size = min(check_positive_int(batch_size, "batch_size"), steps + 1)
+        batch_size = min(check_int(batch_size, "batch_size"), steps + 1)
     if not hasattr(images, "shape") or images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images: expected (N, H, W, 3), got shape {tuple(np.shape(images))}")
     if not jnp.issubdtype(images.dtype, jnp.floating):

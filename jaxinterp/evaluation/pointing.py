@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.checks import check_maps, check_nonneg, check_positive_int, is_concrete
+from jaxinterp.checks import check_maps, check_nonneg, check_int, is_concrete
 
 __all__ = ["argmax_point", "pointing_hits", "pointing_accuracy", "pointing_game",
            "centre_maps", "centre_hits", "DEFAULT_TOLERANCE"]
@@ -175,7 +175,7 @@ def pointing_accuracy(hits: jax.Array, classes: jax.Array, num_classes: int, *,
         class in [0, C) with no valid pair at all ("empty class") - pass
         ``valid`` / restrict ``num_classes`` or use it under ``jit`` to get NaN.
     """
-    num_classes = check_positive_int(num_classes, "num_classes")
+    num_classes = check_int(num_classes, "num_classes")
     if not hasattr(hits, "shape"):
         hits = np.asarray(hits)
     if not hasattr(classes, "shape"):

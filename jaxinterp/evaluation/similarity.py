@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.checks import check_maps, check_positive_int
+from jaxinterp.checks import check_maps, check_int
 
 __all__ = ["rankdata", "spearman", "ssim", "hog_descriptor", "hog_distance"]
 
@@ -169,8 +169,8 @@ def hog_descriptor(maps: jax.Array, *, cell: int = 8, bins: int = 9, eps: float 
       float (..., H // cell, W // cell, bins).
     """
     maps = check_maps(maps, ranks=range(2, 8))
-    cell = check_positive_int(cell, "cell")
-    bins = check_positive_int(bins, "bins")
+    cell = check_int(cell, "cell")
+    bins = check_int(bins, "bins")
     h, w = maps.shape[-2:]
     if h < cell or w < cell:
         raise ValueError(f"maps: expected at least {cell} x {cell} pixels (one cell), "

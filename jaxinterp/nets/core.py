@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from jaxinterp.checks import check_int
 from jaxinterp.nets import layers as L
 from jaxinterp.nets.rules import STANDARD, Rules
 
@@ -414,8 +415,7 @@ def recompute_batch_norm(net: Net, params: Params, images, *, batch_size: int = 
     dtype = getattr(images, "dtype", None)
     if shape is None or len(shape) != 4 or shape[0] < 1 or not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
         raise ValueError(f"images: expected float or uint8 images (N >= 1, H, W, 3), got {shape} {dtype}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size: expected an int >= 1, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size")
     params = jax.tree.map(lambda a: a, params)             # new dicts, same leaves
     for name in stages:
         before = net.layers[net.layers.index(name) - 1]

@@ -14,7 +14,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.checks import check_float_array, check_fraction, check_positive_float, check_positive_int
+from jaxinterp.checks import check_float_array, check_fraction, check_positive_float, check_int
 from jaxinterp.objectives._common import global_count, psum
 
 __all__ = ["dino_loss", "update_centre", "teacher_temperature", "cosine_schedule", "ema_update"]
@@ -101,8 +101,7 @@ def teacher_temperature(epoch, *, warmup_temp: float = 0.04, temp: float = 0.07,
     """
     check_positive_float(warmup_temp, "warmup_temp")
     check_positive_float(temp, "temp")
-    if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, int) or warmup_epochs < 0:
-        raise ValueError(f"warmup_epochs: expected an integer >= 0, got {warmup_epochs!r}")
+    warmup_epochs = check_int(warmup_epochs, "warmup_epochs", minimum=0)
     e = jnp.asarray(epoch, jnp.float32)
     if warmup_epochs == 0:
         return jnp.full_like(e, temp)
@@ -117,7 +116,7 @@ def cosine_schedule(step, total_steps: int, start: float, end: float):
     (and its learning-rate / weight-decay schedules after warm-up).  Works on a
     traced ``step``; returns float32.
     """
-    total_steps = check_positive_int(total_steps, "total_steps")
+    total_steps = check_int(total_steps, "total_steps")
     t = jnp.clip(jnp.asarray(step, jnp.float32), 0.0, total_steps)
     return end + (start - end) * 0.5 * (1.0 + jnp.cos(math.pi * t / total_steps))
 

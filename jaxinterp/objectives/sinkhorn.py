@@ -55,7 +55,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxinterp.checks import check_float_array, check_positive_float, check_positive_int, is_concrete
+from jaxinterp.checks import check_float_array, check_positive_float, check_int, is_concrete
 from jaxinterp.objectives._common import global_count, psum
 
 __all__ = ["METHODS", "SinkhornResult", "sinkhorn_labels", "soft_assignments", "swav_codes"]
@@ -304,7 +304,7 @@ def sinkhorn_labels(logits: jax.Array, *, lam: float = 25.0, tol: float = 1e-3,
     logits = check_float_array(logits, "logits", (2, 3))
     lam = check_positive_float(lam, "lam")
     tol = check_positive_float(tol, "tol")
-    max_iters = check_positive_int(max_iters, "max_iters")
+    max_iters = check_int(max_iters, "max_iters")
     if method not in METHODS:
         raise ValueError(f"method: expected one of {METHODS}, got {method!r}")
     n, k = logits.shape[-2:]
@@ -393,7 +393,7 @@ def swav_codes(scores: jax.Array, *, epsilon: float = 0.05, iterations: int = 3,
     """
     scores = check_float_array(scores, "scores", (2,))
     epsilon = check_positive_float(epsilon, "epsilon")
-    iterations = check_positive_int(iterations, "iterations")
+    iterations = check_int(iterations, "iterations")
     return _swav_codes_jit(scores, epsilon, iterations, axis_name)
 
 

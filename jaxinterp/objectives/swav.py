@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.checks import check_float_array, check_positive_float, check_positive_int
+from jaxinterp.checks import check_float_array, check_positive_float, check_int
 from jaxinterp.objectives._common import global_count, l2_normalise, psum
 from jaxinterp.objectives.sinkhorn import swav_codes
 
@@ -56,7 +56,7 @@ def swav_loss(scores: jax.Array, *, num_assign: int = 2, temperature: float = 0.
     n, v, _ = scores.shape
     if v < 2:
         raise ValueError(f"scores: expected at least 2 views (N, V >= 2, K), got {tuple(scores.shape)}")
-    num_assign = check_positive_int(num_assign, "num_assign")
+    num_assign = check_int(num_assign, "num_assign")
     if num_assign > v:
         raise ValueError(f"num_assign: {num_assign} is more than the {v} views")
     temperature = check_positive_float(temperature, "temperature")

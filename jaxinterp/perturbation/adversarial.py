@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp.checks import check_images, check_positive_int
+from jaxinterp.checks import check_images, check_int
 from jaxinterp.targets import Unit, check_targets, lift, target_score
 from jaxinterp.nets import Net
 
@@ -335,7 +335,7 @@ def pgd(net: Net, params, x: jax.Array, target, key: jax.Array | None = None, *,
     epsilon = _check_scalar(epsilon, "epsilon")
     step_size = epsilon / 4 if step_size is None else _check_scalar(step_size, "step_size")
     grad_threshold = _check_scalar(grad_threshold, "grad_threshold")
-    steps = check_positive_int(steps, "steps")
+    steps = check_int(steps, "steps")
     norm = _check_norm(norm)
     step_norm = norm if step_norm is None else _check_norm(step_norm, "step_norm")
     loss = _check_loss(loss)
@@ -498,11 +498,11 @@ def random_patch_transforms(key: jax.Array, num: int, image_size: tuple[int, int
     Returns:
       a :class:`PatchTransform` of (B,) arrays.
     """
-    num = check_positive_int(num, "num")
+    num = check_int(num, "num")
     if not isinstance(image_size, (tuple, list)) or len(image_size) != 2:
         raise ValueError(f"image_size: expected (H, W), got {image_size!r}")
-    h, w = (check_positive_int(image_size[0], "image_size"), check_positive_int(image_size[1], "image_size"))
-    p = check_positive_int(patch_size, "patch_size")
+    h, w = (check_int(image_size[0], "image_size"), check_int(image_size[1], "image_size"))
+    p = check_int(patch_size, "patch_size")
     s_lo, s_hi = _check_range(scale_range, "scale_range", positive=True)
     rotation_range = _check_range(rotation_range, "rotation_range", positive=False)
     return _random_transforms(key, num, (h, w), p, (s_lo, s_hi), rotation_range, jnp.dtype(dtype))
@@ -602,8 +602,8 @@ def adversarial_patch(net: Net, params, images: jax.Array, target_class, key: ja
         raise ValueError(f"target_class: expected classes in [0, {net.num_classes}), got {tc}")
     if key is None:
         raise ValueError("key: a jax.random.key is needed (patch initialisation and transforms)")
-    patch_size = check_positive_int(patch_size, "patch_size")
-    steps = check_positive_int(steps, "steps")
+    patch_size = check_int(patch_size, "patch_size")
+    steps = check_int(steps, "steps")
     scale_range = _check_range(scale_range, "scale_range", positive=True)
     rotation_range = _check_range(rotation_range, "rotation_range", positive=False)
     if patch_size * scale_range[1] > min(h, w):

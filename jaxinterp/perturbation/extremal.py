@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import ops
-from jaxinterp.checks import check_images, check_layer, check_positive_int
+from jaxinterp.checks import check_images, check_layer, check_int
 from jaxinterp.targets import Unit, check_targets, unit_value
 from jaxinterp.nets import Net
 from jaxinterp.perturbation.area import area_penalty, area_zeros, check_areas
@@ -109,7 +109,7 @@ def optimise_masks(energy: Callable, p0: jax.Array, steps: int, *, lr: float, mo
 
 def check_optimiser(steps, lr, lambda_start, lambda_growth) -> int:
     """The checks of the optimisation arguments; returns ``steps``."""
-    steps = check_positive_int(steps, "steps")
+    steps = check_int(steps, "steps")
     for name, value in (("lr", lr), ("lambda_start", lambda_start), ("lambda_growth", lambda_growth)):
         if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
             raise ValueError(f"{name}: expected a positive number, got {value!r}")

@@ -39,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp.checks import check_int
+
 __all__ = ["MaskGeometry", "mask_geometry", "smooth_mask", "smooth_max", "clamp01"]
 
 
@@ -112,8 +114,7 @@ def mask_geometry(image_size, step: int = 7, sigma: float = 21.0) -> MaskGeometr
     if not isinstance(image_size, (tuple, list)) or len(image_size) != 2 or \
             any(isinstance(z, bool) or not isinstance(z, (int, np.integer)) or z < 1 for z in image_size):
         raise ValueError(f"image_size: expected (H, W) positive ints, got {image_size!r}")
-    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
-        raise ValueError(f"step: expected a positive integer, got {step!r}")
+    step = check_int(step, "step")
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
         raise ValueError(f"sigma: expected a positive number of pixels, got {sigma!r}")
     return MaskGeometry((int(image_size[0]), int(image_size[1])), int(step), float(sigma))

@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from jaxinterp import ops
-from jaxinterp.checks import check_images, check_positive_int
+from jaxinterp.checks import check_images, check_int
 from jaxinterp.targets import Unit, check_targets, lift, target_score
 from jaxinterp.nets import Net
 
@@ -136,9 +136,9 @@ def _check_mask_size(mask_size, hw) -> tuple[int, int]:
     if isinstance(mask_size, (tuple, list)):
         if len(mask_size) != 2:
             raise ValueError(f"mask_size: expected an int or (h, w), got {mask_size!r}")
-        size = (check_positive_int(mask_size[0], "mask_size"), check_positive_int(mask_size[1], "mask_size"))
+        size = (check_int(mask_size[0], "mask_size"), check_int(mask_size[1], "mask_size"))
     else:
-        size = (check_positive_int(mask_size, "mask_size"),) * 2
+        size = (check_int(mask_size, "mask_size"),) * 2
     if size[0] > hw[0] or size[1] > hw[1]:
         raise ValueError(f"mask_size: {size} is larger than the image {tuple(hw)}; the mask is "
                          f"upsampled to the image")
@@ -283,7 +283,7 @@ def meaningful_perturbation(net: Net, params, x: jax.Array, target, key: jax.Arr
     _check_perturbation(perturbation)
     if score not in ("softmax", "logit"):
         raise ValueError(f"score: expected 'softmax' or 'logit', got {score!r}")
-    steps = check_positive_int(steps, "steps")
+    steps = check_int(steps, "steps")
     preset_size, preset_tv, preset_jitter = _PRESETS[version]
     if mask_size is None:  # the preset: the image's resolution (v1), 28 x 28 at most (v2)
         mask_size = (h, w) if preset_size is None else (min(preset_size, h), min(preset_size, w))

@@ -25,14 +25,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import ops
+from jaxinterp.checks import check_int
 
 __all__ = ["PERTURBATIONS", "blur_pyramid", "fade_pyramid", "perturbation_pyramid", "apply_pyramid"]
-
-
-def _check_levels(levels) -> int:
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels: expected an integer >= 2, got {levels!r}")
-    return levels
 
 
 def blur_pyramid(x: jax.Array, *, levels: int = 8, max_sigma: float = 20.0, fill=0.0) -> jax.Array:
@@ -41,7 +36,7 @@ def blur_pyramid(x: jax.Array, *, levels: int = 8, max_sigma: float = 20.0, fill
     Level l is blurred with sigma_l = (1 - l / (L - 1)) max_sigma (defaults L = 8,
     max_sigma = 20: the paper's and TorchRay's), padding with ``fill``.
     """
-    levels = _check_levels(levels)
+    levels = check_int(levels, "levels", minimum=2)
     if not max_sigma > 0:
         raise ValueError(f"max_sigma: expected a positive blur in pixels, got {max_sigma!r}")
     out = []
@@ -53,7 +48,7 @@ def blur_pyramid(x: jax.Array, *, levels: int = 8, max_sigma: float = 20.0, fill
 
 def fade_pyramid(x: jax.Array, *, levels: int = 8, fill=0.0) -> jax.Array:
     """Fade pyramid of images x (..., H, W, C) -> (..., L, H, W, C): level l = fill + l / (L - 1) (x - fill)."""
-    levels = _check_levels(levels)
+    levels = check_int(levels, "levels", minimum=2)
     fill = jnp.asarray(fill, x.dtype)
     alpha = jnp.linspace(0.0, 1.0, levels, dtype=x.dtype).reshape(levels, 1, 1, 1)
     return fill + alpha * (x[..., None, :, :, :] - fill)

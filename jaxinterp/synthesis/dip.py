@@ -42,6 +42,7 @@ import numpy as np
 import optax
 
 from jaxinterp import ops
+from jaxinterp.checks import check_int
 from jaxinterp.synthesis.params import Parameterisation
 
 __all__ = ["TASKS", "REG_NOISE_STD", "UPSAMPLE", "FITTING_TARGETS", "DipResult", "FittingCurves",
@@ -467,10 +468,8 @@ def restore_one(y: jax.Array, key: jax.Array, *, task: str = "denoise", mask: ja
 def _check_task_args(task, steps, factor, lr, ema, reg_noise_std):
     if task not in TASKS:
         raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
-    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
-        raise ValueError(f"factor: expected a positive integer, got {factor!r}")
+    steps = check_int(steps, "steps")
+    factor = check_int(factor, "factor")
     if task == "super_resolution" and factor < 2:
         raise ValueError(f"factor: super-resolution needs factor >= 2, got {factor}")
     if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
@@ -584,8 +583,7 @@ def deep_image_prior(x: jax.Array, *, key: jax.Array, task: str = "denoise", mas
     """
     x = _check_observation(x)
     _check_task_args(task, steps, factor, lr, ema, reg_noise_std)
-    if isinstance(seeds, bool) or not isinstance(seeds, (int, np.integer)) or seeds < 1:
-        raise ValueError(f"seeds: expected a positive integer, got {seeds!r}")
+    seeds = check_int(seeds, "seeds")
     down, up, skip = _check_channels(down, "down"), _check_channels(up, "up"), _check_channels(skip, "skip", True)
     upsample = _check_upsample(upsample)
     n, h, w = x.shape[:3]

@@ -70,6 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxinterp.checks import check_int
 from jaxinterp.nets import Net
 from jaxinterp.synthesis.params import check_image_size
 from jaxinterp.train.checkpoint import Checkpointer
@@ -88,23 +89,17 @@ _MIN_SEED = 4
 # Checks.
 
 
-def _check_positive(value, arg: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{arg}: expected a positive integer, got {value!r}")
-    return int(value)
-
-
 def _check_widths(widths) -> tuple[int, ...]:
     if not isinstance(widths, (tuple, list)) or not widths:
         raise ValueError(f"widths: expected a non-empty tuple of positive ints, got {widths!r}")
-    return tuple(_check_positive(w, "widths") for w in widths)
+    return tuple(check_int(w, "widths") for w in widths)
 
 
 def _check_feature_shape(feature_shape) -> tuple[int, ...]:
     if not isinstance(feature_shape, (tuple, list)) or len(feature_shape) not in (1, 3):
         raise ValueError(f"feature_shape: expected (h, w, C) or (C,) for one example, "
                          f"got {feature_shape!r}")
-    return tuple(_check_positive(d, "feature_shape") for d in feature_shape)
+    return tuple(check_int(d, "feature_shape") for d in feature_shape)
 
 
 def _num_doublings(feature_hw: tuple[int, int], image_size: tuple[int, int]) -> int:
@@ -164,8 +159,8 @@ def inverter_init(key: jax.Array, feature_shape, image_size, *, widths=DEFAULT_W
     feature_shape = _check_feature_shape(feature_shape)
     image_size = check_image_size(image_size)
     widths = _check_widths(widths)
-    num_convs = _check_positive(num_convs, "num_convs")
-    fc_width = _check_positive(fc_width, "fc_width")
+    num_convs = check_int(num_convs, "num_convs")
+    fc_width = check_int(fc_width, "fc_width")
     return _init(key, feature_shape, image_size, widths, num_convs, fc_width)
 
 
@@ -480,9 +475,9 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
       convolutional networks", CVPR 2016.
     """
     layer = _check_layer(net, layer)
-    steps = _check_positive(steps, "steps")
-    batch_size = _check_positive(batch_size, "batch_size")
-    steps_per_call = _check_positive(steps_per_call, "steps_per_call")
+    steps = check_int(steps, "steps")
+    batch_size = check_int(batch_size, "batch_size")
+    steps_per_call = check_int(steps_per_call, "steps_per_call")
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr: expected a positive float, got {lr!r}")
     if mesh is not None:

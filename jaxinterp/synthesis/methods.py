@@ -24,14 +24,15 @@ import numpy as np
 import optax
 
 from jaxinterp import ops
-from jaxinterp.targets import Unit
+from jaxinterp.checks import check_int
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import STANDARD as STANDARD_RULES
 from jaxinterp.synthesis import objectives as O
 from jaxinterp.synthesis.params import Parameterisation, check_image_size, fourier, laplacian_pyramid, pixel
 from jaxinterp.synthesis.regularisers import B_PIXEL
-from jaxinterp.synthesis.rendering import RenderResult, check_steps, render, target_keys
+from jaxinterp.synthesis.rendering import RenderResult, render, target_keys
 from jaxinterp.synthesis.transforms import STANDARD, Transform, roll_jitter
+from jaxinterp.targets import Unit
 
 __all__ = ["activation_maximisation", "visualise_layer", "pre_image", "caricature", "deepdream",
            "activation_diffing", "DiffingResult",
@@ -322,7 +323,7 @@ def pre_image(net: Net, params, x: jax.Array, layer: str | None, *, key: jax.Arr
     """
     x = check_pixel_images(x)
     stop = _layer_arg(net, layer)
-    steps = check_steps(steps)
+    steps = check_int(steps, "steps")
     if variant not in ("ijcv", "cvpr"):
         raise ValueError(f"variant: expected 'ijcv' or 'cvpr', got {variant!r}")
     for name, v in (("C", C), ("alpha", alpha), ("beta", beta), ("lr", lr)):
@@ -377,7 +378,7 @@ def caricature(net: Net, params, x: jax.Array, layer: str, *, key: jax.Array, C:
     x = check_pixel_images(x)
     if layer not in net.layers:
         raise ValueError(f"layer: unknown split point {layer!r} of {net.name}; expected one of {list(net.layers)}")
-    steps = check_steps(steps)
+    steps = check_int(steps, "steps")
     size = tuple(x.shape[1:3])
     j = mahendran_jitter(net, layer, size) if jitter is None else jitter
     mean = jnp.asarray(net.mean, x.dtype)
@@ -486,9 +487,8 @@ def deepdream(net: Net, params, x: jax.Array, layer: str, *, key: jax.Array, oct
     x = check_pixel_images(x)
     if layer not in net.layers:
         raise ValueError(f"layer: unknown split point {layer!r} of {net.name}; expected one of {list(net.layers)}")
-    check_steps(steps)
-    if isinstance(octaves, bool) or not isinstance(octaves, (int, np.integer)) or octaves < 1:
-        raise ValueError(f"octaves: expected a positive integer, got {octaves!r}")
+    check_int(steps, "steps")
+    octaves = check_int(octaves, "octaves")
     if not isinstance(octave_scale, (int, float)) or octave_scale <= 1:
         raise ValueError(f"octave_scale: expected a number > 1, got {octave_scale!r}")
     h, w = x.shape[1:3]

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
+from jaxinterp.checks import check_int
 
 __all__ = ["Parameterisation", "COLOUR_CORRELATION_SQRT", "decorrelate_colour", "pixel", "fourier",
            "fourier_frequencies", "fourier_scale", "laplacian_pyramid", "raw_pixels", "check_image_size"]
@@ -148,8 +149,7 @@ def laplacian_pyramid(image_size, *, levels: int = 4, sd: float = 0.01,
     """
     h, w = check_image_size(image_size)
     sd = _check_sd(sd)
-    if isinstance(levels, bool) or not isinstance(levels, (int, np.integer)) or levels < 1:
-        raise ValueError(f"levels: expected a positive integer, got {levels!r}")
+    levels = check_int(levels, "levels")
     shapes = [(-(-h // 2 ** k), -(-w // 2 ** k), 3) for k in range(levels)]
 
     def init(key):

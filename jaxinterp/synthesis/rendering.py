@@ -16,13 +16,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxinterp.checks import check_int
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import Rules
 from jaxinterp.synthesis.objectives import OUTPUT, Objective
 from jaxinterp.synthesis.params import Parameterisation
 from jaxinterp.synthesis.transforms import STANDARD, Transform, compose
 
-__all__ = ["RenderResult", "render", "activations", "check_layers", "check_steps", "num_targets", "target_keys"]
+__all__ = ["RenderResult", "render", "activations", "check_layers", "num_targets", "target_keys"]
 
 
 class RenderResult(NamedTuple):
@@ -40,13 +41,6 @@ def check_layers(net: Net, layers: Sequence[str]) -> None:
                              f"{list(net.layers)} or {OUTPUT!r}")
     if OUTPUT in layers and net.num_classes < 1:
         raise ValueError(f"objective: {net!r} has no classifier output to read")
-
-
-def check_steps(steps) -> int:
-    """``steps`` as a positive int; ValueError otherwise."""
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
-        raise ValueError(f"steps: expected a positive integer, got {steps!r}")
-    return int(steps)
 
 
 def activations(net: Net, params, x: jax.Array, layers: Sequence[str], *,
@@ -128,9 +122,8 @@ def render(net: Net, params, objective: Callable[[Any], Objective] | Objective, 
       :class:`RenderResult`: images (T, B, H, W, 3), history (T, steps) of the
       objective (before each step).
     """
-    steps = check_steps(steps)
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch: expected a positive integer, got {batch!r}")
+    steps = check_int(steps, "steps")
+    batch = check_int(batch, "batch")
     if isinstance(objective, Objective):
         if targets is not None:
             raise ValueError("targets: an Objective has no targets; pass objective(target) -> Objective")
@@ -181,7 +174,6 @@ def render(net: Net, params, objective: Callable[[Any], Objective] | Objective, 
     if chunk_size is None or chunk_size >= n:
         images, history = jax.vmap(one_target)((keys, targets))
     else:
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise ValueError(f"chunk_size: expected a positive integer, got {chunk_size!r}")
+        chunk_size = check_int(chunk_size, "chunk_size")
         images, history = jax.lax.map(one_target, (keys, targets), batch_size=int(chunk_size))
     return RenderResult(images, history)

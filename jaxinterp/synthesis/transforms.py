@@ -44,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
+from jaxinterp.checks import check_int
 
 __all__ = ["Transform", "pad", "jitter", "roll_jitter", "random_scale", "random_rotate", "resize",
            "affine", "compose", "STANDARD", "LUCID_SCALES", "LUCID_ANGLES", "standard_transforms"]
@@ -56,12 +57,6 @@ LUCID_ANGLES = tuple(range(-10, 11)) + 5 * (0,)
 """-10..10 degrees and five extra zeros (lucent ``standard_transforms``)."""
 
 
-def _nonneg_int(value, arg: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"{arg}: expected an integer >= 0, got {value!r}")
-    return int(value)
-
-
 def _choices(values, arg: str) -> np.ndarray:
     a = np.asarray(values, np.float32).reshape(-1)
     if a.size == 0 or not np.all(np.isfinite(a)):
@@ -71,7 +66,7 @@ def _choices(values, arg: str) -> np.ndarray:
 
 def pad(width: int = 12, value: float = 0.5) -> Transform:
     """Pad every side by ``width`` pixels of constant ``value`` (lucent ``pad(12, 'constant', 0.5)``)."""
-    width = _nonneg_int(width, "width")
+    width = check_int(width, "width", minimum=0)
 
     def t(key, x):
         return jnp.pad(x, ((width, width), (width, width), (0, 0)), constant_values=value)
@@ -106,7 +101,7 @@ def roll_jitter(j: int) -> Transform:
 
     ``j = 0`` is the identity.
     """
-    j = _nonneg_int(j, "j")
+    j = check_int(j, "j", minimum=0)
 
     def t(key, x):
         if j == 0:

@@ -136,6 +136,7 @@ import numpy as np
 import optax
 
 from jaxinterp import objectives
+from jaxinterp.checks import check_int
 from jaxinterp.nets import batch_norm_layers, recompute_batch_norm
 from jaxinterp.nets.layers import batch_norm_train, dense
 from jaxinterp.nets.rules import BATCH_STATISTICS
@@ -271,8 +272,7 @@ def gdt_contrast(batch: int, rotation: str | None = "distinctive") -> np.ndarray
       Patrick et al., "On compositions of transformations in contrastive
       self-supervised learning", ICCV 2021.
     """
-    if isinstance(batch, bool) or not isinstance(batch, (int, np.integer)) or batch < 1:
-        raise ValueError(f"batch: expected an int >= 1, got {batch!r}")
+    batch = check_int(batch, "batch")
     if rotation not in ROTATIONS:
         raise ValueError(f"rotation: expected one of {ROTATIONS}, got {rotation!r}")
     views = 2 if rotation is None else 4
@@ -307,8 +307,7 @@ def dino_mlp_init(key: jax.Array, in_dim: int, hidden: int, bottleneck: int, k: 
       'prototypes': (K, bottleneck)}.
     """
     for name, v in (("in_dim", in_dim), ("hidden", hidden), ("bottleneck", bottleneck), ("k", k)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+        v = check_int(v, name)
     keys = jax.random.split(key, 4)
     dims = (in_dim, hidden, hidden, bottleneck)
     head = {}
@@ -698,8 +697,7 @@ def label_scores(net, params, images, *, aug: AugmentConfig | None = None, views
       Asano, Rupprecht and Vedaldi, "Self-labelling via simultaneous clustering and
       representation learning", ICLR 2020.
     """
-    if isinstance(views, bool) or not isinstance(views, (int, np.integer)) or views < 0:
-        raise ValueError(f"views: expected an int >= 0, got {views!r}")
+    views = check_int(views, "views", minimum=0)
     mesh = sharding.data_mesh() if mesh is None else mesh
     if aug is None or views == 0:
         params = sharding.replicate(params, mesh)
@@ -963,13 +961,11 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     n = len(images)
     mesh = sharding.data_mesh() if mesh is None else mesh
     devices = mesh.shape[sharding.DATA]
-    if isinstance(epochs, bool) or not isinstance(epochs, (int, np.integer)) or epochs < 1:
-        raise ValueError(f"epochs: expected an int >= 1, got {epochs!r}")
+    epochs = check_int(epochs, "epochs")
     if batch_size < 1 or batch_size % devices or batch_size > n:
         raise ValueError(f"batch_size: expected a positive multiple of the {devices} devices, "
                          f"at most N = {n}, got {batch_size}")
-    if isinstance(label_views, bool) or not isinstance(label_views, (int, np.integer)) or label_views < 0:
-        raise ValueError(f"label_views: expected an int >= 0, got {label_views!r}")
+    label_views = check_int(label_views, "label_views", minimum=0)
     if label_every < 1 or eval_every < 1:
         raise ValueError(f"label_every: expected ints >= 1 (and eval_every), got {label_every}, {eval_every}")
     if classes is not None and np.shape(classes) != (n,):
@@ -985,8 +981,7 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
     temperature = _positive(temperature, "temperature")
     if rotation not in ROTATIONS:
         raise ValueError(f"rotation: expected one of {ROTATIONS}, got {rotation!r}")
-    if isinstance(n_local, bool) or not isinstance(n_local, (int, np.integer)) or n_local < 0:
-        raise ValueError(f"n_local: expected an int >= 0, got {n_local!r}")
+    n_local = check_int(n_local, "n_local", minimum=0)
     student_temp = _positive(student_temp, "student_temp")
     teacher_temp = _positive(teacher_temp, "teacher_temp")
     warmup_teacher_temp = _positive(warmup_teacher_temp, "warmup_teacher_temp")
