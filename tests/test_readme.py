@@ -34,6 +34,7 @@ def _shell_lines():
 def test_readme_commands_name_what_exists():
     """Each shell command of the README is valid: make targets, pip extras, experiments with their configs
     and --set fields (parsed, not run: the runs are tests/test_experiments*.py)."""
+    import ast
     import importlib
     import tomllib
 
@@ -50,8 +51,11 @@ def test_readme_commands_name_what_exists():
             assert set((wanted or "").split(",")) - {""} <= set(extras), words
         elif words[0].endswith("jaxinterp") and words[1] == "run":
             module = importlib.import_module(f"experiments.{words[2]}")
-            _, config = common.parse(words[3:], module.get_config, module.__doc__)
-            assert config is not None
+            args, config = common.parse(words[3:], module.get_config, module.__doc__)
+            fresh = module.get_config(args.config)                    # the named config exists
+            for item in args.set:                                     # and each --set field took its value
+                field, value = item.split("=", 1)
+                assert field in fresh and config[field] == ast.literal_eval(value), item
         else:
             raise AssertionError(f"README command not checked: {' '.join(words)}")
         kinds.add(words[0].rsplit("/", 1)[-1])

@@ -454,7 +454,6 @@ def sanity_section(ctx: PhotoContext) -> Section:
     ctx.metrics["sanity"] = {"stages": names, "threshold": thr,
                              "methods": {s: {"spearman": v["spearman"], "fails": v["fails"]}
                                          for s, v in summary.items()}}
-    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     sec = Section(
         "Sanity checks: cascading randomisation",
         f"Adebayo et al. (2018): the pretrained net's layers are re-initialised from the top, cumulatively "
@@ -465,8 +464,8 @@ def sanity_section(ctx: PhotoContext) -> Section:
         f"once every layer is random.  Failing: {', '.join(fails) or 'none'}.",
         command=COMMAND.format("sanity"))
     sec.figure(png, "Similarity to the original maps as more layers are randomised (left to right).")
-    sec.table([[v["title"]] + [fmt(r) for r in v["spearman"]] + ["yes" if v["fails"] else "no"]
-               for v in summary.values()], header=["method (mean Spearman)"] + names + ["fails"])
+    header, rows = evaluation.sanity_table(summary, names)
+    sec.table(rows, header=header)
     return sec
 
 

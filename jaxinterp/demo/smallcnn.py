@@ -414,7 +414,6 @@ def sanity_section(ctx: DemoContext) -> Section:
         "methods": {s: {"spearman": v["spearman"], "ssim": v["ssim"], "hog": v["hog"], "fails": v["fails"],
                         "undefined_spearman": v["undefined_spearman"], "nonfinite": nonfinite[s]}
                     for s, v in summary.items()}}
-    fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     sec = Section(
         "Sanity checks: cascading randomisation",
         f"Adebayo et al. (2018): the smallcnn's parameterised layers are re-initialised from the top "
@@ -424,8 +423,8 @@ def sanity_section(ctx: DemoContext) -> Section:
         f"above {thr} once every layer is randomised: its maps do not depend on what the net learned.  "
         f"Failing: {', '.join(summary[s]['title'] for s in fails) or 'none'}.")
     sec.figure(png, "Similarity to the original maps vs the last layer randomised (left to right: more layers).")
-    sec.table([[v["title"]] + [fmt(r) for r in v["spearman"]] + ["yes" if v["fails"] else "no"]
-               for v in summary.values()], header=["method (mean Spearman)"] + names + ["fails"])
+    header, rows = evaluation.sanity_table(summary, names)
+    sec.table(rows, header=header)
     return sec
 
 

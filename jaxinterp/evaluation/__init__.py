@@ -20,7 +20,7 @@ from jaxinterp.evaluation.sanity import (cascading_randomisation, class_selectiv
                                          shift_invariance)
 from jaxinterp.evaluation.benchmark import (SANITY_METHODS, SANITY_THRESHOLD, SIMILARITIES, compare_maps, explain_fn,
                                             method_slug, pointing_rows, pointing_table, sanitise_maps,
-                                            sanity_plot, sanity_summary, scaled_tolerance, score_maps)
+                                            sanity_plot, sanity_summary, sanity_table, scaled_tolerance, score_maps)
 
 __all__ = ["DEFAULT_TOLERANCE", "argmax_point", "centre_hits", "centre_maps", "pointing_accuracy",
            "pointing_game", "pointing_hits",
@@ -32,4 +32,4 @@ __all__ = ["DEFAULT_TOLERANCE", "argmax_point", "centre_hits", "centre_maps", "p
            "cascading_randomisation", "class_selectivity", "independent_randomisation",
            "parameter_layers", "randomise_layers", "shift_invariance",
            "SANITY_METHODS", "SANITY_THRESHOLD", "SIMILARITIES", "compare_maps", "explain_fn", "method_slug", "pointing_rows",
-           "pointing_table", "sanitise_maps", "sanity_plot", "sanity_summary", "scaled_tolerance", "score_maps"]
+           "pointing_table", "sanitise_maps", "sanity_plot", "sanity_summary", "sanity_table", "scaled_tolerance", "score_maps"]

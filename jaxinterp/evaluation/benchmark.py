@@ -31,7 +31,8 @@ from jaxinterp.evaluation.pointing import DEFAULT_TOLERANCE, _accuracy, pointing
 from jaxinterp.evaluation.similarity import hog_distance, spearman, ssim
 
 __all__ = ["method_slug", "scaled_tolerance", "explain_fn", "sanitise_maps", "score_maps", "pointing_rows", "pointing_table",
-           "SIMILARITIES", "SANITY_METHODS", "compare_maps", "sanity_summary", "sanity_plot", "SANITY_THRESHOLD"]
+           "SIMILARITIES", "SANITY_METHODS", "compare_maps", "sanity_summary", "sanity_table", "sanity_plot",
+           "SANITY_THRESHOLD"]
 
 SIMILARITIES = ("spearman", "ssim", "hog")
 SANITY_THRESHOLD = 0.5
@@ -243,6 +244,22 @@ def sanity_summary(per: Mapping[str, Mapping[str, Mapping[str, np.ndarray]]], ti
         series["first_below_threshold"] = below[0] if below else None
         summary[slug] = series
     return summary
+
+
+def sanity_table(summary: Mapping[str, Mapping], stages: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """(header, rows) of the report's sanity table: each method's mean Spearman per stage and whether it fails.
+
+    Args:
+      summary: from :func:`sanity_summary`.
+      stages: the stage names, in the order of the series.
+
+    Returns:
+      header ``['method (mean Spearman)', *stages, 'fails']`` and one row per method:
+      its title, the correlations to 2 decimals ('-' where undefined), 'yes' or 'no'.
+    """
+    rows = [[v["title"]] + ["-" if r is None else f"{r:.2f}" for r in v["spearman"]] + ["yes" if v["fails"] else "no"]
+            for v in summary.values()]
+    return ["method (mean Spearman)", *stages, "fails"], rows
 
 
 def sanity_plot(path: str | os.PathLike, stages: Sequence[str], summary: Mapping[str, Mapping],

@@ -10,7 +10,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxinterp import nets
 from jaxinterp.evaluation import (compare_maps, curve_auc, deletion_curve, explain_fn, method_slug,
                                   pointing_hits, pointing_rows, pointing_table, sanitise_maps, sanity_plot,
-                                  sanity_summary, score_maps)
+                                  sanity_summary, sanity_table, score_maps)
 
 
 def test_method_slug():
@@ -143,5 +143,9 @@ def test_sanity_summary_rule_and_plot(tmp_path):
     assert s["robust"]["undefined_spearman"] == [0, 0, 0, 1]
     assert not s["good"]["fails"] and s["good"]["first_below_threshold"] == "conv2"
     assert s["flat"]["spearman"][2:] == [None, None] and not s["flat"]["fails"]
+    header, rows = sanity_table(s, stages)
+    assert header == ["method (mean Spearman)", *stages, "fails"]
+    assert rows[0] == ["R", "1.00", "0.90", "0.80", "0.70", "yes"]
+    assert rows[2] == ["F", "1.00", "1.00", "-", "-", "no"]
     path = sanity_plot(tmp_path / "s.png", stages, s, 0.5)
     assert open(path, "rb").read(8) == b"\x89PNG\r\n\x1a\n"
