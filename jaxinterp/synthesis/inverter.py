@@ -62,7 +62,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -73,7 +72,7 @@ import optax
 from jaxinterp.checks import check_int
 from jaxinterp.nets import Net
 from jaxinterp.synthesis.params import check_image_size
-from jaxinterp.train.checkpoint import Checkpointer
+from jaxinterp.train import loop, sharding
 
 __all__ = ["DEFAULT_WIDTHS", "LEAKY_SLOPE", "inverter_init", "inverter_apply", "inverter_image_size",
            "reconstruction_loss", "train_inverter", "invert", "InverterState"]
@@ -431,9 +430,10 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
     ``steps_per_call`` steps run as one ``lax.scan`` inside one compiled call
     (the batches of the chunk are drawn first, on the host side, so any data
     source works); after each call the state is checkpointed (if
-    ``checkpoint_dir``) and a progress line reports the chunk's mean loss.
-    This function is the host-side driver (data, checkpoints, logging) and is
-    not itself jit-able; :func:`inverter_apply` and :func:`invert` are.
+    ``checkpoint_dir``) and a progress line reports the chunk's mean loss
+    (the loop, checkpoints, resume and NaN checks are
+    :func:`jaxinterp.train.loop.run`'s).  This function is the host-side driver
+    and is not itself jit-able; :func:`inverter_apply` and :func:`invert` are.
 
     Defaults from the paper (Sec. 3, "Training"): Adam with b1 = 0.9, b2 =
     0.999, mini-batches of 64 and an initial learning rate of 0.001, which
@@ -469,6 +469,7 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
       ValueError: unknown ``layer``; ``steps``, ``batch_size``, ``steps_per_call``
         < 1; ``lr`` <= 0; bad ``data`` batches (shape, range); ``checkpoint_dir``
         holding another run; bad decoder arguments.
+      FloatingPointError: the loss became NaN or infinite (that chunk is not saved).
 
     References:
       Dosovitskiy and Brox, "Inverting visual representations with
@@ -481,7 +482,6 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
         raise ValueError(f"lr: expected a positive float, got {lr!r}")
     if mesh is not None:
-        from jaxinterp.train import sharding
         n_dev = sharding.data_size(mesh)
         if batch_size % n_dev:
             raise ValueError(f"batch_size: expected a multiple of the {n_dev} devices of the 'data' "
@@ -502,63 +502,29 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
               "lr": float(lr), "widths": list(_check_widths(widths)), "num_convs": num_convs,
               "fc_width": fc_width, "image_size": list(image_size),
               "key": np.asarray(jax.random.key_data(key)).tolist()}
-    ckpt = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, max_to_keep=2)
-    try:
-        if ckpt is not None and ckpt.latest_step() is not None:
-            state = _resume(ckpt, state, config, progress)
-        state, seconds = _loop(net, params, layer, tx, state, draw, k_data, first, steps, batch_size,
-                               steps_per_call, image_size, mesh, ckpt, config, progress)
-    finally:
-        if ckpt is not None:
-            ckpt.close()
-    state = jax.device_put(state, jax.devices()[0])
-    return state.params, {"loss": np.asarray(state.losses), "seconds": seconds}
-
-
-@functools.partial(jax.jit, static_argnums=(0, 1))
-def _features(net: Net, layer: str, params, x: jax.Array) -> jax.Array:
-    return net.apply(params, x, stop=layer)
-
-
-def _resume(ckpt: Checkpointer, state: InverterState, config: dict, progress) -> InverterState:
-    state, saved = ckpt.restore(like=state)
-    for name, value in config.items():
-        if saved.get(name) != value:
-            raise ValueError(f"checkpoint_dir: {ckpt.directory} holds a run with {name}="
-                             f"{saved.get(name)!r}, not {value!r}; use another directory")
-    if progress is not None:
-        progress(f"resumed from step {int(state.step)} of {ckpt.directory}")
-    return state
-
-
-def _loop(net, params, layer, tx, state, draw, k_data, first, steps, batch_size, steps_per_call,
-          image_size, mesh, ckpt, config, progress) -> tuple[InverterState, float]:
-    """Chunks of ``steps_per_call`` steps from ``state.step`` to ``steps``: data, scan, save, log."""
-    start = time.perf_counter()
     if mesh is not None:
-        from jaxinterp.train import sharding
-        params, state = sharding.replicate((params, state), mesh)
+        params = sharding.replicate(params, mesh)
         images_sharding = jax.NamedSharding(mesh, jax.P(None, sharding.DATA))
-    s = int(state.step)
-    while s < steps:
-        end = min(steps, (s // steps_per_call + 1) * steps_per_call)
+
+    def advance(state, s, end):
+        """Steps s to end as one compiled ``lax.scan``, on batches drawn first on the host."""
         batches = np.stack([first if t == 0 else
                             _check_batch(draw(jax.random.fold_in(k_data, t), batch_size), batch_size,
                                          image_size) for t in range(s, end)])
         images = jnp.asarray(batches) if mesh is None else jax.device_put(batches, images_sharding)
         state = _train_chunk(net, layer, tx, params, state, images)
-        if ckpt is not None:
-            ckpt.save(end, state, config, force=True)
-        if progress is not None:
-            loss = float(np.mean(np.asarray(state.losses[s:end])))
-            progress(f"inverter {layer}: step {end}/{steps}  loss {loss:.5f}  "
-                     f"{time.perf_counter() - start:.1f}s")
-        s = end
-    losses = np.asarray(state.losses)
-    if not np.all(np.isfinite(losses)):
-        raise FloatingPointError(f"train_inverter: non-finite loss at step "
-                                 f"{int(np.argmin(np.isfinite(losses)))}; lower lr")
-    return state, time.perf_counter() - start
+        return state, {"loss": jnp.mean(state.losses[s:end])}
+
+    settings = loop.Loop(units=steps, chunk=steps_per_call, checkpoint_dir=checkpoint_dir,
+                         prefix=f"inverter {layer}: ")
+    state, history = loop.run(state, advance, settings, config=config, progress=progress, mesh=mesh)
+    state = jax.device_put(state, jax.devices()[0])
+    return state.params, {"loss": np.asarray(state.losses), "seconds": history[-1]["seconds"] if history else 0.0}
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _features(net: Net, layer: str, params, x: jax.Array) -> jax.Array:
+    return net.apply(params, x, stop=layer)
 
 
 def invert(net: Net, params, inverter_params: dict, x: jax.Array, layer: str) -> jax.Array:

@@ -12,14 +12,14 @@ and restarted with the same arguments resumes from its last checkpoint and ends
 with the same params as an uninterrupted run.  With several devices the batch
 is split over the ``'data'`` mesh axis and the state replicated (data
 parallelism by ``jax.jit``'s sharding propagation); on one device the same code
-runs on a mesh of size 1.
+runs on a mesh of size 1.  Stepping, checkpoints, resume, NaN checks and progress
+are :func:`jaxinterp.train.loop.run`'s.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -27,8 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp.train import sharding
-from jaxinterp.train.checkpoint import Checkpointer
+from jaxinterp.checks import check_int
+from jaxinterp.train import loop, sharding
 
 __all__ = ["TrainState", "optimiser", "lars_optimiser", "init_state", "loss_fn", "train_step", "evaluate", "fit"]
 
@@ -223,13 +223,15 @@ def fit(net, data_fn: DataFn, *, steps: int, batch_size: int, lr: float = 1e-3, 
       (state, history): the final :class:`TrainState` on the first device of ``mesh``,
       and one dict ``{'step', 'loss', 'accuracy', 'seconds'}`` per progress line
       (``seconds``: training time of this call so far, compilation included).
+
+    Raises:
+      ValueError: a bad argument (named first in the message); ``checkpoint_dir`` holding
+        another run.
+      FloatingPointError: the training loss became NaN or infinite.
     """
-    if steps < 1:
-        raise ValueError(f"steps: expected an int >= 1, got {steps}")
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every: expected an int >= 1, got {checkpoint_every}")
-    if log_every < 1:
-        raise ValueError(f"log_every: expected an int >= 1, got {log_every}")
+    steps = check_int(steps, "steps")
+    settings = loop.Loop(units=steps, checkpoint_dir=checkpoint_dir, checkpoint_every=checkpoint_every,
+                         log_every=log_every)
     mesh = sharding.data_mesh() if mesh is None else mesh
     devices = mesh.shape[sharding.DATA]
     if batch_size < 1 or batch_size % devices:
@@ -237,56 +239,15 @@ def fit(net, data_fn: DataFn, *, steps: int, batch_size: int, lr: float = 1e-3, 
                          f"of the 'data' axis, got {batch_size}")
     tx = optimiser(lr, steps)
     config = {"net": repr(net), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed}
-    state = sharding.replicate(init_state(net, tx, jax.random.key(seed)), mesh)
-    ckpt = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, max_to_keep=2)
-    try:
-        if ckpt is not None and ckpt.latest_step() is not None:
-            state = resume_from(ckpt, state, config, progress)
-        state, history = _loop(net, tx, state, data_fn, steps, batch_size, mesh, ckpt, config,
-                               checkpoint_every, log_every, progress)
-    finally:
-        if ckpt is not None:
-            ckpt.close()
-    return jax.device_put(state, mesh.devices.flat[0]), history
-
-
-def resume_from(ckpt: Checkpointer, state, config: dict, progress):
-    """The latest checkpoint of ``ckpt``, restored onto the placement of ``state`` (any state pytree).
-
-    Raises ValueError naming ``checkpoint_dir`` if the checkpoint's saved ``config`` differs.
-    """
-    state, saved = ckpt.restore(like=state)
-    for name, value in config.items():
-        if saved.get(name) != value:
-            raise ValueError(f"checkpoint_dir: {ckpt.directory} holds a run with {name}="
-                             f"{saved.get(name)!r}, not {value!r}; use another directory")
-    if progress is not None:
-        progress(f"resumed from step {int(sharding.local_value(state.step))} of {ckpt.directory}")
-    return state
-
-
-def _loop(net, tx, state, data_fn, steps, batch_size, mesh, ckpt, config, checkpoint_every,
-          log_every, progress) -> tuple[TrainState, list[dict]]:
-    """The update loop from ``state.step`` to ``steps``: data, step, log, checkpoint."""
+    state = init_state(net, tx, jax.random.key(seed))
     data_key = jax.device_put(state.key, mesh.devices.flat[0])
-    history, running, since = [], None, 0
-    start = time.perf_counter()
-    for step in range(int(state.step), steps):
+
+    def advance(state, step, _):
         batch = _check_batch(data_fn(jax.random.fold_in(data_key, step), batch_size), batch_size)
-        state, metrics = train_step(net, tx, state, sharding.shard_batch(batch, mesh))
-        running = metrics if running is None else jax.tree.map(jnp.add, running, metrics)
-        since += 1
-        done = step + 1
-        if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
-            ckpt.save(done, state, config, force=True)
-        if done % log_every == 0 or done == steps:
-            mean = {k: float(v) / since for k, v in running.items()}
-            history.append({"step": done, **mean, "seconds": time.perf_counter() - start})
-            if progress is not None:
-                progress(f"step {done}/{steps}  loss {mean['loss']:.4f}  "
-                         f"accuracy {mean['accuracy']:.3f}  {history[-1]['seconds']:.1f}s")
-            running, since = None, 0
-    return state, history
+        return train_step(net, tx, state, sharding.shard_batch(batch, mesh))
+
+    state, history = loop.run(state, advance, settings, config=config, progress=progress, mesh=mesh)
+    return jax.device_put(state, mesh.devices.flat[0]), history
 
 
 def _check_batch(batch, batch_size: int) -> dict:
