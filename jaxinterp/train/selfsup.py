@@ -127,7 +127,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -140,10 +139,9 @@ from jaxinterp.checks import check_int
 from jaxinterp.nets import batch_norm_layers, recompute_batch_norm
 from jaxinterp.nets.layers import batch_norm_train, dense
 from jaxinterp.nets.rules import BATCH_STATISTICS
-from jaxinterp.train import metrics, sharding
+from jaxinterp.train import loop, metrics, sharding
 from jaxinterp.train.augment import AugmentConfig, augment, augment_one, multicrop, sample_params
-from jaxinterp.train.checkpoint import Checkpointer
-from jaxinterp.train.classifier import lars_optimiser, optimiser, resume_from
+from jaxinterp.train.classifier import lars_optimiser, optimiser
 
 __all__ = ["dino_head", "DinoParams", "backbone_params", "dino_mlp_init", "dino_mlp", "METHODS", "OPTIMISERS",
            "ROTATIONS", "Options", "SelfSupState", "init_state", "gdt_contrast",
@@ -1022,59 +1020,42 @@ def fit(net, images, *, epochs: int, batch_size: int, method: str = "sela", lr: 
               "temperature": temperature, "n": n, "options": opts._asdict(),
               "head": None if head is None else list(head),
               "optimiser": optimiser_name, "weight_decay": weight_decay}
-    state = sharding.replicate(init_state(net, tx, jax.random.key(seed), n, method, head), mesh)
+    state = init_state(net, tx, jax.random.key(seed), n, method, head)
+    host_key = state.key
     rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
-    if jax.process_index() != 0:
-        progress = None                                      # one process reports
-    ckpt = None if checkpoint_dir is None else Checkpointer(checkpoint_dir, max_to_keep=2)
-    history = []
-    try:
-        if ckpt is not None and ckpt.latest_step() is not None:
-            state = resume_from(ckpt, state, config, progress)
-        start = time.perf_counter()
-        host_key = sharding.local_value(state.key)
-        last = epochs if until_epoch is None else min(epochs, int(until_epoch))
-        for epoch in range(int(sharding.local_value(state.step)) // steps_per_epoch, last):
-            row = {"epoch": epoch + 1}
-            if method == "sela" and epoch % label_every == 0:
-                result = self_labels(net, state.params, images, lam=lam, aug=aug, views=int(label_views),
-                                     key=jax.random.fold_in(jax.random.fold_in(host_key, 2), epoch), mesh=mesh)
-                state = state._replace(labels=sharding.replicate(result.labels, mesh))
-            if method == "sela" and classes is not None:
-                y = sharding.local_value(state.labels)
-                row.update(nmi=metrics.nmi(y, np.asarray(classes)), ari=metrics.ari(y, np.asarray(classes)))
-            order = np.asarray(jax.random.permutation(
-                jax.random.fold_in(jax.random.fold_in(host_key, 1), epoch), n))
-            labels = sharding.local_value(state.labels)
-            stats = []
-            for b in range(steps_per_epoch):
-                idx = order[b * batch_size:(b + 1) * batch_size][rows]
-                x, y = sharding.from_process_rows((_host_float(images[idx]), labels[idx]), mesh, batch_size)
-                state, batch_stats = train_step(net, tx, method, aug, opts, state, x, y)
-                stats.append(batch_stats)
-            step = int(sharding.local_value(state.step))
-            row.update(step=step, **{k: float(np.mean(sharding.local_value([s[k] for s in stats])))
-                                     for k in stats[0]})
-            if method == "dino":
-                row["kl"] = row["loss"] - row["teacher_entropy"]
-            if not math.isfinite(row["loss"]):
-                raise FloatingPointError(f"loss: {row['loss']} in epoch {epoch + 1} ({method}); "
-                                         "lower lr or check the inputs")
-            if heldout is not None and ((epoch + 1) % eval_every == 0 or epoch + 1 == epochs):
-                row.update(evaluate_state(net, state, method, (images, classes), heldout,
-                                          layer=feature_layer, k=knn_k, mesh=mesh, precise_bn=batch_statistics))
-            row["seconds"] = time.perf_counter() - start
-            history.append(row)
-            if ckpt is not None:
-                ckpt.save(step, state, config, force=True)
-            if progress is not None:
-                progress("epoch {epoch}/{epochs}  ".format(epoch=epoch + 1, epochs=epochs)
-                         + "  ".join(f"{k} {v:.4f}" for k, v in row.items()
-                                     if k not in ("epoch", "step", "seconds"))
-                         + f"  {row['seconds']:.1f}s")
-    finally:
-        if ckpt is not None:
-            ckpt.close()
+
+    def advance(state, epoch, _):
+        """SeLa's label step if due, then one pass over the images in the epoch's order."""
+        if method == "sela" and epoch % label_every == 0:
+            result = self_labels(net, state.params, images, lam=lam, aug=aug, views=int(label_views),
+                                 key=jax.random.fold_in(jax.random.fold_in(host_key, 2), epoch), mesh=mesh)
+            state = state._replace(labels=sharding.replicate(result.labels, mesh))
+        order = np.asarray(jax.random.permutation(jax.random.fold_in(jax.random.fold_in(host_key, 1), epoch), n))
+        labels = sharding.local_value(state.labels)
+        total = None
+        for b in range(steps_per_epoch):
+            idx = order[b * batch_size:(b + 1) * batch_size][rows]
+            x, y = sharding.from_process_rows((_host_float(images[idx]), labels[idx]), mesh, batch_size)
+            state, stats = train_step(net, tx, method, aug, opts, state, x, y)
+            total = stats if total is None else jax.tree.map(jnp.add, total, stats)
+        return state, {k: v / steps_per_epoch for k, v in total.items()}
+
+    def row(state, epoch, means):
+        out = {"epoch": epoch}
+        if method == "sela" and classes is not None:
+            y = sharding.local_value(state.labels)
+            out.update(nmi=metrics.nmi(y, np.asarray(classes)), ari=metrics.ari(y, np.asarray(classes)))
+        out.update(step=epoch * steps_per_epoch, **means)
+        if method == "dino":
+            out["kl"] = out["loss"] - out["teacher_entropy"]
+        if heldout is not None and (epoch % eval_every == 0 or epoch == epochs):
+            out.update(evaluate_state(net, state, method, (images, classes), heldout,
+                                      layer=feature_layer, k=knn_k, mesh=mesh, precise_bn=batch_statistics))
+        return out
+
+    settings = loop.Loop(units=epochs, unit="epoch", steps_per_unit=steps_per_epoch, checkpoint_dir=checkpoint_dir,
+                         until=until_epoch)
+    state, history = loop.run(state, advance, settings, config=config, row=row, progress=progress, mesh=mesh)
     # This process's copy of the replicated state, on its first device.
     return jax.tree.map(lambda a: a if isinstance(a, jax.Array) else jnp.asarray(a),
                         sharding.local_value(state)), history
