@@ -358,49 +358,41 @@ def selfsup_augmentation(config) -> AugmentConfig:
     raise ValueError(f"augmentation: expected one of {AUGMENTATIONS}, got {config.augmentation!r}")
 
 
-def _selfsup_options(config, method: str) -> dict:
-    if method == "sela":
-        return {"lam": config.lam, "label_every": config.label_every, "label_views": config.label_views}
-    return {"temperature": config.temperature}
-
-
-def train_selfsup(config, run_id: str | None, method: str, net_outputs: int | None = None,
-                  options: dict | None = None) -> dict:
+def train_selfsup(config, run_id: str | None, method: selfsup.Method, net_outputs: int | None = None) -> dict:
     """Train with ``selfsup.fit(method=method)`` and write the run (experiments/sela.py's docstring):
     the ``run`` of sela.py, simclr.py, dino.py and gdt.py.
 
     Args:
-      method: 'sela', 'simclr', 'dino' or 'gdt'.
+      method: the :class:`jaxinterp.train.selfsup.Method` (``SeLa``, ``SimCLR``, ``DINO``, ``GDT``)
+        built from ``config`` by the experiment (with DINO's ``batch_statistics`` the smallcnn
+        has batch norms and the evaluations recompute their statistics, ``precise_bn``).
       net_outputs: the smallcnn's output width (None: ``config.clusters``).
-      options: extra ``fit`` keyword arguments of the method, overriding the augmentation
-        built here by :func:`selfsup_augmentation` (e.g. DINO's ``aug`` tuple and ``n_local``;
-        with ``batch_statistics`` the smallcnn has batch norms and the evaluations
-        recompute their statistics, ``precise_bn``);
-        None = SeLa's ``lam`` / ``label_every`` / ``label_views`` or, for the other
-        methods, ``config.temperature``.
+
+    The :class:`~jaxinterp.train.selfsup.Settings` come from ``config``: ``epochs``,
+    ``batch_size``, ``lr``, ``seed``, ``eval_every``, ``knn_k`` and, where the config has
+    them, ``optimiser`` and ``weight_decay``.
     """
-    log = logger(method)
+    log = logger(method.name)
     run_id = run_id or time.strftime("%Y%m%d-%H%M%S")
     run_dir = prepare_run(config, run_id, config.out, log)
     train, held = selfsup_data(config, run_dir)
-    options = _selfsup_options(config, method) if options is None else options
-    bn = bool(options.get("batch_statistics", False))    # DINO's backbone with trained batch norms
+    bn = bool(getattr(method, "batch_statistics", False))    # DINO's backbone with trained batch norms
     net = nets.get("smallcnn", num_classes=net_outputs or config.clusters, batch_norm=bn)
-    extra = {"aug": selfsup_augmentation(config), **options}
-    state, history = selfsup.fit(
-        net, train["image"], epochs=config.epochs, batch_size=config.batch_size, method=method,
-        lr=config.lr, seed=config.seed, classes=train["label"],
-        heldout=(held["image"], held["label"]), eval_every=config.eval_every, knn_k=config.knn_k,
-        checkpoint_dir=os.path.join(run_dir, "ckpt"), progress=log, **extra)
+    settings = selfsup.Settings(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr, seed=config.seed,
+                                optimiser_name=config.get("optimiser", "adam"),
+                                weight_decay=config.get("weight_decay", 1e-6), eval_every=config.eval_every,
+                                knn_k=config.knn_k, checkpoint_dir=os.path.join(run_dir, "ckpt"))
+    state, history = selfsup.fit(net, train["image"], method, settings, classes=train["label"],
+                                 heldout=(held["image"], held["label"]), progress=log)
     init = net.init(jax.random.key(config.seed))
     baseline = selfsup.evaluate(net, init, (train["image"], train["label"]),
                                 (held["image"], held["label"]), k=config.knn_k, precise_bn=bn)
     final = selfsup.evaluate_state(net, state, method, (train["image"], train["label"]),
                                    (held["image"], held["label"]), k=config.knn_k, precise_bn=bn)
-    metrics = {"method": method, "epochs": config.epochs, "steps": int(state.step), **final,
+    metrics = {"method": method.name, "epochs": config.epochs, "steps": int(state.step), **final,
                **{f"{k}_untrained": v for k, v in baseline.items()},
                "chance": 1.0 / SELFSUP_NUM_CLASSES[config.get("dataset", "synthetic")]}
-    if method == "sela":
+    if method.name == "sela":
         y = np.asarray(state.labels)
         metrics.update(nmi=selfsup.metrics.nmi(y, train["label"]), ari=selfsup.metrics.ari(y, train["label"]))
     if history:

@@ -12,6 +12,8 @@ augmentation invariant, rotation ``config.rotation``; configs/gdt.py), on the Si
 
 from __future__ import annotations
 
+from jaxinterp.train.gdt import GDT
+
 from experiments import common
 from experiments.configs.gdt import get_config
 
@@ -23,8 +25,8 @@ def run(config, run_id: str | None = None) -> dict:
     if config.rotation not in ROTATIONS:
         raise ValueError(f"rotation: expected one of {ROTATIONS}, got {config.rotation!r}")
     rotation = None if config.rotation == "none" else config.rotation
-    return common.train_selfsup(config, run_id, method="gdt", net_outputs=config.embedding,
-                                options={"temperature": config.temperature, "rotation": rotation})
+    method = GDT(aug=common.selfsup_augmentation(config), temperature=config.temperature, rotation=rotation)
+    return common.train_selfsup(config, run_id, method, net_outputs=config.embedding)
 
 
 def main(argv=None) -> int:

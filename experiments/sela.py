@@ -9,7 +9,7 @@ The TFDS variants ('cifar10', 'imagenet'; configs/sela.py) first write each spli
 once as a uint8 .npy memmap (:func:`experiments.common.selfsup_data`; resumable, with
 progress lines).
 
-Trains with :func:`jaxinterp.train.selfsup.fit` (method 'sela'), checkpointing
+Trains with :func:`jaxinterp.train.selfsup.fit` (:class:`jaxinterp.train.sela.SeLa`), checkpointing
 every epoch under ``<out>/<id>/ckpt`` (rerun with the same --id to resume), and
 writes ``<out>/<id>/config.json``, ``history.json`` (per-epoch loss, NMI, ARI,
 k-NN and linear-probe accuracy) and ``metrics.json`` (the final ones, the same
@@ -19,15 +19,17 @@ accuracies of the untrained net, and chance).  The trainer,
 
 from __future__ import annotations
 
+from jaxinterp.train.sela import SeLa
+
 from experiments import common
 from experiments.configs.sela import get_config
-
-METHOD = "sela"
 
 
 def run(config, run_id: str | None = None) -> dict:
     """Train and write the run (module docstring); returns its metrics."""
-    return common.train_selfsup(config, run_id, method=METHOD)
+    method = SeLa(aug=common.selfsup_augmentation(config), lam=config.lam, label_every=config.label_every,
+                  label_views=config.label_views)
+    return common.train_selfsup(config, run_id, method)
 
 
 def main(argv=None) -> int:

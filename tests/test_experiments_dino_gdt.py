@@ -29,13 +29,13 @@ def test_dino_local_tiny(tmp_path):
 
 
 def test_dino_colour_jitter_reaches_every_crop():
-    full = dino.options(dino_config.get_config("full"))["aug"]
+    full = dino.method(dino_config.get_config("full")).aug
     assert [(a.hue, a.jitter_p) for a in full] == [(0.1, 0.8)] * 3               # DINO's
     assert [a.blur_p for a in full] == [1.0, 0.1, 0.5] and full[1].solarize_p == 0.2
     config = dino_config.get_config("local")
-    assert [(a.hue, a.jitter_p) for a in dino.options(config)["aug"]] == [(0.4, 1.0)] * 3   # SeLa's
+    assert [(a.hue, a.jitter_p) for a in dino.method(config).aug] == [(0.4, 1.0)] * 3   # SeLa's
     config.hue, config.jitter_p = 0.2, 0.5
-    changed = dino.options(config)["aug"]
+    changed = dino.method(config).aug
     assert [(a.hue, a.jitter_p) for a in changed] == [(0.2, 0.5)] * 3
     assert [a.blur_p for a in changed] == [1.0, 0.1, 0.5] and changed[2].size == (14, 14)
 
@@ -44,7 +44,7 @@ def test_dino_blur_is_scaled_to_the_crop_size():
     # DINO's sigma (0.1, 2.0) is in pixels of 224-px crops: 2.0 x 32 / 224 = 0.29 at 32 px
     for variant, top in (("local", 0.29), ("cifar10", 0.29), ("full", 0.57), ("imagenet", 0.57)):
         config = dino_config.get_config(variant)
-        assert [a.blur_sigma for a in dino.options(config)["aug"]] == [(0.1, top)] * 3, variant
+        assert [a.blur_sigma for a in dino.method(config).aug] == [(0.1, top)] * 3, variant
         assert abs(config.blur_max - 2.0 * config.size / 224) < 0.005
 
 

@@ -28,6 +28,7 @@ from jaxinterp.attribution import gradient
 from jaxinterp.data import images, synthetic
 from jaxinterp.report import Section
 from jaxinterp.train import metrics as cluster_metrics, selfsup, zoo
+from jaxinterp.train.sela import SeLa
 from jaxinterp.train.augment import AugmentConfig
 
 __all__ = ["Sizes", "DemoContext", "DEMO_SECTIONS", "SMALLCNN_SECTIONS", "QUICK", "FULL", "attribution_methods",
@@ -697,9 +698,9 @@ def self_labelling_section(ctx: DemoContext) -> Section:
     aug = AugmentConfig.sela(size=(_SELA_SIZE, _SELA_SIZE))
     ctx.log(f"self-labelling: SeLa, K = {_SELA_CLUSTERS}, {n} images at {_SELA_SIZE} px, {epochs} epochs")
     t0 = time.perf_counter()
-    state, history = selfsup.fit(net, x, epochs=epochs, batch_size=128, method="sela", lr=2e-3, aug=aug,
-                                 lam=10.0, label_views=_SELA_VIEWS, classes=y, heldout=(xt, yt),
-                                 eval_every=epochs, progress=ctx.log)
+    state, history = selfsup.fit(net, x, SeLa(aug=aug, lam=10.0, label_views=_SELA_VIEWS),
+                                 selfsup.Settings(epochs=epochs, batch_size=128, lr=2e-3, eval_every=epochs),
+                                 classes=y, heldout=(xt, yt), progress=ctx.log)
     seconds = time.perf_counter() - t0
     labels = np.asarray(state.labels)
     untrained = selfsup.evaluate(net, net.init(jax.random.key(0)), (x, y), (xt, yt))

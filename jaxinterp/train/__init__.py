@@ -1,4 +1,8 @@
-"""Training pieces: data-parallel sharding, orbax checkpoints, a classifier loop, a model cache.
+"""Training pieces: one training loop, data-parallel sharding, orbax checkpoints, a classifier, a model cache.
+
+The classifier (``classifier.py``), the self-supervised methods (``selfsup.fit`` with
+``sela.py``, ``simclr.py``, ``dino.py``, ``gdt.py``) and the learned inverter of
+``jaxinterp.synthesis`` all run on ``loop.run`` (``loop.py``).
 
     mesh = train.data_mesh()
     state, history = train.fit(net, data_fn, steps=500, batch_size=64, checkpoint_dir=d)

@@ -21,15 +21,16 @@ def run(mesh, checkpoint_dir=None):
     from jaxinterp import nets
     from jaxinterp.train import selfsup
     from jaxinterp.train.augment import AugmentConfig
+    from jaxinterp.train.sela import SeLa
 
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (N + HELD, SIZE, SIZE, 3), dtype=np.uint8)   # the same on every process
     classes = rng.integers(0, 4, N + HELD)
     net = nets.get("smallcnn", num_classes=8, widths=(4, 4, 4, 8))
     aug = AugmentConfig.simclr(size=(SIZE, SIZE), blur_sigma=(0.1, 0.5))
-    return selfsup.fit(net, images[:N], epochs=2, batch_size=16, method="sela", lr=1e-2, aug=aug, lam=10.0,
-                       classes=classes[:N], heldout=(images[N:], classes[N:]), eval_every=1, knn_k=3,
-                       checkpoint_dir=checkpoint_dir, progress=None, mesh=mesh)
+    settings = selfsup.Settings(epochs=2, batch_size=16, lr=1e-2, eval_every=1, knn_k=3, checkpoint_dir=checkpoint_dir)
+    return selfsup.fit(net, images[:N], SeLa(aug=aug, lam=10.0), settings, classes=classes[:N],
+                       heldout=(images[N:], classes[N:]), progress=None, mesh=mesh)
 
 
 if __name__ == "__main__":

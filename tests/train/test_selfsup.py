@@ -1,5 +1,6 @@
 """jaxinterp.train.metrics (vs brute force) and jaxinterp.train.selfsup (runs, resume, sharding; DINO, GDT)."""
 
+import dataclasses
 import itertools
 import math
 
@@ -11,6 +12,10 @@ import pytest
 from jaxinterp import nets, objectives
 from jaxinterp.train import classifier, metrics, selfsup
 from jaxinterp.train.augment import AugmentConfig, augment_one, multicrop, sample_params
+from jaxinterp.train.dino import DINO, DinoParams, backbone_params, dino_head, dino_mlp, dino_mlp_init
+from jaxinterp.train.gdt import GDT, gdt_contrast
+from jaxinterp.train.sela import SeLa
+from jaxinterp.train.simclr import SimCLR
 
 
 # ---------------------------------------------------------------- metrics vs brute force
@@ -120,11 +125,20 @@ def _net(k=4, batch_norm=False):
     return nets.get("smallcnn", num_classes=k, widths=(4, 4, 4, 8), batch_norm=batch_norm)
 
 
-def _fit(images, classes, mesh, **kw):
-    kw = {"epochs": 2, "batch_size": 16, "method": "sela", "lr": 1e-3, "aug": _AUG, "lam": 10.0,
-          "classes": classes, "heldout": (images[:8], np.zeros(8, np.int32)), "eval_every": 2, "knn_k": 3,
-          "progress": None, "mesh": mesh, **kw}
-    return selfsup.fit(_net(batch_norm=kw.get("batch_statistics", False)), images, **kw)
+_METHODS = {"sela": SeLa, "simclr": SimCLR, "dino": DINO, "gdt": GDT}
+_SETTINGS = {f.name for f in dataclasses.fields(selfsup.Settings)}
+
+
+def _fit(images, classes, mesh, method="sela", **kw):
+    """selfsup.fit of the method called ``method`` (or ``method`` itself if unknown); ``kw`` holds the
+    method's fields, the Settings' fields and fit's keyword arguments, with the defaults below."""
+    kw = {"epochs": 2, "batch_size": 16, "lr": 1e-3, "aug": _AUG, "eval_every": 2, "knn_k": 3,
+          **({"lam": 10.0} if method == "sela" else {}), **kw}
+    fit_kw = {"classes": classes, "heldout": (images[:8], np.zeros(8, np.int32)), "progress": None, "mesh": mesh}
+    fit_kw.update({k: kw.pop(k) for k in list(kw) if k in fit_kw})
+    settings = selfsup.Settings(**{k: kw.pop(k) for k in list(kw) if k in _SETTINGS})
+    net = _net(batch_norm=kw.get("batch_statistics", False))
+    return selfsup.fit(net, images, _METHODS[method](**kw) if method in _METHODS else method, settings, **fit_kw)
 
 
 def test_sela_runs_resumes_and_matches_sharded(data, tmp_path):
@@ -227,12 +241,10 @@ def test_simclr_runs(data):
                                     ({"method": "dino", "aug": None, "centre_momentum": -0.1}, "centre_momentum"),
                                     ({"method": "dino", "aug": None, "warmup_teacher_epochs": -1},
                                      "warmup_teacher_epochs"),
-                                    ({"method": "simclr", "head": (8, 4)}, "head"),
                                     ({"method": "dino", "aug": None, "head": (8,)}, "head"),
                                     ({"method": "dino", "aug": None, "freeze_last_layer": -1}, "freeze_last_layer"),
                                     ({"optimiser_name": "sgd"}, "optimiser_name"),
                                     ({"optimiser_name": "lars", "weight_decay": -1.0}, "weight_decay"),
-                                    ({"method": "simclr", "batch_statistics": True}, "batch_statistics"),
                                     ({"images": np.zeros((32, 16, 16, 3), np.int32)}, "images"),
                                     ({"images": np.zeros((32, 16, 16), np.float32)}, "images"),
                                     ({"heldout": (np.zeros((8, 16, 16, 3), np.int64), np.zeros(8))}, "heldout")])
@@ -241,6 +253,14 @@ def test_bad_arguments(data, kw, arg):
     images = kw.pop("images", images)
     with pytest.raises(ValueError, match=f"^{arg}"):
         _fit(images, kw.pop("classes", classes), None, **kw)
+
+
+@pytest.mark.parametrize("method,option", [(SimCLR, {"head": (8, 4)}), (SimCLR, {"batch_statistics": True}),
+                                           (SeLa, {"head": (16, 8)}), (GDT, {"lam": 10.0})])
+def test_options_of_another_method_are_refused(method, option):
+    """A method takes only its own options (DINO's head and batch statistics, SeLa's lambda)."""
+    with pytest.raises(TypeError):
+        method(**option)
 
 
 # ---------------------------------------------------------------- DINO
@@ -252,8 +272,8 @@ _DINO_AUG = (AugmentConfig.dino_global(1, size=(_SIZE, _SIZE), blur_sigma=(0.1, 
 # What fit(epochs=2, batch_size=16) on 32 images builds from _DINO_KW (same jit cache entry).
 _DINO_KW = {"method": "dino", "aug": _DINO_AUG, "n_local": 2, "momentum_teacher": 0.5,
             "warmup_teacher_epochs": 1, "lr": 1e-2}
-_DINO_OPTS = selfsup.Options(temperature=0.1, n_local=2, momentum_teacher=0.5, warmup_teacher_epochs=1,
-                             steps_per_epoch=2, total_steps=4, freeze_last_layer_steps=2)
+_DINO = DINO(aug=_DINO_AUG, n_local=2, momentum_teacher=0.5, warmup_teacher_epochs=1, freeze_last_layer=1,
+             steps_per_epoch=2, total_steps=4)
 
 
 def _np_softmax(x):
@@ -275,13 +295,13 @@ def test_dino_teacher_centre_loss_vs_numpy(data):
     images, _ = data
     net = _net()
     tx = classifier.optimiser(1e-2, 16)
-    state = selfsup.init_state(net, tx, jax.random.key(3), _N, "dino")
+    state = selfsup.init_state(net, tx, jax.random.key(3), _N, _DINO)
 
     @jax.jit
     def replay(teacher_params, student_params, key, x):
         g, loc = multicrop(key, x, 2, global_configs=_DINO_AUG[:2], local_config=_DINO_AUG[2])
-        return (jnp.stack([selfsup.dino_head(net, teacher_params, v) for v in g], 1),
-                jnp.stack([selfsup.dino_head(net, student_params, v) for v in g + loc], 1))
+        return (jnp.stack([dino_head(net, teacher_params, v) for v in g], 1),
+                jnp.stack([dino_head(net, student_params, v) for v in g + loc], 1))
 
     f64 = lambda t: jax.tree.map(lambda a: np.asarray(a, np.float64), t)  # noqa: E731
     teacher, centre = f64(state.params), np.zeros(4)
@@ -294,8 +314,7 @@ def test_dino_teacher_centre_loss_vs_numpy(data):
         tout, sout = np.asarray(tout, np.float64), np.asarray(sout, np.float64)
         tt = 0.04 if t < 2 else 0.07            # epoch 0 = warm-up start, epoch 1 = warmed up
         expected_loss = _np_dino_loss(sout, tout, centre, tt)
-        state, stats = selfsup.train_step(net, tx, "dino", _DINO_AUG, _DINO_OPTS, state, x,
-                                          jnp.zeros(16, jnp.int32))
+        state, stats = selfsup.train_step(net, tx, _DINO, state, x, jnp.zeros(16, jnp.int32))
         assert float(stats["loss"]) == pytest.approx(expected_loss, rel=1e-4, abs=1e-7)  # float32 loss of ~1e-3
         # DINO's collapse monitors: the entropy of each target and of the batch's mean target.
         logits = ((tout - centre) / tt).reshape(-1, tout.shape[-1])
@@ -322,9 +341,9 @@ def test_dino_head_is_the_cosine_with_normalised_prototypes(data):
     feats = np.asarray(net.apply(params, x, stop=net.layers[-2]), np.float64).reshape(4, -1)
     w = np.asarray(params[net.layers[-1]]["kernel"], np.float64)
     want = (feats / np.linalg.norm(feats, axis=1, keepdims=True)) @ (w / np.linalg.norm(w, axis=0, keepdims=True))
-    np.testing.assert_allclose(np.asarray(selfsup.dino_head(net, params, x)), want, atol=1e-5)
+    np.testing.assert_allclose(np.asarray(dino_head(net, params, x)), want, atol=1e-5)
     with pytest.raises(ValueError, match="net"):
-        selfsup.dino_head(net, {k: v for k, v in params.items() if k != net.layers[-1]}, x)
+        dino_head(net, {k: v for k, v in params.items() if k != net.layers[-1]}, x)
 
 
 def test_dino_distils_into_the_student_only(data):
@@ -332,16 +351,16 @@ def test_dino_distils_into_the_student_only(data):
     images, _ = data
     net = _net()
     tx = classifier.optimiser(1e-2, 12)
-    opts = selfsup.Options(n_local=2, momentum_teacher=1.0, centre_momentum=1.0, warmup_teacher_epochs=0,
-                           steps_per_epoch=12, total_steps=12)
-    state = selfsup.init_state(net, tx, jax.random.key(3), _N, "dino")
+    method = DINO(aug=_DINO_AUG, n_local=2, momentum_teacher=1.0, centre_momentum=1.0, warmup_teacher_epochs=0,
+                  freeze_last_layer=0, steps_per_epoch=12, total_steps=12)
+    state = selfsup.init_state(net, tx, jax.random.key(3), _N, method)
     # Another init, doubled: logits ~30x larger (5 homogeneous layers), so the targets are peaked.
     teacher = jax.tree.map(lambda a: 2 * a, net.init(jax.random.key(99)))
     state = state._replace(teacher=teacher)
     x, y = jnp.asarray(images[:16]), jnp.zeros(16, jnp.int32)
     losses = []
     for _ in range(12):
-        state, stats = selfsup.train_step(net, tx, "dino", _DINO_AUG, opts, state, x, y)
+        state, stats = selfsup.train_step(net, tx, method, state, x, y)
         losses.append(float(stats["loss"]))
     jax.tree.map(np.testing.assert_array_equal, state.teacher, teacher)
     np.testing.assert_array_equal(np.asarray(state.centre), np.zeros(4))
@@ -385,8 +404,8 @@ def test_dino_resumes_and_matches_sharded(data, tmp_path, head_kw):
 def test_dino_batch_statistics_needs_batch_norms(data):
     images, classes = data
     with pytest.raises(ValueError, match="^batch_statistics"):
-        selfsup.fit(_net(), images, epochs=1, batch_size=16, method="dino", aug=_DINO_AUG, n_local=2,
-                    batch_statistics=True, progress=None)
+        selfsup.fit(_net(), images, DINO(aug=_DINO_AUG, n_local=2, batch_statistics=True),
+                    selfsup.Settings(epochs=1, batch_size=16), progress=None)
 
 
 def test_dino_evaluates_the_teacher(data):
@@ -396,13 +415,13 @@ def test_dino_evaluates_the_teacher(data):
     classes = np.random.default_rng(1).integers(0, 4, _N)   # random labels: the accuracies depend on the features
     held = (images[:16], classes[:16])
     state, hist = _fit(images, classes, one, **{**_DINO_KW, "momentum_teacher": 1.0, "heldout": held, "lr": 5e-2})
-    untrained = selfsup.init_state(_net(), classifier.optimiser(1e-3, 1), jax.random.key(0), _N, "dino").params
+    untrained = selfsup.init_state(_net(), classifier.optimiser(1e-3, 1), jax.random.key(0), _N, _DINO).params
     jax.tree.map(np.testing.assert_array_equal, state.teacher, untrained)
     teacher, student = (selfsup.evaluate(_net(), p, (images, classes), held, k=3) for p in (untrained, state.params))
     assert teacher != student                       # the two nets score differently, so the check below can fail
     assert {k: hist[-1][k] for k in teacher} == teacher
     assert {k: hist[-1][f"student_{k}"] for k in student} == student
-    assert selfsup.evaluate_state(_net(), state, "sela", (images, classes), held, k=3) == student
+    assert selfsup.evaluate_state(_net(), state, SeLa(), (images, classes), held, k=3) == student
     with pytest.raises(ValueError, match="method"):
         selfsup.evaluate_state(_net(), state, "byol", (images, classes), held)
 
@@ -428,9 +447,9 @@ def _np_dino_mlp(head, feats):
 def test_dino_mlp_head_vs_numpy_with_batch_norm_over_all_crops(data):
     images, _ = data
     net = _net(k=6)
-    state = selfsup.init_state(net, classifier.optimiser(1e-3, 1), jax.random.key(5), _N, "dino", head=(16, 8))
+    state = selfsup.init_state(net, classifier.optimiser(1e-3, 1), jax.random.key(5), _N, DINO(head=(16, 8)))
     p = state.params
-    assert isinstance(p, selfsup.DinoParams) and p.head["prototypes"].shape == (6, 8)
+    assert isinstance(p, DinoParams) and p.head["prototypes"].shape == (6, 8)
     assert p.head["dense1"]["kernel"].shape == (8, 16) and p.head["dense3"]["kernel"].shape == (16, 8)
     # The backbone is net.init of the same key (as without a head), so the untrained baselines agree.
     jax.tree.map(np.testing.assert_array_equal, p.net, net.init(jax.random.split(jax.random.key(5))[0]))
@@ -438,18 +457,16 @@ def test_dino_mlp_head_vs_numpy_with_batch_norm_over_all_crops(data):
     g, loc = jnp.asarray(images[:6]), jnp.asarray(images[6:10, ::2, ::2])     # 16 px and 8 px groups
     feats = np.concatenate([np.asarray(net.apply(p.net, v, stop=net.layers[-2])).reshape(len(v), -1)
                             for v in (g, loc)])
-    out = np.asarray(selfsup.dino_head(net, p, [g, loc]))
+    out = np.asarray(dino_head(net, p, [g, loc]))
     np.testing.assert_allclose(out, _np_dino_mlp(p.head, feats), atol=2e-5)
     # Negative control: the head applied to each group alone normalises by other statistics.
-    alone = np.concatenate([np.asarray(selfsup.dino_head(net, p, v)) for v in (g, loc)])
+    alone = np.concatenate([np.asarray(dino_head(net, p, v)) for v in (g, loc)])
     assert np.abs(alone - out).max() > 1e-2
     with pytest.raises(ValueError, match="^hidden"):
-        selfsup.dino_mlp_init(jax.random.key(0), 8, 0, 4, 6)
+        dino_mlp_init(jax.random.key(0), 8, 0, 4, 6)
     for bad in (feats[:, :7], feats[:1], feats[None]):
         with pytest.raises(ValueError, match="^feats"):
-            selfsup.dino_mlp(p.head, jnp.asarray(bad))
-    with pytest.raises(ValueError, match="^head"):
-        selfsup.init_state(net, classifier.optimiser(1e-3, 1), jax.random.key(5), _N, "sela", head=(16, 8))
+            dino_mlp(p.head, jnp.asarray(bad))
 
 
 @pytest.mark.parametrize("head", [None, (16, 8)], ids=["linear_head", "mlp_head"])
@@ -458,26 +475,26 @@ def test_dino_freezes_the_last_layer_then_trains_it(data, head):
     images, _ = data
     net = _net()
     tx = classifier.optimiser(1e-2, 8)
-    opts = _DINO_OPTS._replace(freeze_last_layer_steps=2)
-    state = selfsup.init_state(net, tx, jax.random.key(3), _N, "dino", head=head)
+    method = dataclasses.replace(_DINO, head=head)          # the last layer frozen for 1 epoch = 2 steps
+    state = selfsup.init_state(net, tx, jax.random.key(3), _N, method)
 
     def last(p):
         return np.asarray(p.head["prototypes"] if head else p[net.layers[-1]]["kernel"])
 
     def first(p):
-        return np.asarray(selfsup.backbone_params(p)["features"]["0"]["kernel"])
+        return np.asarray(backbone_params(p)["features"]["0"]["kernel"])
 
     x, y = jnp.asarray(images[:16]), jnp.zeros(16, jnp.int32)
     start = state.params
     for _ in range(2):
-        state, _ = selfsup.train_step(net, tx, "dino", _DINO_AUG, opts, state, x, y)
+        state, _ = selfsup.train_step(net, tx, method, state, x, y)
     np.testing.assert_array_equal(last(state.params), last(start))       # Adam: zero gradient, zero update
     assert np.abs(first(state.params) - first(start)).max() > 1e-4
-    state, _ = selfsup.train_step(net, tx, "dino", _DINO_AUG, opts, state, x, y)
+    state, _ = selfsup.train_step(net, tx, method, state, x, y)
     assert np.abs(last(state.params) - last(start)).max() > 1e-4
     if head:   # evaluate_state scores the backbones of the teacher and the student
         train, held = (images, np.arange(_N) % 4), (images[:8], np.arange(8) % 4)
-        got = selfsup.evaluate_state(net, state, "dino", train, held, k=3)
+        got = selfsup.evaluate_state(net, state, method, train, held, k=3)
         want = {**selfsup.evaluate(net, state.teacher.net, train, held, k=3),
                 **{f"student_{k}": v for k, v in selfsup.evaluate(net, state.params.net, train, held, k=3).items()}}
         assert got == want
@@ -519,34 +536,33 @@ def test_gdt_contrast_hand_written():
         [-1, 1, -1, -1, -1, 0, -1, -1],
         [-1, -1, 1, -1, -1, -1, 0, -1],
         [-1, -1, -1, 1, -1, -1, -1, 0]])
-    np.testing.assert_array_equal(selfsup.gdt_contrast(2, "distinctive"), dist)
+    np.testing.assert_array_equal(gdt_contrast(2, "distinctive"), dist)
     # Invariant rotation: every other view of the same sample is a positive.
     inv = np.array([[0 if i == j else (1 if i % 2 == j % 2 else -1) for j in range(8)] for i in range(8)])
-    np.testing.assert_array_equal(selfsup.gdt_contrast(2, "invariant"), inv)
+    np.testing.assert_array_equal(gdt_contrast(2, "invariant"), inv)
     # No rotation: SimCLR's contrast on [a; b].
-    np.testing.assert_array_equal(selfsup.gdt_contrast(2, None),
+    np.testing.assert_array_equal(gdt_contrast(2, None),
                                   [[0, -1, 1, -1], [-1, 0, -1, 1], [1, -1, 0, -1], [-1, 1, -1, 0]])
     with pytest.raises(ValueError, match="^rotation"):
-        selfsup.gdt_contrast(2, "upside-down")
+        gdt_contrast(2, "upside-down")
     with pytest.raises(ValueError, match="^batch"):
-        selfsup.gdt_contrast(0)
+        gdt_contrast(0)
 
 
 def test_gdt_two_views_is_nt_xent(data):
     """Planted equivalence: sample distinctive + augmentation invariant on 2 views is NT-Xent."""
     rng = np.random.default_rng(1)
     z = jnp.asarray(rng.normal(size=(12, 5)), jnp.float32)
-    gdt = objectives.gdt_loss(z, selfsup.gdt_contrast(6, None), temperature=0.2)
+    gdt = objectives.gdt_loss(z, gdt_contrast(6, None), temperature=0.2)
     np.testing.assert_allclose(float(gdt), float(objectives.nt_xent(z[:6], z[6:], temperature=0.2)), rtol=1e-6)
     # Through the trainer: method 'gdt' without rotation == 'simclr' on the same views.
     images, _ = data
     net = _net()
     tx = classifier.optimiser(1e-3, 2)
-    state = selfsup.init_state(net, tx, jax.random.key(0), _N, "gdt")
+    state = selfsup.init_state(net, tx, jax.random.key(0), _N, GDT(aug=_AUG))
     x, y = jnp.asarray(images[:8]), jnp.zeros(8, jnp.int32)
-    opts = selfsup.Options(temperature=0.1, rotation=None)
-    a = selfsup.batch_loss(net, "gdt", _AUG, opts, state, x, y)
-    b = selfsup.batch_loss(net, "simclr", _AUG, opts, state, x, y)
+    a = selfsup.batch_loss(net, GDT(aug=_AUG, temperature=0.1, rotation=None), state, x, y)
+    b = selfsup.batch_loss(net, SimCLR(aug=_AUG, temperature=0.1), state, x, y)
     np.testing.assert_allclose(float(a), float(b), rtol=1e-6)
 
 
@@ -582,15 +598,14 @@ def test_gdt_learns_and_uint8_equals_float(data, tmp_path):
     assert [h["loss"] for h in hu] == [h["loss"] for h in hf] and hu[-1]["knn_accuracy"] == hf[-1]["knn_accuracy"]
     np.testing.assert_array_equal(selfsup.features(_net(), u.params, _NoWholeArray(u8), mesh=one),
                                   selfsup.features(_net(), f.params, u8.astype(np.float32) / 255, mesh=one))
-    # Eight updates on one fixed batch (the Options and optimiser that fit built above): the loss falls.
+    # Eight updates on one fixed batch (the method and optimiser that fit built above): the loss falls.
     tx = classifier.optimiser(1e-2, 8)
-    opts = selfsup.Options(temperature=0.07, rotation="distinctive", warmup_teacher_epochs=1, steps_per_epoch=2,
-                           total_steps=8)
-    state = selfsup.init_state(_net(), tx, jax.random.key(0), _N, "gdt")
+    method = GDT(aug=_AUG, temperature=0.07, rotation="distinctive")
+    state = selfsup.init_state(_net(), tx, jax.random.key(0), _N, method)
     x, y = jnp.asarray(images[:16]), jnp.zeros(16, jnp.int32)
     losses = []
     for _ in range(8):
-        state, stats = selfsup.train_step(_net(), tx, "gdt", _AUG, opts, state, x, y)
+        state, stats = selfsup.train_step(_net(), tx, method, state, x, y)
         assert set(stats) == {"loss"}
         losses.append(float(stats["loss"]))
     assert np.mean(losses[-4:]) < np.mean(losses[:2]) - 0.2, losses

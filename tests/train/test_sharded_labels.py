@@ -11,6 +11,7 @@ import pytest
 
 from jaxinterp import nets, objectives
 from jaxinterp.train import selfsup, sharding
+from jaxinterp.train.sela import SeLa
 from jaxinterp.train.augment import AugmentConfig
 
 _N, _SIZE = 30, 16                      # 30 images: the padded batches carry padding rows
@@ -94,7 +95,7 @@ def test_fit_labels_through_the_sharded_step(data, monkeypatch):
 
     monkeypatch.setattr(selfsup, "sharded_sinkhorn_labels", spy)
     mesh = _mesh(8)
-    state, _ = selfsup.fit(net, images[:16], epochs=1, batch_size=16, method="sela", lam=10.0, aug=_AUG,
+    state, _ = selfsup.fit(net, images[:16], SeLa(aug=_AUG, lam=10.0), selfsup.Settings(epochs=1, batch_size=16),
                            progress=None, mesh=mesh)
     assert len(calls) == 1 and calls[0] == (jax.NamedSharding(mesh, jax.P(None, sharding.DATA)), 16)
     assert np.asarray(state.labels).shape == (16,)
