@@ -70,6 +70,8 @@ _COMMON_ARGS = """
 def _doc(unit=" at or after ``layer``", extra="", raises="; a Unit target before ``layer``"):
     """Append the Args / Returns / Raises sections every method of this module shares."""
     def deco(fn):
+        if fn.__doc__ is None:   # python -OO
+            return fn
         head, refs = fn.__doc__.rstrip().split("\n    References:")
         common = _COMMON_ARGS.format(unit=unit, extra=extra, raises=raises)
         fn.__doc__ = f"{head.rstrip()}\n{common}\n    References:{refs}\n"
