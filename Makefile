@@ -8,12 +8,18 @@ PIP    := $(VENV)/bin/python -m pip
 # Captum and TorchRay are the attribution oracles; TorchRay (CC-BY-NC, called only by the
 # tests, never ported) pins old dependencies, so it is installed without them.
 # The reference code of the EfficientNet-Lite weights and zennit (an LRP oracle) are parity oracles too.
-TORCH  ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 captum==0.9.0 efficientnet-lite-pytorch==0.1.0 zennit==0.5.1
+# pytorch-grad-cam (MIT) is the CAM family's oracle; its package imports all its modules, hence ttach, OpenCV
+# and scikit-learn here.
+TORCH  ?= torch==2.14.1 torchvision==0.29.1 timm==1.0.31 captum==0.9.0 efficientnet-lite-pytorch==0.1.0 zennit==0.5.1 \
+          ttach==0.0.3 opencv-python-headless==5.1.0.95 scikit-learn==1.9.1 tqdm
 TORCHRAY ?= torchray==1.0.0.2
 # lucent (Apache-2.0) is the synthesis oracle; it pins kornia <= 0.4.1, whose warps it calls.  Installed without
 # its test-and-notebook dependencies (pytest-mock, coveralls, ipython, ...): the parity tests use its param,
 # transform and objective modules only.
 LUCENT ?= torch-lucent==0.1.8 kornia==0.4.1 decorator
+# grad-cam lists unpinned requirements (opencv-python-headless, matplotlib, ...): installed without them, those
+# its modules import are in TORCH.
+GRADCAM ?= grad-cam==1.5.7
 # --dist loadscope: a module runs in one worker, so module fixtures (the quick demo of tests/test_cli.py) run once.
 PYTEST_ARGS ?= -n 2 --dist loadscope --durations=15
 
@@ -31,7 +37,7 @@ $(VENV)/.base: pyproject.toml
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[data,pretrained,test]' $(TORCH)
-	$(PIP) install -q --no-deps $(TORCHRAY) $(LUCENT)
+	$(PIP) install -q --no-deps $(TORCHRAY) $(LUCENT) $(GRADCAM)
 	touch $@
 
 env: $(VENV)/.base

@@ -27,13 +27,17 @@ import numpy as np
 __all__ = ["resize_bilinear", "gaussian_kernel1d", "gaussian_blur", "total_variation"]
 
 
-def _interp_matrix(n_in: int, n_out: int, dtype) -> jax.Array:
-    """(n_out, n_in) bilinear interpolation matrix, half-pixel centres, edge clamped.
+def _interp_matrix(n_in: int, n_out: int, dtype, align_corners: bool = False) -> jax.Array:
+    """(n_out, n_in) bilinear interpolation matrix, half-pixel centres (or corners aligned), edge clamped.
 
     Built in float64 NumPy from the static sizes (a constant of the compiled
     program), then cast to ``dtype``.
     """
-    src = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0.0, n_in - 1)
+    if align_corners:
+        src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    else:
+        src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    src = np.clip(src, 0.0, n_in - 1)
     lo = np.floor(src).astype(np.int64)
     hi = np.minimum(lo + 1, n_in - 1)
     frac = src - lo
@@ -43,7 +47,8 @@ def _interp_matrix(n_in: int, n_out: int, dtype) -> jax.Array:
     return jnp.asarray(m, dtype)
 
 
-def resize_bilinear(a: jax.Array, hw: tuple[int, int], *, axes: tuple[int, int] = (-2, -1)) -> jax.Array:
+def resize_bilinear(a: jax.Array, hw: tuple[int, int], *, axes: tuple[int, int] = (-2, -1),
+                    align_corners: bool = False) -> jax.Array:
     """Bilinear resize of the two spatial axes of ``a`` to ``hw``.
 
     Matches ``torch.nn.functional.interpolate(..., mode='bilinear',
@@ -55,6 +60,9 @@ def resize_bilinear(a: jax.Array, hw: tuple[int, int], *, axes: tuple[int, int] 
       a: any array; ``axes`` name its (height, width) axes (default the last two,
         as in maps (..., H, W); use ``axes=(-3, -2)`` for images (..., H, W, C)).
       hw: output (height, width).
+      align_corners: map the corner pixels' centres onto each other instead
+        (``align_corners=True``, as ``torch.nn.UpsamplingBilinear2d``; Score-CAM's
+        upsampling of activations).
 
     Returns:
       ``a`` with the spatial axes resized to ``hw``, same dtype.
@@ -71,8 +79,8 @@ def resize_bilinear(a: jax.Array, hw: tuple[int, int], *, axes: tuple[int, int] 
         raise ValueError(f"hw: expected positive (height, width), got {hw}")
     if a.shape[ay] == h and a.shape[ax] == w:
         return a
-    my = _interp_matrix(a.shape[ay], h, a.dtype)
-    mx = _interp_matrix(a.shape[ax], w, a.dtype)
+    my = _interp_matrix(a.shape[ay], h, a.dtype, align_corners)
+    mx = _interp_matrix(a.shape[ax], w, a.dtype, align_corners)
     a = jnp.moveaxis(jnp.tensordot(my, a, axes=([1], [ay])), 0, ay)
     return jnp.moveaxis(jnp.tensordot(mx, a, axes=([1], [ax])), 0, ax)
 

@@ -12,8 +12,12 @@ G = d score / d A of the target's score with respect to it:
   first-order Taylor term of the score at every position.
 
 Each is written for one image and one target and lifted with
-:func:`jaxinterp.attribution._lift.lift`: the forward pass up to ``layer`` runs
+:func:`jaxinterp.targets.lift`: the forward pass up to ``layer`` runs
 once per image, and T targets of an image cost one compiled call.
+
+The rest of the family (Grad-CAM++, XGrad-CAM, HiResCAM, Layer-CAM, Eigen-CAM,
+Score-CAM, Ablation-CAM, ...) is in :mod:`jaxinterp.attribution.cam_family`; it
+shares the plumbing here (:func:`_layer_method`, :func:`_image_method`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp.checks import check_images, check_layer
-from jaxinterp.targets import check_targets, input_gradient, lift
+from jaxinterp.targets import check_targets, input_gradient, lift, lift_images
 from jaxinterp.attribution._lift import check_spatial_layer, resize_maps
 from jaxinterp.nets import Net
 
@@ -43,25 +47,62 @@ def _check_spatial_layer(net: Net, layer, image_size: tuple[int, int]) -> tuple[
     return net.activation_shape(layer, image_size)
 
 
-def _layer_method(combine: Callable[[jax.Array, jax.Array], jax.Array], net: Net, params,
-                  x, target, layer, resize: bool) -> jax.Array:
-    """Maps (N, T, h|H, w|W) of ``combine(A, G)`` for one image's activation A and gradient G."""
+def _prepare(net: Net, x, target, layer, after: bool = True):
+    """The checks of every CAM method: (images, (H, W), targets as (N, T) pytrees).
+
+    A :class:`Unit` target must come after ``layer`` when ``after`` (the methods
+    that run the net from ``layer`` onwards).
+    """
     x = check_images(x)
     image_size = tuple(x.shape[1:3])
     _check_spatial_layer(net, layer, image_size)
-    targets = check_targets(target, net, x.shape[0], image_size, after=layer)
+    targets = check_targets(target, net, x.shape[0], image_size, after=layer if after else None)
+    return x, image_size, targets
+
+
+def _layer_method(combine: Callable[[jax.Array, jax.Array | None], jax.Array], net: Net, params,
+                  x, target, layer, resize: bool, grads: bool = True) -> jax.Array:
+    """Maps (N, T, h|H, w|W) of ``combine(A, G)`` for one image's activation A and gradient G.
+
+    A and G are (h, w, C), from one forward pass to ``layer`` per image and the
+    gradient of each target's score through the rest of the net; with ``grads``
+    False G is None and no gradient is computed.
+    """
+    x, image_size, targets = _prepare(net, x, target, layer)
 
     def one(x1, t):
         a = net.apply(params, x1[None], stop=layer)[0]
-        g = input_gradient(net, params, a, t, start=layer)
+        g = input_gradient(net, params, a, t, start=layer) if grads else None
         return combine(a, g)
 
     maps = lift(one)(x, targets)
     return resize_maps(maps, image_size) if resize else maps
 
 
+def _image_method(per_image: Callable, net: Net, params, x, target, layer, resize: bool,
+                  after: bool) -> jax.Array:
+    """Maps (N, T, h|H, w|W) of ``per_image(x1, ts, image_size) -> (T, h, w)``, one image and all its targets.
+
+    For the perturbation members of the family (Score-CAM, Ablation-CAM), whose
+    cost is forward passes shared by the targets of an image.
+    """
+    x, image_size, targets = _prepare(net, x, target, layer, after)
+    maps = lift_images(lambda x1, ts: per_image(x1, ts, image_size))(x, targets)
+    return resize_maps(maps, image_size) if resize else maps
+
+
+def _weighted_sum(a: jax.Array, w: jax.Array) -> jax.Array:
+    """sum_k w_k A_k: activations (h, w, C) weighted by channel weights (C,) -> (h, w)."""
+    return jnp.einsum("hwc,c->hw", a, w, precision=_HIGHEST)
+
+
+def _grad_x_act(a: jax.Array, g: jax.Array) -> jax.Array:
+    """sum_k G_k A_k at every position: the linear approximation / HiResCAM map (h, w)."""
+    return jnp.sum(a * g, axis=-1)
+
+
 def _cam(a, g):
-    return jnp.einsum("hwc,c->hw", a, jnp.sum(g, axis=(0, 1)), precision=_HIGHEST)
+    return _weighted_sum(a, jnp.sum(g, axis=(0, 1)))
 
 
 def cam(net: Net, params, x: jax.Array, target, *, layer: str, resize: bool = True) -> jax.Array:
@@ -167,7 +208,7 @@ def grad_cam(net: Net, params, x: jax.Array, target, *, layer: str, relu: bool =
       ((2, 2, 64, 64), True)
     """
     def combine(a, g):
-        m = jnp.einsum("hwc,c->hw", a, jnp.mean(g, axis=(0, 1)), precision=_HIGHEST)
+        m = _weighted_sum(a, jnp.mean(g, axis=(0, 1)))
         return jax.nn.relu(m) if relu else m
 
     return _layer_method(combine, net, params, x, target, layer, resize)
@@ -184,7 +225,8 @@ def linear_approx(net: Net, params, x: jax.Array, target, *, layer: str,
     the first-order Taylor estimate of how much the features at position
     (i, j) contribute to the score (signed, no ReLU).  This is TorchRay's
     ``linear_approx`` (Fong and Vedaldi), which returns the (h, w) map; here it
-    is resized to the image by default (``resize=False`` gives (h, w)).
+    is resized to the image by default (``resize=False`` gives (h, w)).  It is also
+    HiResCAM without its ReLU (``cam_family.hires_cam(relu=False)``).
 
     Pure and jit-compatible with ``net``, ``layer`` and ``resize`` static::
 
@@ -211,4 +253,4 @@ def linear_approx(net: Net, params, x: jax.Array, target, *, layer: str,
       "Understanding deep networks via extremal perturbations and smooth
       masks", ICCV 2019.
     """
-    return _layer_method(lambda a, g: jnp.sum(a * g, axis=-1), net, params, x, target, layer, resize)
+    return _layer_method(_grad_x_act, net, params, x, target, layer, resize)
