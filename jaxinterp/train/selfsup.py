@@ -193,6 +193,9 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    batch_statistics: ClassVar[bool] = False
+    """Whether training normalises by batch statistics, so evaluations first recompute the
+    stored ones (precise BN); DINO makes it a field."""
 
     def prepare(self, net, image_size: tuple[int, int], n: int, epochs: int, steps_per_epoch: int) -> "Method":
         """This method completed for a run (defaults that depend on the run filled in) and checked against it.
@@ -389,7 +392,7 @@ def fit(net, images, method: Method, settings: Settings, *, classes=None, heldou
     state = init_state(net, tx, jax.random.key(settings.seed), n, method)
     host_key = state.key
     rows = sharding.process_rows(batch_size, mesh)          # this process's rows of each batch
-    precise_bn = bool(getattr(method, "batch_statistics", False))
+    precise_bn = method.batch_statistics
 
     def advance(state, epoch, _):
         """The method's per-epoch step, then one pass over the images in the epoch's order."""

@@ -9,7 +9,7 @@ from jaxinterp import attribution, ops
 from jaxinterp.attribution import cam_family
 from jaxinterp.targets import Unit
 
-from _small_nets import NUM_CLASSES, SIZE, small_setup
+from _small_nets import SIZE, small_setup
 
 LAYER = "features.7"   # ReLU, (4, 4, 8) at 16 px
 LAST = "features.10"   # last ReLU, (2, 2, 8), followed by GAP + linear
