@@ -7,7 +7,9 @@ activation a, so one ``jax.grad`` gives the relevance everywhere, under ``jit``
 and ``vmap``.  For an affine layer z = W x + b and s = R_z / (z' + eps sign z')::
 
     epsilon:      R_x = x * W^T s                        z' = z
-    gamma:        R_x = x * (W + gamma W+)^T s           z' = (W + gamma W+) x + b + gamma b+
+    gamma:        z > 0: R_x = x+ * U^T s + x- * D^T s   z' = U x+ + D x- + b + gamma b+
+                  z < 0: R_x = x+ * D^T s + x- * U^T s   z' = D x+ + U x- + b + gamma b-
+                  with U = W + gamma W+ and D = W + gamma W- (the generalised gamma rule)
     alpha1beta0:  R_x = x+ * W+^T s + x- * W-^T s        z' = W+ x+ + W- x- + b+
     zB (pixels):  R_x = x * W^T s - l W+^T s - h W-^T s  z' = W x - W+ l - W- h
 
@@ -25,6 +27,18 @@ normalised image, ``R = x_n * dS/dx_n`` for the linear rules (what Captum return
 for a model that takes normalised input), reported on the pixel grid.
 With ``rule='epsilon'`` the maps equal Captum's ``LRP`` on the same torchvision
 VGG-16 (float64: 3e-15 relative, biases included).
+
+The gamma rule is the generalised one of zennit (Montavon et al. 2019; Andeol et
+al. 2021): it favours the contributions of the output's own sign, so for inputs
+of one sign and z > 0 it is Montavon's (W + gamma W+) rule, while for inputs of
+both signs (the first convolution, on normalised pixels, when no ``first`` rule
+is set) and for negative outputs (a negative target logit) its denominator keeps
+the sign of z and |z'| >= |z|: each output's relevance is split over its inputs
+with fractions that sum to 1 (up to eps), never amplified.  The plain
+(W + gamma W+) rule on such layers divides by denominators of either sign and
+magnitude (on VGG-16's first convolution z / z' ranged from -5e3 to 2e4).  At the
+pixels, ``rule='gamma'`` therefore applies the generalised gamma rule; the
+composites set ``first='zB'`` (or another rule) as Montavon et al. recommend.
 
 Where the papers and Captum differ we follow the papers: Captum's ``GammaRule``
 keeps the bias b in the denominator (ours b + gamma b+, Montavon et al. 2019;

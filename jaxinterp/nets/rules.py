@@ -349,13 +349,13 @@ def affine_parts(f: Callable, x: jax.Array, weights: tuple) -> AffineParts:
 
 
 def _linear_map(parts: AffineParts, which: str, gamma: float = 0.0) -> Callable:
-    """x -> lin(x, K) with K = W ('all'), W+ ('pos'), W- ('neg') or W + gamma W+ ('gamma')."""
+    """x -> lin(x, K) with K = W ('all'), W+ ('pos'), W- ('neg'), W + gamma W+ ('gamma+') or W + gamma W- ('gamma-')."""
     k = parts.kernel
     if k is None:  # a map with non-negative weights: W+ = W, W- = 0
-        scale = {"all": 1.0, "pos": 1.0, "neg": 0.0, "gamma": 1.0 + gamma}[which]
+        scale = {"all": 1.0, "pos": 1.0, "neg": 0.0, "gamma+": 1.0 + gamma, "gamma-": 1.0}[which]
         return lambda a: scale * parts.lin(a, None)
     k = {"all": k, "pos": jnp.maximum(k, 0), "neg": jnp.minimum(k, 0),
-         "gamma": k + gamma * jnp.maximum(k, 0)}[which]
+         "gamma+": k + gamma * jnp.maximum(k, 0), "gamma-": k + gamma * jnp.minimum(k, 0)}[which]
     return lambda a: parts.lin(a, k)
 
 
@@ -363,7 +363,8 @@ def _bias(parts: AffineParts, which: str, gamma: float = 0.0):
     b = parts.bias
     if b is None:
         return 0.0
-    return {"all": b, "pos": jnp.maximum(b, 0), "gamma": b + gamma * jnp.maximum(b, 0)}[which]
+    return {"all": b, "pos": jnp.maximum(b, 0), "gamma+": b + gamma * jnp.maximum(b, 0),
+            "gamma-": b + gamma * jnp.minimum(b, 0)}[which]
 
 
 def _transpose(m: Callable, x: jax.Array, s: jax.Array) -> jax.Array:
@@ -493,7 +494,10 @@ def _lrp_backward(rule: str, eps: float, gamma: float, relevance: bool, bounds, 
     for a rule's denominator z', the relevance at the input is
 
       epsilon:     R_x = x * W^T s,                         z' = W x + b
-      gamma:       R_x = x * (W + gamma W+)^T s,            z' = (W + gamma W+) x + b + gamma b+
+      gamma:       R_x = x+ * W^T_up s+ + x- * W^T_dn s+ + x+ * W^T_dn s- + x- * W^T_up s-,
+                   W_up = W + gamma W+, W_dn = W + gamma W-, s+ = s on outputs z > 0 with
+                   z' = W_up x+ + W_dn x- + b + gamma b+, s- = s on z < 0 with
+                   z' = W_dn x+ + W_up x- + b + gamma b-  (the generalised gamma rule)
       alpha1beta0: R_x = x+ * W+^T s + x- * W-^T s,         z' = W+ x+ + W- x- + b+
       identity:    R_x = R_z                                (same shapes in and out)
       zB:          R_x = x * W^T s - l * W+^T s - h * W-^T s,  z' = W x - W+ l - W- h
@@ -508,14 +512,17 @@ def _lrp_backward(rule: str, eps: float, gamma: float, relevance: bool, bounds, 
         return x * c if relevance else c
     if rule == "identity":
         return g * z if relevance else g * z / stabilise(x, eps)
+    xp, xn = jnp.maximum(x, 0), jnp.minimum(x, 0)
     if rule == "gamma":
-        m = _linear_map(parts, "gamma", gamma)
-        s = g * z / stabilise(m(x) + _bias(parts, "gamma", gamma), eps)
-        c = _transpose(m, x, s)
-        return x * c if relevance else c
+        up, down = _linear_map(parts, "gamma+", gamma), _linear_map(parts, "gamma-", gamma)
+        r = g * z
+        sp = jnp.where(z > 0, r, 0) / stabilise(up(xp) + down(xn) + _bias(parts, "gamma+", gamma), eps)
+        sn = jnp.where(z < 0, r, 0) / stabilise(down(xp) + up(xn) + _bias(parts, "gamma-", gamma), eps)
+        cp = _transpose(up, x, sp) + _transpose(down, x, sn)          # coefficients of x+
+        cn = _transpose(down, x, sp) + _transpose(up, x, sn)          # and of x-
+        return xp * cp + xn * cn if relevance else jnp.where(x > 0, cp, cn)
     mp, mn = _linear_map(parts, "pos"), _linear_map(parts, "neg")
     if rule == "alpha1beta0":
-        xp, xn = jnp.maximum(x, 0), jnp.minimum(x, 0)
         s = g * z / stabilise(mp(xp) + mn(xn) + _bias(parts, "pos"), eps)
         cp, cn = _transpose(mp, x, s), _transpose(mn, x, s)
         return xp * cp + xn * cn if relevance else jnp.where(x > 0, cp, cn)

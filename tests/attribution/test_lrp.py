@@ -54,11 +54,18 @@ def _np_linear_relevance(rule, cols, w, b, r, eps, gamma, low=None, high=None):
     cols (P, Q) inputs at P positions, w (Q, O), b (O,), r (P, O) output relevance.
     """
     c = cols[:, :, None] * w[None]
+    if rule == "gamma":
+        # The generalised gamma rule: contributions of the output's sign get 1 + gamma.
+        up, down = w + gamma * np.maximum(w, 0), w + gamma * np.minimum(w, 0)
+        xp, xn = np.maximum(cols, 0)[:, :, None], np.minimum(cols, 0)[:, :, None]
+        z = c.sum(1) + b
+        out = 0
+        for sign, c_sign, b_sign in ((z > 0, xp * up + xn * down, b + gamma * np.maximum(b, 0)),
+                                     (z < 0, xp * down + xn * up, b + gamma * np.minimum(b, 0))):
+            out = out + (c_sign * (np.where(sign, r, 0) / _stab(c_sign.sum(1) + b_sign, eps))[:, None, :]).sum(2)
+        return out
     if rule == "epsilon":
         z = c.sum(1) + b
-    elif rule == "gamma":
-        c = cols[:, :, None] * (w + gamma * np.maximum(w, 0))[None]
-        z = c.sum(1) + b + gamma * np.maximum(b, 0)
     elif rule == "alpha1beta0":
         c = np.maximum(c, 0)
         z = c.sum(1) + np.maximum(b, 0)
@@ -121,10 +128,12 @@ def np_lrp(params, x, t, composite, eps, gamma, *, record=None):
 # -- against the oracle ----------------------------------------------------------------
 
 
-# Three composites cover every rule on every layer kind of the smallcnn, including
-# gamma / alpha1beta0 / zB on the first layer, whose inputs have both signs.
+# Four composites cover every rule on every layer kind of the smallcnn, including
+# gamma / alpha1beta0 / zB on the first layer, whose inputs have both signs, and gamma
+# on the logits, whose targets' scores have both signs.
 RULES = {
     "epsilon": ("epsilon", Composite()),
+    "gamma": ("gamma", Composite(conv="gamma", dense="gamma")),
     "gamma_conv": (Composite(conv="gamma", dense="alpha1beta0", first="zB"),) * 2,
     "alpha1beta0_conv": (Composite(conv="alpha1beta0", dense="gamma"),) * 2,
 }
@@ -157,6 +166,16 @@ def test_matches_float64_numpy_propagation(setup, name):
                                        atol=1e-12 * np.abs(record["features.3"]).max())
 
 
+def _np_norm_gamma(x, k, b, r, eps, gamma):
+    """The generalised gamma rule's modified gradient R_x / x of z = k x + b per channel, R_z = r."""
+    up, down = k + gamma * np.maximum(k, 0), k + gamma * np.minimum(k, 0)
+    xp, xn = np.maximum(x, 0), np.minimum(x, 0)
+    z = x * k + b
+    pos = np.where(x > 0, up, down) * np.where(z > 0, r, 0) / _stab(xp * up + xn * down + b + gamma * np.maximum(b, 0), eps)
+    neg = np.where(x > 0, down, up) * np.where(z < 0, r, 0) / _stab(xp * down + xn * up + b + gamma * np.minimum(b, 0), eps)
+    return pos + neg
+
+
 def test_batch_norm_and_residual_rules_match_numpy():
     """Single layers: eval batch norm (epsilon, gamma, identity) and the residual sum, float64."""
     rng = np.random.default_rng(0)
@@ -172,8 +191,7 @@ def test_batch_norm_and_residual_rules_match_numpy():
     with jax.enable_x64(True):
         for norm, want in [
             ("epsilon", k * c * z / _stab(z, eps)),
-            ("gamma", (k + gamma * np.maximum(k, 0)) * c * z
-             / _stab(x * (k + gamma * np.maximum(k, 0)) + b + gamma * np.maximum(b, 0), eps)),
+            ("gamma", _np_norm_gamma(x, k, b, c * z, eps, gamma)),
             ("identity", c * z / _stab(x, eps)),
         ]:
             rules = R.lrp_rules(Composite(norm=norm), eps, gamma)

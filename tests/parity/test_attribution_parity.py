@@ -339,6 +339,65 @@ def test_lrp_epsilon_captum(zoo):
     check("lrp(epsilon)", zoo.arch, ours, theirs)
 
 
+# --------------------------------------------------------------------------- zennit: LRP rules
+#
+# zennit 0.5.1 (LGPL, an oracle only) on the plain torchvision vgg16 on normalised
+# input, as Captum's LRP above.  Its rules map one to one onto ours: ``Gamma`` is the
+# generalised gamma rule (rules.py), ``ZPlus`` alpha1-beta0, ``ZBox`` the zB rule with
+# the bounds of the normalised [0, 1] pixels, ``Pass`` on the ReLUs, and ``Epsilon`` on
+# the max-pools and the adaptive average pool: on a max-pool it gives the winner
+# R z / (z + eps sign z), as ours.  The relevance starts at the target's logit.
+
+
+def _zennit_lrp(zoo, conv, dense, first=None):
+    """zennit's relevance of the normalised pixels (N, T, H, W, 3), float64, eps 1e-9, gamma 0.25."""
+    zennit_rules = pytest.importorskip("zennit.rules")
+    from zennit.attribution import Gradient
+    from zennit.composites import SpecialFirstLayerMapComposite
+
+    make = {"gamma": lambda: zennit_rules.Gamma(gamma=0.25, stabilizer=1e-9),
+            "epsilon": lambda: zennit_rules.Epsilon(epsilon=1e-9),
+            "alpha1beta0": lambda: zennit_rules.ZPlus(stabilizer=1e-9),
+            "zB": lambda: zennit_rules.ZBox(low=torch.tensor(oracles.normalise(np.zeros((1, 1, 1, 3)))[0, 0, 0])
+                                            .reshape(1, 3, 1, 1).double(),
+                                            high=torch.tensor(oracles.normalise(np.ones((1, 1, 1, 3)))[0, 0, 0])
+                                            .reshape(1, 3, 1, 1).double(), stabilizer=1e-9)}
+    layer_map = [(torch.nn.ReLU, zennit_rules.Pass()), (torch.nn.Conv2d, make[conv]()),
+                 (torch.nn.Linear, make[dense]()), (torch.nn.MaxPool2d, make["epsilon"]()),
+                 (torch.nn.AdaptiveAvgPool2d, make["epsilon"]())]
+    first_map = [(torch.nn.Conv2d, make[first or conv]())]
+    composite = SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=first_map)
+    model = copy.deepcopy(zoo.torch_model(pixels=False))
+
+    def one(t):
+        with Gradient(model=model, composite=composite) as attributor:
+            x = zoo.xt(normalise=True)
+            _, relevance = attributor(x, lambda out: out * torch.nn.functional.one_hot(t, out.shape[1]))
+        return oracles.nhwc(relevance)
+
+    return zoo.per_target(one, lambda a: a)
+
+
+@pytest.mark.parametrize("zoo", ["vgg16"], indirect=True)
+@pytest.mark.parametrize("rule, composite", [
+    ("gamma", ("gamma", "gamma")),                              # first conv on signed input, negative logits
+    ("EPSILON_GAMMA_BOX", ("gamma", "epsilon", "zB")),
+    ("EPSILON_PLUS", ("alpha1beta0", "epsilon")),
+])
+def test_lrp_zennit(zoo, rule, composite):
+    """zennit's rules and composites against ``lrp`` on vgg16, per colour channel, float64.
+
+    With ``rule='gamma'`` the first convolution applies the gamma rule to inputs of
+    both signs, and the first image's target 281 has a negative logit (-0.02) on these
+    random weights, so the rule's negative-output branch starts its relevance.  The
+    plain (W + gamma W+) rule, which ``lrp`` applied before, is 6e2 away from zennit here.
+    """
+    ours = zoo.ours(_method("lrp", "lrp"), rule=getattr(attribution, rule, rule), eps=1e-9, gamma=0.25,
+                    reduce=None)
+    theirs = _zennit_lrp(zoo, *composite)
+    check(f"lrp({rule}) zennit", zoo.arch, ours, theirs)
+
+
 # --------------------------------------------------------------------------- TorchRay
 #
 # TorchRay 1.0.0.2 runs under torch 2.14: its patches of torch.nn.functional
