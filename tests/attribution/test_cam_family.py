@@ -8,6 +8,7 @@ import pytest
 from jaxinterp import attribution, ops
 from jaxinterp.attribution import cam_family
 from jaxinterp.targets import Unit
+from jaxinterp.train.sharding import data_mesh, shard_batch
 
 from _small_nets import SIZE, small_setup
 
@@ -203,6 +204,27 @@ def test_jit_equals_eager_relu_and_resize(setup, name):
     raw = method(net, params, x, t, layer=LAYER, relu=False, resize=False)
     np.testing.assert_allclose(jitted, ops.resize_bilinear(jnp.maximum(raw, 0), (SIZE, SIZE)),
                                rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def eight_images(setup):
+    """8 images and (8, 2) targets: one image per fake CPU device."""
+    net = setup[0]
+    x = jax.random.uniform(jax.random.key(2), (8, SIZE, SIZE, 3))
+    return x, jax.random.randint(jax.random.key(3), (8, 2), 0, net.num_classes)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_sharded_equals_single_device(setup, eight_images, name):
+    """The batch split over the 8 fake CPU devices gives the single-device maps (to float32 rounding
+    relative to the largest value: Ablation-CAM divides score drops by the activation)."""
+    net, params, _ = setup
+    x, targets = eight_images
+    fn = jax.jit(getattr(attribution, name), static_argnames=("net", "layer"))
+    single = fn(net, params, x, targets, layer=LAYER)
+    sharded = fn(net, params, *shard_batch((x, targets), data_mesh()), layer=LAYER)
+    assert len(sharded.sharding.device_set) == len(jax.devices()) == 8
+    np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(single))))
 
 
 @pytest.mark.parametrize("name", PERTURBATION)
