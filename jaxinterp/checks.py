@@ -10,8 +10,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["is_concrete", "as_array", "check_images", "check_int", "check_positive_float",
-           "check_fraction", "check_nonneg", "check_choice", "check_float_array", "check_maps",
+__all__ = ["is_concrete", "as_array", "check_images", "check_int", "check_size", "check_positive_float",
+           "check_real", "check_fraction", "check_nonneg", "check_choice", "check_float_array", "check_maps",
            "check_layer", "check_baseline"]
 
 
@@ -63,6 +63,53 @@ def check_int(value, arg: str, minimum: int = 1) -> int:
         what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{arg}: expected {what}, got {value!r}")
     return int(value)
+
+
+def check_size(value, arg: str, *, pair_only: bool = False) -> tuple[int, int]:
+    """An image size (H, W) of positive ints, from a pair or (unless ``pair_only``) one int for a square.
+
+    ValueError naming ``arg`` otherwise.
+
+    Examples:
+      >>> from jaxinterp.checks import check_size
+      >>> check_size(64, "image_size"), check_size((32, 48), "image_size")
+      ((64, 64), (32, 48))
+    """
+    def positive(v):
+        return isinstance(v, (int, np.integer)) and not isinstance(v, bool) and v >= 1
+
+    if not pair_only and positive(value):
+        return int(value), int(value)
+    if not isinstance(value, (tuple, list)) or len(value) != 2 or not all(positive(v) for v in value):
+        want = "(H, W) positive integers" if pair_only else "a positive integer or (H, W) positive integers"
+        raise ValueError(f"{arg}: expected {want}, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+def check_real(value, arg: str, *, minimum: float = -np.inf, maximum: float = np.inf,
+               open_min: bool = False, open_max: bool = False) -> float:
+    """``value`` as a float in the interval from ``minimum`` to ``maximum`` (ends closed unless ``open_*``).
+
+    Python and NumPy reals pass; bools, arrays and NaN do not.  ValueError naming ``arg``
+    otherwise, stating the interval.
+
+    Examples:
+      >>> from jaxinterp.checks import check_real
+      >>> check_real(0.5, "p", minimum=0, maximum=1, open_min=True)
+      0.5
+      >>> check_real(0, "p", minimum=0, maximum=1, open_min=True)
+      Traceback (most recent call last):
+      ...
+      ValueError: p: expected a number in (0, 1], got 0
+    """
+    ok = not isinstance(value, bool) and isinstance(value, (int, float, np.integer, np.floating))
+    v = float(value) if ok else np.nan
+    ok = ok and (v > minimum if open_min else v >= minimum) and (v < maximum if open_max else v <= maximum)
+    if not ok:
+        interval = (f"{'(' if open_min else '['}{minimum:g}, {maximum:g}{')' if open_max else ']'}"
+                    .replace("[-inf", "(-inf").replace("inf]", "inf)"))
+        raise ValueError(f"{arg}: expected a number in {interval}, got {value!r}")
+    return v
 
 
 def check_positive_float(value, arg: str) -> float:

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.checks import check_baseline, check_images, check_int
+from jaxinterp.checks import check_baseline, check_images, check_int, check_real
 from jaxinterp.targets import Unit, check_targets, chunked_sum, lift_images, target_scores
 from jaxinterp.nets import Net
 
@@ -24,12 +24,6 @@ SCORES = {
 """How class targets are scored on a masked image: ``softmax`` probabilities
 (the paper and its code), ``sigmoid`` of each logit (TorchRay's ``rise``), or
 the raw ``logit``."""
-
-
-def _check_p(p) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 < p <= 1.0:
-        raise ValueError(f"p: expected a probability in (0, 1], got {p!r}")
-    return float(p)
 
 
 def _check_grid(grid, image_size: tuple[int, int]) -> int:
@@ -95,7 +89,7 @@ def rise_masks(key: jax.Array, num_masks: int, image_size: tuple[int, int], *, g
     if not isinstance(image_size, (tuple, list)) or len(image_size) != 2:
         raise ValueError(f"image_size: expected (H, W), got {image_size!r}")
     image_size = (check_int(image_size[0], "image_size"), check_int(image_size[1], "image_size"))
-    grid, p = _check_grid(grid, image_size), _check_p(p)
+    grid, p = _check_grid(grid, image_size), check_real(p, "p", minimum=0, maximum=1, open_min=True)
     return _draw_masks(key, num_masks, image_size, grid, p)
 
 
@@ -175,7 +169,7 @@ def rise(net: Net, params, x: jax.Array, target, key: jax.Array | None = None, *
     """
     x = check_images(x)
     n, h, w = x.shape[:3]
-    p = _check_p(p)
+    p = check_real(p, "p", minimum=0, maximum=1, open_min=True)
     if score not in SCORES:
         raise ValueError(f"score: expected one of {sorted(SCORES)}, got {score!r}")
     if chunk_size is not None:

@@ -24,7 +24,6 @@ import functools
 import importlib.resources
 import json
 import math
-import numbers
 import os
 
 import numpy as np
@@ -32,6 +31,8 @@ import skimage
 import skimage.io
 import skimage.transform
 from PIL import Image
+
+from jaxinterp.checks import check_int, check_real
 
 __all__ = ["names", "all_names", "load", "batch", "IMAGENET_HINTS", "load_centre_crop",
            "batch_centre_crop", "photo_objects", "pointing_set"]
@@ -104,12 +105,12 @@ def _read(name: str) -> np.ndarray:
 
 def _check_name(name, arg: str = "name") -> None:
     if not isinstance(name, str) or name not in _ALL_NAMES:
-        raise ValueError(f"{arg} must be one of {_ALL_NAMES}, got {name!r}")
+        raise ValueError(f"{arg}: expected one of {_ALL_NAMES}, got {name!r}")
 
 
 def _check_size(size) -> None:
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 1):
-        raise ValueError(f"size must be a positive int or None, got {size!r}")
+    if size is not None:
+        check_int(size, "size")
 
 
 def load(name: str, size: int | None = 224) -> np.ndarray:
@@ -144,7 +145,7 @@ def _check_names(names) -> tuple[str, ...]:
     chosen = _NAMES if names is None else tuple(names)
     unknown = [n for n in chosen if not isinstance(n, str) or n not in _ALL_NAMES]
     if not chosen or unknown:
-        raise ValueError(f"names must be a non-empty sequence of {_ALL_NAMES} or None, got {names!r}")
+        raise ValueError(f"names: expected a non-empty sequence of {_ALL_NAMES} or None, got {names!r}")
     return chosen
 
 
@@ -163,18 +164,15 @@ def batch(names: tuple[str, ...] | list[str] | None = None, size: int = 224) -> 
     """
     chosen = _check_names(names)
     if size is None:
-        raise ValueError("size must be a positive int for a batch, got None")
+        raise ValueError("size: expected a positive integer for a batch, got None")
     return np.stack([load(n, size) for n in chosen])
 
 
 # --- The ImageNet evaluation crop of timm and torchvision ------------------------------------
 
 def _check_crop_args(size, crop_fraction) -> None:
-    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-        raise ValueError(f"size must be a positive int, got {size!r}")
-    if (isinstance(crop_fraction, bool) or not isinstance(crop_fraction, numbers.Real)
-            or not 0.0 < float(crop_fraction) <= 1.0):
-        raise ValueError(f"crop_fraction must be a number in (0, 1], got {crop_fraction!r}")
+    check_int(size, "size")
+    check_real(crop_fraction, "crop_fraction", minimum=0, maximum=1, open_min=True)
 
 
 def _crop_geometry(h: int, w: int, size: int, crop_fraction: float) -> tuple[int, int, int, int]:

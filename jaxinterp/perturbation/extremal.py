@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import ops
-from jaxinterp.checks import check_images, check_layer, check_int
+from jaxinterp.checks import check_images, check_int, check_layer, check_positive_float, check_real
 from jaxinterp.targets import Unit, check_targets, unit_value
 from jaxinterp.nets import Net
 from jaxinterp.perturbation.area import area_penalty, area_zeros, check_areas
@@ -111,8 +111,7 @@ def check_optimiser(steps, lr, lambda_start, lambda_growth) -> int:
     """The checks of the optimisation arguments; returns ``steps``."""
     steps = check_int(steps, "steps")
     for name, value in (("lr", lr), ("lambda_start", lambda_start), ("lambda_growth", lambda_growth)):
-        if isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0):
-            raise ValueError(f"{name}: expected a positive number, got {value!r}")
+        check_positive_float(value, name)
     return steps
 
 
@@ -322,8 +321,7 @@ def extremal_saliency(net: Net, params, x: jax.Array, target, *, areas=(0.025, 0
     Returns:
       maps (N, T, H, W), non-negative, in x's dtype.
     """
-    if isinstance(smooth, bool) or not (isinstance(smooth, (int, float)) and smooth >= 0):
-        raise ValueError(f"smooth: expected a non-negative fraction of the image side, got {smooth!r}")
+    check_real(smooth, "smooth", minimum=0)                    # a fraction of the image side
     masks, _ = extremal(net, params, x, target, areas=areas, **options)
     maps = masks.sum(axis=2)                                                          # (N, T, H, W)
     if not smooth:

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxinterp.checks import check_int
+from jaxinterp.checks import check_int, check_positive_float, check_size
 
 __all__ = ["MaskGeometry", "mask_geometry", "smooth_mask", "smooth_max", "clamp01"]
 
@@ -111,13 +111,8 @@ class MaskGeometry:
 
 def mask_geometry(image_size, step: int = 7, sigma: float = 21.0) -> MaskGeometry:
     """The :class:`MaskGeometry` for ``image_size`` (H, W); ValueError naming a bad argument."""
-    if not isinstance(image_size, (tuple, list)) or len(image_size) != 2 or \
-            any(isinstance(z, bool) or not isinstance(z, (int, np.integer)) or z < 1 for z in image_size):
-        raise ValueError(f"image_size: expected (H, W) positive ints, got {image_size!r}")
-    step = check_int(step, "step")
-    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
-        raise ValueError(f"sigma: expected a positive number of pixels, got {sigma!r}")
-    return MaskGeometry((int(image_size[0]), int(image_size[1])), int(step), float(sigma))
+    return MaskGeometry(check_size(image_size, "image_size", pair_only=True), check_int(step, "step"),
+                        check_positive_float(sigma, "sigma"))
 
 
 def clamp01(v: jax.Array) -> jax.Array:

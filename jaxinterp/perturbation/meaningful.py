@@ -290,9 +290,7 @@ def meaningful_perturbation(net: Net, params, x: jax.Array, target, key: jax.Arr
     mask_size = _check_mask_size(mask_size, (h, w))
     tv = preset_tv if tv is None else tv
     jitter = preset_jitter if jitter is None else jitter
-    if isinstance(jitter, bool) or not isinstance(jitter, (int, np.integer)) or jitter < 0:
-        raise ValueError(f"jitter: expected a non-negative integer, got {jitter!r}")
-    jitter = int(jitter)
+    jitter = check_int(jitter, "jitter", minimum=0)
     if jitter >= min(h, w):
         raise ValueError(f"jitter: {jitter} pixels is not smaller than the image {(h, w)}")
     _check_nonneg(lr, "lr", positive=True)

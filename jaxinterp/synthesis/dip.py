@@ -42,7 +42,7 @@ import numpy as np
 import optax
 
 from jaxinterp import ops
-from jaxinterp.checks import check_int
+from jaxinterp.checks import check_int, check_positive_float, check_real, check_size
 from jaxinterp.synthesis.params import Parameterisation
 
 __all__ = ["TASKS", "REG_NOISE_STD", "UPSAMPLE", "FITTING_TARGETS", "DipResult", "FittingCurves",
@@ -86,10 +86,7 @@ def _check_channels(value, arg: str, allow_zero: bool = False) -> tuple[int, ...
     if not isinstance(value, (tuple, list)) or not value:
         raise ValueError(f"{arg}: expected a non-empty tuple of channel counts, got {value!r}")
     lo = 0 if allow_zero else 1
-    for c in value:
-        if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < lo:
-            raise ValueError(f"{arg}: expected integers >= {lo}, got {value!r}")
-    return tuple(int(c) for c in value)
+    return tuple(check_int(c, arg, minimum=lo) for c in value)
 
 
 def skip_net_init(key: jax.Array, *, in_channels: int = 32, out_channels: int = 3,
@@ -126,8 +123,7 @@ def skip_net_init(key: jax.Array, *, in_channels: int = 32, out_channels: int = 
     Raises:
       ValueError: bad channel counts or lengths.
     """
-    in_channels = _check_channels((in_channels,), "in_channels")[0]
-    out_channels = _check_channels((out_channels,), "out_channels")[0]
+    in_channels, out_channels = check_int(in_channels, "in_channels"), check_int(out_channels, "out_channels")
     down, up = _check_channels(down, "down"), _check_channels(up, "up")
     skip = _check_channels(skip, "skip", allow_zero=True)
     if not len(down) == len(up) == len(skip):
@@ -355,10 +351,7 @@ def dip_noise(key: jax.Array, image_size: tuple[int, int], channels: int = 32,
 
 
 def _check_size(image_size, arg: str) -> tuple[int, int]:
-    if not isinstance(image_size, (tuple, list)) or len(image_size) != 2 or any(
-            isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in image_size):
-        raise ValueError(f"{arg}: expected (H, W) positive integers, got {image_size!r}")
-    return int(image_size[0]), int(image_size[1])
+    return check_size(image_size, arg, pair_only=True)
 
 
 # -- degradations and metrics ---------------------------------------------------------------------
@@ -472,10 +465,9 @@ def _check_task_args(task, steps, factor, lr, ema, reg_noise_std):
     factor = check_int(factor, "factor")
     if task == "super_resolution" and factor < 2:
         raise ValueError(f"factor: super-resolution needs factor >= 2, got {factor}")
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-        raise ValueError(f"lr: expected a positive number, got {lr!r}")
-    if ema is not None and (not isinstance(ema, (int, float)) or not 0.0 <= ema < 1.0):
-        raise ValueError(f"ema: expected None or a number in [0, 1), got {ema!r}")
+    check_positive_float(lr, "lr")
+    if ema is not None:
+        check_real(ema, "ema", minimum=0, maximum=1, open_max=True)
     if reg_noise_std is not None and (not isinstance(reg_noise_std, (int, float)) or reg_noise_std < 0):
         raise ValueError(f"reg_noise_std: expected None or a number >= 0, got {reg_noise_std!r}")
 

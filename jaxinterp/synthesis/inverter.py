@@ -69,7 +69,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp.checks import check_int
+from jaxinterp.checks import check_int, check_positive_float
 from jaxinterp.nets import Net
 from jaxinterp.synthesis.params import check_image_size
 from jaxinterp.train import loop, sharding
@@ -479,8 +479,7 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
     steps = check_int(steps, "steps")
     batch_size = check_int(batch_size, "batch_size")
     steps_per_call = check_int(steps_per_call, "steps_per_call")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
-        raise ValueError(f"lr: expected a positive float, got {lr!r}")
+    check_positive_float(lr, "lr")
     if mesh is not None:
         n_dev = sharding.data_size(mesh)
         if batch_size % n_dev:

@@ -24,7 +24,7 @@ import numpy as np
 import optax
 
 from jaxinterp import ops
-from jaxinterp.checks import check_int
+from jaxinterp.checks import check_int, check_real
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import STANDARD as STANDARD_RULES
 from jaxinterp.synthesis import objectives as O
@@ -57,12 +57,6 @@ def _parameterisation(param, image_size) -> Parameterisation:
     if param not in PARAMETERISATIONS:
         raise ValueError(f"param: expected a Parameterisation or one of {list(PARAMETERISATIONS)}, got {param!r}")
     return PARAMETERISATIONS[param](image_size)
-
-
-def _nonneg(value, arg: str) -> float:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-        raise ValueError(f"{arg}: expected a number >= 0, got {value!r}")
-    return float(value)
 
 
 def _unit_objective(layer: str, c, y, x) -> O.Objective:
@@ -147,7 +141,7 @@ def activation_maximisation(net: Net, params, target, *, key: jax.Array, image_s
     """
     size = check_image_size(image_size)
     fields, layer = _check_am_target(net, target, size)
-    weights = {k: _nonneg(v, k) for k, v in (("diversity", diversity), ("l1", l1), ("l2", l2), ("tv", tv))}
+    weights = {k: check_real(v, k, minimum=0) for k, v in (("diversity", diversity), ("l1", l1), ("l2", l2), ("tv", tv))}
     if not (isinstance(lr, (int, float)) and lr > 0):
         raise ValueError(f"lr: expected a positive number, got {lr!r}")
     div_layer = layer if layer is not None else O.OUTPUT

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.checks import check_int
+from jaxinterp.checks import check_int, check_size
 
 __all__ = ["Parameterisation", "COLOUR_CORRELATION_SQRT", "decorrelate_colour", "pixel", "fourier",
            "fourier_frequencies", "fourier_scale", "laplacian_pyramid", "raw_pixels", "check_image_size"]
@@ -58,11 +58,7 @@ def decorrelate_colour(t: jax.Array) -> jax.Array:
 
 def check_image_size(image_size) -> tuple[int, int]:
     """``image_size`` (int or (H, W)) as a pair of positive ints; ValueError otherwise."""
-    size = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
-    if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0
-                                 for s in size):
-        raise ValueError(f"image_size: expected a positive int or (H, W), got {image_size!r}")
-    return int(size[0]), int(size[1])
+    return check_size(image_size, "image_size")
 
 
 def _check_sd(sd) -> float:

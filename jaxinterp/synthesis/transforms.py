@@ -44,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.checks import check_int
+from jaxinterp.checks import check_int, check_size
 
 __all__ = ["Transform", "pad", "jitter", "roll_jitter", "random_scale", "random_rotate", "resize",
            "affine", "compose", "STANDARD", "LUCID_SCALES", "LUCID_ANGLES", "standard_transforms"]
@@ -86,8 +86,7 @@ def _shift(x: jax.Array, dy: jax.Array, dx: jax.Array, fill: float) -> jax.Array
 
 def jitter(d: int = 8, fill: float = 0.0) -> Transform:
     """Translate by (dy, dx), each uniform in {0, ..., d-1}, filling with ``fill`` (lucent ``jitter(d)``)."""
-    if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < 2:
-        raise ValueError(f"d: expected an integer >= 2 (lucent's jitter needs d > 1), got {d!r}")
+    check_int(d, "d", minimum=2)                                     # lucent's jitter needs d > 1
 
     def t(key, x):
         dy, dx = jax.random.randint(key, (2,), 0, d)
@@ -175,9 +174,7 @@ def random_rotate(angles: Sequence[float] = LUCID_ANGLES) -> Transform:
 
 def resize(size) -> Transform:
     """Bilinear resize to ``size`` (int or (H, W)); half-pixel centres (``ops.resize_bilinear``)."""
-    hw = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
-    if len(hw) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1 for v in hw):
-        raise ValueError(f"size: expected a positive int or (H, W), got {size!r}")
+    hw = check_size(size, "size")
 
     def t(key, x):
         return ops.resize_bilinear(x, hw, axes=(0, 1))

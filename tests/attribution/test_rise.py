@@ -128,7 +128,7 @@ def test_sharded_equals_single_device(setup):
     ({"masks": jnp.ones((4, 16, 32))}, r"^masks: expected an array \(M, 32, 32\)"),
     ({"masks": jnp.ones((4, 32, 32), jnp.int32)}, r"^masks: expected a floating dtype"),
     ({"masks": jnp.full((4, 32, 32), 1.5)}, r"^masks: expected values in \[0, 1\]"),
-    ({"p": 0.0}, r"^p: expected a probability in \(0, 1\]"),
+    ({"p": 0.0}, r"^p: expected a number in \(0, 1\]"),
     ({"grid": 0}, r"^grid: expected a positive integer"),
     ({"grid": 33}, r"^grid: 33 cells is more than the image size"),
     ({"score": "probability"}, r"^score: expected one of"),
@@ -147,7 +147,7 @@ def test_bad_input_raises(setup, kwargs, match):
     ({"num_masks": 0}, r"^num_masks: expected a positive integer"),
     ({"image_size": (32,)}, r"^image_size: expected \(H, W\)"),
     ({"image_size": (0, 32)}, r"^image_size: expected a positive integer"),
-    ({"p": 1.5}, r"^p: expected a probability"),
+    ({"p": 1.5}, r"^p: expected a number in \(0, 1\]"),
     ({"grid": 40}, r"^grid: 40 cells"),
 ])
 def test_bad_mask_arguments_raise(kwargs, match):

@@ -125,7 +125,7 @@ def test_sharded_equals_single_device(setup):
     ({"reward": "best"}, r"^reward: expected one of"),
     ({"reward": lambda a, t: a[t], "reward_layer": "nope"}, r"^reward_layer: unknown split point"),
     ({"reward_layer": "features.0"}, r"^reward_layer: only a callable reward"),
-    ({"lr": -1.0}, r"^lr: expected a positive number"),
+    ({"lr": -1.0}, r"^lr: expected a finite number > 0"),
     ({"step": 0}, r"^step: expected a positive integer"),
 ])
 def test_bad_input_raises(setup, kwargs, match):

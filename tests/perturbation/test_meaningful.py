@@ -244,7 +244,7 @@ def test_sharded_equals_single_device():
     ({"mask_size": 40}, r"^mask_size: \(40, 40\) is larger than the image"),
     ({"mask_size": (4,)}, r"^mask_size: expected an int or \(h, w\)"),
     ({"mask_size": 0}, r"^mask_size: expected a positive integer"),
-    ({"jitter": -1}, r"^jitter: expected a non-negative integer"),
+    ({"jitter": -1}, r"^jitter: expected an integer >= 0"),
     ({"init": 1.5}, r"^init: expected a mask value in \[0, 1\]"),
     ({"key": None}, r"^key: a jax.random.key is needed"),
     ({"key": None, "jitter": 0, "perturbation": "noise"}, r"^key: a jax.random.key is needed"),

@@ -169,7 +169,7 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(small_net, tmp_path):
     ({"steps": 0}, r"^steps: expected a positive integer"),
     ({"batch_size": 0}, r"^batch_size: expected a positive integer"),
     ({"steps_per_call": 0}, r"^steps_per_call: expected a positive integer"),
-    ({"lr": -1.0}, r"^lr: expected a positive float"),
+    ({"lr": -1.0}, r"^lr: expected a finite number > 0"),
     ({"widths": ()}, r"^widths: expected a non-empty tuple"),
     ({"data": np.ones((4, SIZE, SIZE))}, r"^data: expected a callable"),
     ({"data": np.full((4, SIZE, SIZE, 3), 2.0, np.float32)}, r"^data: expected pixel values in \[0, 1\]"),
@@ -194,7 +194,7 @@ def test_bad_decoder_input_raises(small_net):
         inverter_init(jax.random.key(0), (4, 4), (16, 16))
     with pytest.raises(ValueError, match=r"^image_size: \(24, 24\) is not the feature map size \(4, 4\) times"):
         inverter_init(jax.random.key(0), (4, 4, 3), (24, 24))
-    with pytest.raises(ValueError, match=r"^image_size: expected a positive int or \(H, W\)"):
+    with pytest.raises(ValueError, match=r"^image_size: expected a positive integer or \(H, W\)"):
         inverter_init(jax.random.key(0), (4, 4, 3), (16, 0))
     with pytest.raises(ValueError, match=r"^num_convs: expected a positive integer"):
         inverter_init(jax.random.key(0), (4, 4, 3), (16, 16), num_convs=0)
