@@ -62,7 +62,8 @@ def check_binary(a, arg: str, num_features: int, what: str = "coalitions") -> ja
     """0/1 rows (S, F) as an int32 array; ValueError naming ``arg`` (values checked when concrete)."""
     a = as_array(a, arg)
     if a.ndim != 2 or a.shape[1] != num_features or not a.shape[0]:
-        raise ValueError(f"{arg}: expected {what} (S, {num_features}) with S >= 1, got shape {tuple(a.shape)}")
+        raise ValueError(f"{arg}: expected {what} (S, {num_features}) with S >= 1, "
+                         f"got shape {tuple(a.shape)}")
     if is_concrete(a) and not np.all((np.asarray(a) == 0) | (np.asarray(a) == 1)):
         raise ValueError(f"{arg}: expected 0/1 values")
     return jnp.asarray(a).astype(jnp.int32)

@@ -82,10 +82,14 @@ def feature_ablation(net: Net, params, x: jax.Array, target, *, segments, num_fe
 
 
 def _check_permutations(permutations, num_features: int) -> jax.Array:
-    """Permutations (P, F) of range(F) as int32; ValueError naming ``permutations`` (rows checked when concrete)."""
+    """Permutations (P, F) of range(F) as int32; ValueError naming ``permutations``.
+
+    The rows are checked to be permutations when concrete.
+    """
     p = as_array(permutations, "permutations")
     if p.ndim != 2 or p.shape[1] != num_features or not p.shape[0]:
-        raise ValueError(f"permutations: expected (P, {num_features}) with P >= 1, got shape {tuple(p.shape)}")
+        raise ValueError(f"permutations: expected (P, {num_features}) with P >= 1, "
+                         f"got shape {tuple(p.shape)}")
     if not jnp.issubdtype(p.dtype, jnp.integer):
         raise ValueError(f"permutations: expected integer feature ids, got dtype {p.dtype}")
     if is_concrete(p) and not np.array_equal(np.sort(np.asarray(p), axis=1),
@@ -157,7 +161,8 @@ def shapley_sampling(net: Net, params, x: jax.Array, target, key: jax.Array | No
     if permutations is None:
         n_samples = check_int(n_samples, "n_samples")
         if key is None:
-            raise ValueError("key: a jax.random.key is needed to draw the permutations (or pass permutations=)")
+            raise ValueError("key: a jax.random.key is needed to draw the permutations "
+                             "(or pass permutations=)")
         keys = jax.random.split(key, n_samples)
         permutations = jax.vmap(lambda k: jax.random.permutation(k, num_features))(keys)
     permutations = _check_permutations(permutations, num_features)

@@ -76,7 +76,7 @@ def kernel_shap_samples(key: jax.Array, n_samples: int, num_features: int) -> ja
         return (r > jnp.sort(r)[num_features - size - 1]).astype(jnp.int32)
 
     ends = jnp.stack([jnp.ones(num_features, jnp.int32), jnp.zeros(num_features, jnp.int32)])
-    return jnp.concatenate([ends, jax.vmap(draw)(jax.random.split(key, n_samples - 2))])[:n_samples]
+    return jnp.concatenate([ends, jax.vmap(draw)(jax.random.split(key, n_samples - 2))])
 
 
 def shapley_kernel_weights(z: jax.Array, present: jax.Array, weighting: str, dtype) -> jax.Array:
@@ -148,7 +148,7 @@ def kernel_shap(net: Net, params, x: jax.Array, target, key: jax.Array | None = 
     Raises:
       ValueError: as :func:`~jaxinterp.attribution.feature_ablation`; neither
         ``key`` nor ``samples``; ``samples`` not 0/1 (S, F); ``n_samples`` < 2;
-        bad ``weighting``.
+        bad ``weighting``; fewer than 2 features to draw coalitions from.
 
     References:
       Lundberg and Lee, "A unified approach to interpreting model
@@ -158,7 +158,8 @@ def kernel_shap(net: Net, params, x: jax.Array, target, key: jax.Array | None = 
                                                        baseline, chunk_size)
     check_choice(weighting, "weighting", WEIGHTINGS)
     if samples is None:
-        check_int(n_samples, "n_samples", minimum=2)
+        if check_int(n_samples, "n_samples", minimum=2) > 2 and num_features < 2:
+            raise ValueError("num_features: drawing Kernel SHAP coalitions needs at least 2 features")
     z = _draw_or_check(samples, key, n_samples, num_features, kernel_shap_samples)
     wide = wide_dtype(x.dtype)
 
@@ -249,9 +250,10 @@ def lime(net: Net, params, x: jax.Array, target, key: jax.Array | None = None, *
 
     def one(inputs, ts):
         x1, b1, seg1 = inputs
-        scores, sims = coalition_map(
-            lambda a: (target_scores(net, params, a[None], ts)[0], cosine_similarity_kernel(x1, a, kernel_width)),
-            x1, b1, seg1, z, chunk_size)
+        def score_and_similarity(a):
+            return target_scores(net, params, a[None], ts)[0], cosine_similarity_kernel(x1, a, kernel_width)
+
+        scores, sims = coalition_map(score_and_similarity, x1, b1, seg1, z, chunk_size)
         zp = (z * present_features(seg1, num_features)).astype(wide)
         phi = weighted_linear_fit(zp, scores.astype(wide), sims.astype(wide), float(alpha))
         return paint(phi.T.astype(x.dtype), seg1)

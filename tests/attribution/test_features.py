@@ -21,7 +21,7 @@ from jaxinterp.nets import layers as L
 from jaxinterp.nets.core import register
 from jaxinterp.targets import Unit
 from jaxinterp.attribution.features import feature_ablation, shapley_sampling
-from jaxinterp.attribution.surrogates import kernel_shap, lime
+from jaxinterp.attribution.surrogates import kernel_shap, kernel_shap_samples, lime
 from jaxinterp.train.sharding import data_mesh, shard_batch
 from tests.attribution._small_nets import NUM_CLASSES, SIZE, small_setup
 
@@ -100,8 +100,9 @@ def test_additive_net_every_method_is_exact(linear, name):
                "kernel_shap": dict(n_samples=20), "lime": dict(n_samples=20, alpha=0.0)}[name]
     key = {} if name == "feature_ablation" else {"key": jax.random.key(1)}
     with jax.enable_x64(True):
-        maps = np.asarray(JIT[name](net, _linear_params(w, b, jnp.float64), jnp.asarray(x), jnp.asarray(TARGETS),
-                                    segments=seg, num_features=F, baseline=jnp.asarray(base), **key, **options))
+        params = _linear_params(w, b, jnp.float64)
+        maps = np.asarray(JIT[name](net, params, jnp.asarray(x), jnp.asarray(TARGETS), segments=seg,
+                                    num_features=F, baseline=jnp.asarray(base), **key, **options))
     contrib = ((x - base)[..., None] * w.reshape(SIZE, SIZE, 3, -1)).sum(3)     # (N, H, W, C)
     for n in range(3):
         for k, t in enumerate(TARGETS[n]):
@@ -172,25 +173,28 @@ def test_exact_shapley_from_all_permutations_and_all_coalitions(cnn):
     sv = _features_of(_ours64(cnn, "shapley_sampling", chunk_size=64,
                               permutations=np.array(list(itertools.permutations(range(F))))),
                       cnn["seg"], F)
-    ks = _features_of(_ours64(cnn, "kernel_shap", samples=cnn["coalitions"], weighting="kernel"), cnn["seg"], F)
+    ks = _features_of(_ours64(cnn, "kernel_shap", samples=cnn["coalitions"], weighting="kernel"),
+                      cnn["seg"], F)
     for n in range(3):
         present = sorted(np.unique(cnn["seg"][n]))
         truth = _brute_force_shapley(cnn["table"][n], present).T                 # (T, F)
         assert np.abs(truth).max() > 1e-3
         np.testing.assert_allclose(sv[n][:, present], truth[:, present], rtol=1e-10, atol=1e-12)
         # the full and empty coalitions weigh 1e6 (Captum's soft constraint): 1e-7 relative
-        np.testing.assert_allclose(ks[n][:, present], truth[:, present], rtol=0, atol=1e-6 * np.abs(truth).max())
+        np.testing.assert_allclose(ks[n][:, present], truth[:, present], rtol=0,
+                                   atol=1e-6 * np.abs(truth).max())
 
 
 def test_ablation_and_surrogates_match_numpy(cnn):
     """feature_ablation == table drops; kernel_shap (Captum's weights) and lime (cosine kernel, ridge)
     on given coalitions == NumPy weighted least squares on the table's scores."""
-    seg, table, coalitions = cnn["seg"], cnn["table"], cnn["coalitions"]
+    seg, table = cnn["seg"], cnn["table"]
     rng = np.random.default_rng(3)
     samples = np.concatenate([np.ones((1, F), int), np.zeros((1, F), int), rng.integers(0, 2, (14, F))])
     ablation = _features_of(_ours64(cnn, "feature_ablation", chunk_size=4), seg, F)
     ks = _features_of(_ours64(cnn, "kernel_shap", samples=samples, chunk_size=4), seg, F)
-    li = _features_of(_ours64(cnn, "lime", samples=samples, kernel_width=0.5, alpha=0.1, chunk_size=4), seg, F)
+    li = _features_of(_ours64(cnn, "lime", samples=samples, kernel_width=0.5, alpha=0.1, chunk_size=4),
+                      seg, F)
     idx = [_index(z) for z in samples]
     for n in range(3):
         present = sorted(np.unique(seg[n]))
@@ -218,9 +222,9 @@ def test_unit_target(cnn):
     ch, ys, xs = [1, 5, 7], [0, 1, 2], [2, 0, 1]
     rows = [len(cnn["coalitions"]) - 1] + [_index(1 - np.eye(F, dtype=int)[f]) for f in range(F)]
     with jax.enable_x64(True):
-        maps = np.asarray(JIT["feature_ablation"](net, p64, jnp.asarray(cnn["x64"]),
-                                                  Unit("features.6", jnp.array(ch), jnp.array(ys), jnp.array(xs)),
-                                                  segments=seg, num_features=F, baseline=BASE))
+        unit = Unit("features.6", jnp.array(ch), jnp.array(ys), jnp.array(xs))
+        maps = np.asarray(JIT["feature_ablation"](net, p64, jnp.asarray(cnn["x64"]), unit, segments=seg,
+                                                  num_features=F, baseline=BASE))
         act = np.asarray(net.apply(p64, jnp.asarray(cnn["images"][rows].reshape(-1, SIZE, SIZE, 3)),
                                    stop="features.6")).reshape(F + 1, 3, 4, 4, 8)
     ours = _features_of(maps, seg, F)
@@ -237,8 +241,8 @@ def test_jit_equals_eager(linear):
     net, w, b, x = linear
     params, x = _linear_params(w, b, jnp.float32), jnp.asarray(x, jnp.float32)
     eager = feature_ablation(net, params, x, jnp.asarray(TARGETS), segments=_segments(), chunk_size=4)
-    jitted = JIT["feature_ablation"](net, params, x, jnp.asarray(TARGETS), segments=_segments(), num_features=F,
-                                     chunk_size=4)
+    jitted = JIT["feature_ablation"](net, params, x, jnp.asarray(TARGETS), segments=_segments(),
+                                     num_features=F, chunk_size=4)
     np.testing.assert_allclose(jitted, eager, rtol=1e-5, atol=1e-5)
 
 
@@ -277,8 +281,8 @@ def test_felzenszwalb_superpixels_efficiency(cnn):
     assert min(counts) >= 2
     with jax.enable_x64(True):
         maps = np.asarray(JIT["shapley_sampling"](net, p64, jnp.asarray(x64), jnp.asarray(TARGETS),
-                                                  jax.random.key(6), segments=seg, num_features=int(seg.max()) + 1,
-                                                  n_samples=2, baseline=BASE))
+                                                  jax.random.key(6), segments=seg, n_samples=2, baseline=BASE,
+                                                  num_features=int(seg.max()) + 1))
         logits = np.asarray(net.apply(p64, jnp.asarray(np.concatenate([x64, np.full_like(x64, BASE)]))))
     num = int(seg.max()) + 1
     phi = _features_of(maps, seg, num)
@@ -287,13 +291,27 @@ def test_felzenszwalb_superpixels_efficiency(cnn):
         np.testing.assert_allclose(np.nansum(phi[n], axis=1), gap, rtol=1e-9, atol=1e-10)
 
 
+def test_kernel_shap_samples_follow_the_shapley_kernel():
+    """Captum's sampler: the full and empty coalitions first, then sizes k with P(k) ~ (F - 1) / (k (F - k))
+    and, given k, every subset equally likely."""
+    z = np.asarray(jax.jit(kernel_shap_samples, static_argnums=(1, 2))(jax.random.key(0), 20002, 4))
+    assert z.shape == (20002, 4) and (z[0] == 1).all() and (z[1] == 0).all()
+    k = z[2:].sum(1)
+    p = np.array([3 / (j * (4 - j)) for j in (1, 2, 3)])
+    np.testing.assert_allclose(np.bincount(k, minlength=4)[1:] / len(k), p / p.sum(), atol=0.015)
+    pairs = z[2:][k == 2]
+    np.testing.assert_allclose(pairs.mean(0), 0.5, atol=0.03)
+
+
 # --------------------------------------------------------------------------- bad input
 
 
 @pytest.mark.parametrize("name, kwargs, match", [
     ("feature_ablation", {"segments": np.zeros((3, SIZE, SIZE), np.float32)}, r"^segments: expected integer"),
-    ("feature_ablation", {"segments": np.zeros((3, SIZE, 8), np.int32)}, r"^segments: expected feature ids of shape"),
-    ("feature_ablation", {"segments": -np.ones((3, SIZE, SIZE), np.int32)}, r"^segments: expected feature ids >= 0"),
+    ("feature_ablation", {"segments": np.zeros((3, SIZE, 8), np.int32)},
+     r"^segments: expected feature ids of shape"),
+    ("feature_ablation", {"segments": -np.ones((3, SIZE, SIZE), np.int32)},
+     r"^segments: expected feature ids >= 0"),
     ("feature_ablation", {"num_features": 4}, r"^num_features: 4, but segments has feature id 4"),
     ("feature_ablation", {"num_features": 0}, r"^num_features: expected a positive integer"),
     ("feature_ablation", {"chunk_size": 0}, r"^chunk_size: expected a positive integer"),

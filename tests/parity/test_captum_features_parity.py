@@ -1,4 +1,4 @@
-"""Parity of the feature-mask methods with Captum 0.9: FeatureAblation, ShapleyValueSampling, KernelShap, Lime.
+"""Parity with Captum 0.9 of the feature-mask methods: FeatureAblation, ShapleyValueSampling, KernelShap, Lime.
 
 torchvision ``vgg16`` with random weights on both sides (the same state
 dict), float64 (``model.double()`` and ``jax.enable_x64``), the two bundled
@@ -68,7 +68,8 @@ class Setup:
         self.segments = _segments()
         rng = np.random.default_rng(1)
         self.permutations = np.stack([rng.permutation(F) for _ in range(2)])
-        self.samples = np.concatenate([np.ones((1, F), int), np.zeros((1, F), int), rng.integers(0, 2, (14, F))])
+        self.samples = np.concatenate([np.ones((1, F), int), np.zeros((1, F), int),
+                                       rng.integers(0, 2, (14, F))])
 
     def ours(self, method, /, **options) -> np.ndarray:
         """method(net, params, x, targets, segments=..., baseline=0.5, **options) under jit in float64."""
