@@ -109,4 +109,4 @@ def paint(values: jax.Array, seg1: jax.Array) -> jax.Array:
 
 def wide_dtype(dtype) -> jnp.dtype:
     """float64 when jax's x64 mode is on, else ``dtype``: the precision of the regressions."""
-    return jnp.promote_types(dtype, jax.dtypes.canonicalize_dtype(jnp.float64))
+    return jnp.promote_types(dtype, jnp.result_type(float))

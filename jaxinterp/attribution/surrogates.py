@@ -64,15 +64,16 @@ def kernel_shap_samples(key: jax.Array, n_samples: int, num_features: int) -> ja
     Each draw picks a size k in 1..F-1 with probability proportional to
     (F - 1) / (k (F - k)), then k features uniformly (the k largest of F normal
     draws).  Each coalition z is thus drawn with probability proportional to
-    the Shapley kernel (F - 1) / (C(F, k) k (F - k)).
+    the Shapley kernel (F - 1) / (C(F, k) k (F - k)).  The draws are float32,
+    so the coalitions of a key do not depend on jax's x64 mode.
     """
     k = jnp.arange(1, num_features)
-    logits = jnp.log((num_features - 1) / (k * (num_features - k)))
+    logits = jnp.log((num_features - 1) / (k * (num_features - k))).astype(jnp.float32)
 
     def draw(key):
         k_size, k_pick = jax.random.split(key)
         size = 1 + jax.random.categorical(k_size, logits)
-        r = jax.random.normal(k_pick, (num_features,))
+        r = jax.random.normal(k_pick, (num_features,), jnp.float32)
         return (r > jnp.sort(r)[num_features - size - 1]).astype(jnp.int32)
 
     ends = jnp.stack([jnp.ones(num_features, jnp.int32), jnp.zeros(num_features, jnp.int32)])
@@ -177,8 +178,8 @@ def kernel_shap(net: Net, params, x: jax.Array, target, key: jax.Array | None = 
 
 
 def lime_samples(key: jax.Array, n_samples: int, num_features: int) -> jax.Array:
-    """Captum's LIME coalitions (S, F) int32: every feature kept with probability 1/2."""
-    return jax.random.bernoulli(key, 0.5, (n_samples, num_features)).astype(jnp.int32)
+    """Captum's LIME coalitions (S, F) int32: every feature kept with probability 1/2 (float32 draws)."""
+    return (jax.random.uniform(key, (n_samples, num_features), jnp.float32) < 0.5).astype(jnp.int32)
 
 
 def cosine_similarity_kernel(x1: jax.Array, a: jax.Array, kernel_width: float) -> jax.Array:

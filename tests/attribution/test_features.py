@@ -21,7 +21,7 @@ from jaxinterp.nets import layers as L
 from jaxinterp.nets.core import register
 from jaxinterp.targets import Unit
 from jaxinterp.attribution.features import feature_ablation, shapley_sampling
-from jaxinterp.attribution.surrogates import kernel_shap, kernel_shap_samples, lime
+from jaxinterp.attribution.surrogates import kernel_shap, kernel_shap_samples, lime, lime_samples
 from jaxinterp.train.sharding import data_mesh, shard_batch
 from tests.attribution._small_nets import NUM_CLASSES, SIZE, small_setup
 
@@ -301,6 +301,14 @@ def test_kernel_shap_samples_follow_the_shapley_kernel():
     np.testing.assert_allclose(np.bincount(k, minlength=4)[1:] / len(k), p / p.sum(), atol=0.015)
     pairs = z[2:][k == 2]
     np.testing.assert_allclose(pairs.mean(0), 0.5, atol=0.03)
+
+
+@pytest.mark.parametrize("draw", [kernel_shap_samples, lime_samples])
+def test_drawn_coalitions_do_not_depend_on_x64(draw):
+    draw = jax.jit(draw, static_argnums=(1, 2))
+    first = np.asarray(draw(jax.random.key(7), 12, F))
+    with jax.enable_x64(True):
+        np.testing.assert_array_equal(np.asarray(draw(jax.random.key(7), 12, F)), first)
 
 
 # --------------------------------------------------------------------------- bad input
