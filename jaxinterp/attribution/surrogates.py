@@ -124,12 +124,15 @@ def kernel_shap(net: Net, params, x: jax.Array, target, key: jax.Array | None = 
     *from* the kernel (:func:`kernel_shap_samples`: the full and the empty one
     first) and weigh 1 each (``weighting='sampled'``), the full and empty
     ones ``END_WEIGHT`` = 1e6 (its ``inf_weight``: the constraints are soft),
-    and the fit is sklearn's ``LinearRegression`` with an intercept.  Pass
+    and the fit is a linear regression with an intercept (Captum's
+    ``SkLearnLinearRegression``).  Pass
     ``weighting='kernel'`` with an enumeration of coalitions.  The regression
     runs on the device in float64 when x64 is on (Captum fits in float32).
 
     M counts the features present in the image: ids with no pixel are dropped
-    from the fit (coefficient 0).  The coalitions are the same for every image.
+    from the fit (coefficient 0).  The coalitions are the same for every image
+    (Captum draws them anew for each) and drawn over all F ids, so for an
+    image with fewer features their sizes follow the kernel only approximately.
 
     Pure and jit-compatible with ``net``, ``num_features``, ``n_samples``,
     ``weighting`` and ``chunk_size`` static.
@@ -214,7 +217,7 @@ def lime(net: Net, params, x: jax.Array, target, key: jax.Array | None = None, *
     ``SkLearnLinearRegression()`` for alpha = 0).  Ribeiro et al.'s reference
     code also fits a ridge with alpha = 1, the default here.  Ids with no
     pixel in an image get coefficient 0.  The coalitions are the same for
-    every image.
+    every image (Captum draws them anew for each).
 
     Pure and jit-compatible with ``net``, ``num_features``, ``n_samples``,
     ``kernel_width``, ``alpha`` and ``chunk_size`` static.
