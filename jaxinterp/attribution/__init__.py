@@ -18,6 +18,9 @@ from jaxinterp.attribution.excitation import contrastive_excitation_backprop, ex
 from jaxinterp.attribution.lrp import EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, lrp
 from jaxinterp.attribution.occlusion import occlusion
 from jaxinterp.attribution.rise import rise, rise_masks
+from jaxinterp.attribution.fullgrad import fullgrad
+from jaxinterp.attribution.tcav import (CAV, TCAVScores, cav_accuracy, concept_activation_vectors,
+                                       directional_derivatives, fit_cav, t_test, tcav)
 
 __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
@@ -25,4 +28,7 @@ __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "grad_cam_plus_plus", "xgrad_cam", "hires_cam", "grad_cam_elementwise", "layer_cam",
            "eigen_cam", "eigen_grad_cam", "score_cam", "ablation_cam", "occlusion",
            "rise", "rise_masks", "lrp", "Composite", "EPSILON_GAMMA_BOX", "EPSILON_PLUS",
-           "excitation_backprop", "contrastive_excitation_backprop"]
+           "excitation_backprop", "contrastive_excitation_backprop",
+           "fullgrad",
+           "tcav", "concept_activation_vectors", "fit_cav", "cav_accuracy", "directional_derivatives",
+           "t_test", "CAV", "TCAVScores"]
