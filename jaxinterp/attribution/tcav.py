@@ -17,7 +17,13 @@ A concept is a set of images (striped textures, say).  At a split point ``layer`
    (:func:`t_test`).
 
 Everything is pure JAX: the CAVs of R experiments are fitted under one ``vmap``
-and the derivatives of N inputs x T targets along R CAVs come from one compiled call.
+and the derivatives of N inputs x T targets along R CAVs come from one compiled call::
+
+    cavs = concept_activation_vectors(net, params, stripes, randoms[:R], layer="features.29")
+    null = concept_activation_vectors(net, params, randoms[R:2 * R], randoms[:R], layer="features.29")
+    scores = tcav(net, params, zebras, jnp.full(len(zebras), ZEBRA), jnp.concatenate([cavs.vector, null.vector]),
+                  layer="features.29")                              # sign_count (1, 2R)
+    t, p = t_test(scores.sign_count[0, :R], scores.sign_count[0, R:])   # significant if p < 0.05
 """
 
 from __future__ import annotations
@@ -240,18 +246,6 @@ def tcav(net: Net, params, x: jax.Array, target, cavs: jax.Array, *, layer: str)
       Kim, Wattenberg, Gilmer, Cai, Wexler, Viegas and Sayres, "Interpretability
       beyond feature attribution: quantitative testing with concept activation
       vectors (TCAV)", ICML 2018.
-
-    Examples:
-      >>> import jax, jax.numpy as jnp
-      >>> from jaxinterp import attribution, nets
-      >>> net = nets.get("smallcnn"); params = net.init(jax.random.key(0))
-      >>> stripes = jnp.tile((jnp.arange(32) % 8 < 4)[None, :, None, None], (6, 1, 32, 3)) * 1.0
-      >>> randoms = jax.random.uniform(jax.random.key(1), (3, 6, 32, 32, 3))     # 3 random sets
-      >>> cavs = attribution.concept_activation_vectors(net, params, stripes, randoms, layer="features.5")
-      >>> x = jax.random.uniform(jax.random.key(2), (4, 32, 32, 3))
-      >>> scores = attribution.tcav(net, params, x, jnp.zeros(4, int), cavs.vector, layer="features.5")
-      >>> scores.sign_count.shape, scores.derivatives.shape
-      ((1, 3), (4, 1, 3))
     """
     s = directional_derivatives(net, params, x, target, cavs, layer=layer)
     return TCAVScores(jnp.mean((s > 0).astype(s.dtype), axis=0), jnp.mean(s, axis=0), s)

@@ -40,7 +40,8 @@ def test_completeness_and_bias_gradients(setup):
         assert abs(float(f) - float(np.sum(terms))) <= 1e-5 * max(1.0, np.abs(terms).sum())
         for (b, g), name in zip(layers, ("0", "3", "6", "9")):
             np.testing.assert_array_equal(b, params["features"][name]["bias"])
-            np.testing.assert_allclose(np.asarray(g).sum((0, 1)), biases["features"][name]["bias"], rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(np.asarray(g).sum((0, 1)), biases["features"][name]["bias"],
+                                       rtol=1e-4, atol=1e-6)
 
 
 def _psi(m, hw):
