@@ -3,7 +3,7 @@
 torchvision ``vgg16`` (13 convolutions with a bias) and ``resnet50`` (53 batch
 norms with random statistics and affine terms, convolutions without bias) with
 random weights become our params (:mod:`_torch_oracles`); both sides see the two
-dithered photographs at 48 px and two class targets per image, in float64
+dithered photographs at 48 px and one class target each, in float64
 (``jax.enable_x64`` on ours, ``model.double()`` on torch), the torch model
 wrapped as ``Sequential(Normalize, model)`` so that both take [0, 1] pixels.
 
@@ -41,7 +41,7 @@ pytestmark = [pytest.mark.parity]
 TOL = 1e-5
 SIZE = 48
 PHOTOS = ("chelsea", "coffee")
-TARGETS = np.array([[281, 7], [967, 504]], np.int32)  # (N, T)
+TARGETS = np.array([[281], [504]], np.int32)  # (N, T): one target per image (the oracle loops over channels in Python)
 ERRORS: dict[str, float] = {}
 
 
@@ -66,7 +66,7 @@ def test_fullgrad(arch):
         params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), oracles.jax_params(arch, model))
         ours = np.asarray(jax.jit(attribution.fullgrad, static_argnums=0)(
             nets.get(arch), params, jnp.asarray(x, jnp.float64), jnp.asarray(TARGETS)))
-    assert ours.shape == (2, 2, SIZE, SIZE)
+    assert ours.shape == (2, 1, SIZE, SIZE)
 
     # pytorch-grad-cam pairs the biases, in module order, with the gradients, in the order the layers
     # ran: torchvision's Bottleneck runs its downsample last, as it is registered, while the forward
