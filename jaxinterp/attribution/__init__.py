@@ -20,6 +20,9 @@ from jaxinterp.attribution.occlusion import occlusion
 from jaxinterp.attribution.rise import rise, rise_masks
 from jaxinterp.attribution.features import feature_ablation, shapley_sampling
 from jaxinterp.attribution.surrogates import kernel_shap, lime
+from jaxinterp.attribution.fullgrad import fullgrad
+from jaxinterp.attribution.tcav import (CAV, TCAVScores, cav_accuracy, concept_activation_vectors,
+                                       directional_derivatives, fit_cav, t_test, tcav)
 
 __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
@@ -28,4 +31,7 @@ __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "eigen_cam", "eigen_grad_cam", "score_cam", "ablation_cam", "occlusion",
            "rise", "rise_masks", "lrp", "Composite", "EPSILON_GAMMA_BOX", "EPSILON_PLUS",
            "excitation_backprop", "contrastive_excitation_backprop",
-           "feature_ablation", "shapley_sampling", "kernel_shap", "lime"]
+           "feature_ablation", "shapley_sampling", "kernel_shap", "lime",
+           "fullgrad",
+           "tcav", "concept_activation_vectors", "fit_cav", "cav_accuracy", "directional_derivatives",
+           "t_test", "CAV", "TCAVScores"]

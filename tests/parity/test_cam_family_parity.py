@@ -32,14 +32,15 @@ The seven gradient methods share one forward and backward pass of the oracle
 Eigen-CAM's sign is LAPACK's arbitrary choice in the oracle, fixed in ours
 (sum_k v_k >= 0, cam_family.py): those two are compared up to one sign per map.
 
-Score-CAM and Ablation-CAM cost C forward passes per image: they run on
-resnet50 only (Ablation-CAM at ``layer4``, where the tail is the pooled linear
-head, the oracle given that tail: see the test; Score-CAM at ``maxpool``, 64
-channels, 128 passes of the net on our side, 256 on the oracle's, which
-repeats them for each target).  On vgg16 every ablated channel
-costs a pass of the 120 M-weight classifier and every Score-CAM channel a full
-pass; at 512 channels that is minutes on the CI machine's two cores, over the
-suite's time budget.
+Score-CAM and Ablation-CAM cost C forward passes per image.  On resnet50:
+Ablation-CAM at ``layer4``, where the tail is the pooled linear head, the
+oracle given that tail (see the test); Score-CAM at ``maxpool``, 64 channels,
+128 passes of the net on our side, 256 on the oracle's, which repeats them for
+each target.  On vgg16 every ablated channel costs a pass of the 120 M-weight
+classifier and every Score-CAM channel a full pass, so both run on the first
+image and its first target only: Ablation-CAM at ``features.29`` (512
+channels, float64, the oracle given the tail after it), Score-CAM at
+``features.4`` (64 channels, float32).
 
 pytorch-grad-cam (MIT) is only called as an oracle; none of its code is part of jaxinterp.
 """
@@ -135,14 +136,15 @@ class Bundle:
         x = oracles.to_torch(self.x.astype(np.float64 if dtype == torch.float64 else np.float32))
         return torch.cat([x] * targets.shape[1]).requires_grad_()   # the weights do not require grad
 
-    def ours(self, methods: dict, dtype=np.float64) -> dict:
-        """{name: method(net, params, x, targets, **options)} in ONE jit-compiled call in ``dtype``."""
+    def ours(self, methods: dict, dtype=np.float64, targets=TARGETS) -> dict:
+        """{name: method(net, params, x, targets, **options)} in ONE jit-compiled call in ``dtype``
+        (the first len(targets) images)."""
         def run(p, x, t):
             return {name: method(self.net, p, x, t, **options) for name, (method, options) in methods.items()}
 
         with jax.enable_x64(dtype == np.float64), jax.default_matmul_precision("highest"):
             params = jax.tree.map(lambda a: jnp.asarray(a, dtype), self.params)
-            out = jax.jit(run)(params, jnp.asarray(self.x, dtype), jnp.asarray(TARGETS))
+            out = jax.jit(run)(params, jnp.asarray(self.x[:len(targets)], dtype), jnp.asarray(targets))
             return {k: np.asarray(v) for k, v in out.items()}
 
     def activation(self, layer: str) -> torch.Tensor:
@@ -300,4 +302,30 @@ def test_score_cam(zoo):
                     dtype=np.float32)["score_cam"]
     assert ours.dtype == np.float32
     raw, out = zoo.oracle(gradcam.ScoreCAM, SCORE_LAYER, dtype=torch.float32, batch_size=CHUNK)
+    check("score_cam", zoo.arch, ours, raw, out, tol=TOL32)
+
+
+VGG_TARGETS = TARGETS[:1, :1]   # one image, one target: C passes of vgg16 per method and side
+
+
+@pytest.mark.parametrize("zoo", ["vgg16"], indirect=True)
+def test_vgg16_ablation_and_score_cam(zoo, monkeypatch):
+    """Ablation-CAM at features.29 (512 channels, float64; the oracle runs the tail after it, as on
+    resnet50) and Score-CAM at features.4 (64 channels, float32), on one image and one target."""
+    monkeypatch.setattr(gradcam.ablation_cam, "np", _Float64Numpy("numpy"))
+    layer = CAM_LAYER[zoo.arch]
+    ours = zoo.ours({"ablation_cam": (attribution.ablation_cam, dict(layer=layer, relu=False, resize=False,
+                                                                     chunk_size=128))}, targets=VGG_TARGETS)
+    vgg = zoo.model[1]
+    entry = torch.nn.Identity()
+    tail = torch.nn.Sequential(entry, vgg.features[30], vgg.avgpool, torch.nn.Flatten(1), vgg.classifier).eval()
+    raw, out = zoo.oracle(gradcam.AblationCAM, entry, targets=VGG_TARGETS, model=tail,
+                          x=zoo.activation(layer)[:1])
+    check("ablation_cam", zoo.arch, ours["ablation_cam"], raw, out)
+
+    ours = zoo.ours({"score_cam": (attribution.score_cam, dict(layer="features.4", relu=False, resize=False,
+                                                               chunk_size=CHUNK))},
+                    dtype=np.float32, targets=VGG_TARGETS)["score_cam"]
+    raw, out = zoo.oracle(gradcam.ScoreCAM, "features.4", targets=VGG_TARGETS, dtype=torch.float32,
+                          x=zoo.xt(torch.float32, VGG_TARGETS)[:1], batch_size=CHUNK)
     check("score_cam", zoo.arch, ours, raw, out, tol=TOL32)
