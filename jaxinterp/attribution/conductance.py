@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.checks import check_baseline
+from jaxinterp.checks import check_baseline, is_concrete
 from jaxinterp.targets import chunked_sum, input_gradient, lift
 from jaxinterp.attribution._lift import check_backprop_args, finish_maps
 from jaxinterp.attribution.gradient import quadrature
@@ -134,17 +134,19 @@ def internal_influence(net: Net, params, x: jax.Array, target, *, layer: str, ba
     return finish_maps(maps, reduce, layer, resize, x.shape[1:3])
 
 
-def _check_neuron(net: Net, layer: str, neuron, image_size) -> tuple[int, ...]:
+def _check_neuron(net: Net, layer: str, neuron, image_size) -> tuple:
+    """The neuron's index tuple; bounds checked on concrete entries; ValueError naming ``neuron``."""
     shape = net.activation_shape(layer, image_size)
-    try:
-        neuron = tuple(int(i) for i in neuron)
-    except (TypeError, ValueError):
-        raise ValueError(f"neuron: expected a tuple of {len(shape)} ints indexing the activation "
-                         f"{shape} of {layer!r}, got {neuron!r}") from None
-    if len(neuron) != len(shape) or not all(0 <= i < n for i, n in zip(neuron, shape)):
-        raise ValueError(f"neuron: expected a tuple of {len(shape)} indices within the activation "
-                         f"{shape} of {layer!r}, got {neuron}")
-    return neuron
+    if not isinstance(neuron, (tuple, list)) or len(neuron) != len(shape):
+        raise ValueError(f"neuron: expected a tuple of {len(shape)} indices into the activation "
+                         f"{shape} of {layer!r}, got {neuron!r}")
+    for i, n in zip(neuron, shape):
+        if not is_concrete(i):
+            continue
+        if not jnp.issubdtype(jnp.asarray(i).dtype, jnp.integer) or jnp.ndim(i) or not 0 <= int(i) < n:
+            raise ValueError(f"neuron: expected {len(shape)} integer indices within the activation "
+                             f"{shape} of {layer!r}, got {neuron!r}")
+    return tuple(neuron)
 
 
 def neuron_conductance(net: Net, params, x: jax.Array, target, *, layer: str, neuron, baseline=0.0,
@@ -164,9 +166,10 @@ def neuron_conductance(net: Net, params, x: jax.Array, target, *, layer: str, ne
     Args:
       net, params, x, target, layer, baseline, steps, method, chunk_size: as
         :func:`internal_influence`.
-      neuron: static tuple of ints indexing one example's activation at ``layer``,
+      neuron: tuple of int indices into one example's activation at ``layer``,
         (y, x, channel) for a (h, w, C) activation (NHWC: Captum's
-        ``neuron_selector`` (channel, y, x) reordered), (j,) for a vector.
+        ``neuron_selector`` (channel, y, x) reordered), (j,) for a vector; Python
+        ints (bounds checked) or int scalars that may be traced (``vmap`` over neurons).
       reduce: channel reduction of the pixel attributions (None keeps them).
 
     Returns:
