@@ -18,6 +18,9 @@ from jaxinterp.attribution.excitation import contrastive_excitation_backprop, ex
 from jaxinterp.attribution.lrp import EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, lrp
 from jaxinterp.attribution.occlusion import occlusion
 from jaxinterp.attribution.rise import rise, rise_masks
+from jaxinterp.attribution.deeplift import (ShapSamples, deeplift, deeplift_shap, gradient_shap,
+                                            gradient_shap_samples)
+from jaxinterp.attribution.conductance import internal_influence, layer_conductance, neuron_conductance
 
 __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
@@ -25,4 +28,6 @@ __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "grad_cam_plus_plus", "xgrad_cam", "hires_cam", "grad_cam_elementwise", "layer_cam",
            "eigen_cam", "eigen_grad_cam", "score_cam", "ablation_cam", "occlusion",
            "rise", "rise_masks", "lrp", "Composite", "EPSILON_GAMMA_BOX", "EPSILON_PLUS",
-           "excitation_backprop", "contrastive_excitation_backprop"]
+           "excitation_backprop", "contrastive_excitation_backprop",
+           "deeplift", "deeplift_shap", "gradient_shap", "gradient_shap_samples", "ShapSamples",
+           "layer_conductance", "neuron_conductance", "internal_influence"]

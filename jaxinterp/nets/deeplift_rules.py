@@ -30,7 +30,11 @@ share their argmax add their shares and completeness holds exactly.  Captum
 routes with ``max_unpool2d``, which writes one of the shares and drops the other:
 the two agree on non-overlapping pools (VGG's 2 x 2, stride 2) and differ on
 overlapping ones (ResNet's 3 x 3, stride 2), where Captum's attributions do not
-sum to the change of the score.
+sum to the change of the score.  (Captum's hooks also lose its max-pool rule
+when the pool's input is the output tensor of a hooked ReLU module, as in a plain
+torchvision VGG: the ReLU records the pool's ordinary gradient before the pool's
+hook replaces it; tests/parity/test_captum_deeplift_parity.py compares with a
+copy inserted before each pool.)
 
 The pair is the net's batch, so these rules must only be used with a batch of
 two; :func:`jaxinterp.attribution.deeplift` builds the pair inside its
