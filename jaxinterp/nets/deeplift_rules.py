@@ -30,11 +30,12 @@ share their argmax add their shares and completeness holds exactly.  Captum
 routes with ``max_unpool2d``, which writes one of the shares and drops the other:
 the two agree on non-overlapping pools (VGG's 2 x 2, stride 2) and differ on
 overlapping ones (ResNet's 3 x 3, stride 2), where Captum's attributions do not
-sum to the change of the score.  (Captum's hooks also lose its max-pool rule
-when the pool's input is the output tensor of a hooked ReLU module, as in a plain
-torchvision VGG: the ReLU records the pool's ordinary gradient before the pool's
-hook replaces it; tests/parity/test_captum_deeplift_parity.py compares with a
-copy inserted before each pool.)
+sum to the change of the score (on a random resnet50 at 32 px: Captum's delta 9.7
+for a change of -18.3; with its unpooling made to add, it equals ours to 1e-13).
+Captum's hooks also lose its max-pool rule when the pool's input is the output
+tensor of a hooked ReLU module, as in a plain torchvision VGG: the ReLU records
+the pool's ordinary gradient before the pool's hook replaces it
+(tests/parity/test_captum_deeplift_parity.py inserts a copy before each pool).
 
 The pair is the net's batch, so these rules must only be used with a batch of
 two; :func:`jaxinterp.attribution.deeplift` builds the pair inside its
