@@ -19,7 +19,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.checks import check_baseline, check_images, check_int, check_nonneg
+from jaxinterp.checks import check_baseline, check_images, check_int, check_nonneg, is_concrete
 from jaxinterp.targets import Unit, chunked_sum, input_gradient, lift, unit_value
 from jaxinterp.attribution._lift import activations_at, check_backprop_args, finish_maps
 from jaxinterp.nets import Net
@@ -184,11 +184,15 @@ def gradient_shap_samples(key: jax.Array, x: jax.Array, num_baselines: int, *, n
         stdevs * jax.random.normal(k_noise, (n, n_samples, *x.shape[1:]), x.dtype))
 
 
-def _check_samples(samples: ShapSamples, x: jax.Array) -> ShapSamples:
+def _check_samples(samples: ShapSamples, x: jax.Array, num_baselines: int) -> ShapSamples:
+    """The draws as arrays of x's dtype; ValueError naming ``samples`` (index range checked when concrete)."""
     index, alpha, noise = (jnp.asarray(v) for v in samples)
     n = x.shape[0]
     if index.ndim != 2 or index.shape[0] != n or not jnp.issubdtype(index.dtype, jnp.integer):
         raise ValueError(f"samples: baseline_index must be integers ({n}, S), got {index.dtype} {index.shape}")
+    if is_concrete(index) and index.size and not 0 <= int(index.min()) <= int(index.max()) < num_baselines:
+        raise ValueError(f"samples: baseline_index must lie in [0, {num_baselines}), got range "
+                         f"[{int(index.min())}, {int(index.max())}]")
     if alpha.shape != index.shape or noise.shape != (*index.shape, *x.shape[1:]):
         raise ValueError(f"samples: expected alpha {index.shape} and noise {(*index.shape, *x.shape[1:])}, "
                          f"got {alpha.shape} and {noise.shape}")
@@ -241,7 +245,7 @@ def gradient_shap(net: Net, params, x: jax.Array, target, *, baselines: jax.Arra
         if key is None:
             raise ValueError("key: a PRNG key is required to draw the samples (or pass samples=)")
         samples = gradient_shap_samples(key, x, refs.shape[0], n_samples=n_samples, stdevs=stdevs)
-    samples = _check_samples(samples, x)
+    samples = _check_samples(samples, x, refs.shape[0])
 
     def one(example, t):
         x1, draws = example

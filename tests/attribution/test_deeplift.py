@@ -222,6 +222,9 @@ def test_bad_input():
     with pytest.raises(ValueError, match=r"^samples:"):
         gradient_shap(net, params, x, t, baselines=x,
                       samples=ShapSamples(np.zeros((3, 2), int), np.zeros((3, 2)), np.zeros((3, 2, 4, 4, 3))))
+    with pytest.raises(ValueError, match=r"^samples: baseline_index must lie in \[0, 3\)"):
+        gradient_shap(net, params, x, t, baselines=x,
+                      samples=ShapSamples(np.full((3, 2), 3), np.zeros((3, 2)), np.zeros((3, 2, SIZE, SIZE, 3))))
     with pytest.raises(ValueError, match=r"^n_samples:"):
         gradient_shap(net, params, x, t, baselines=x, key=jax.random.key(0), n_samples=0)
     with pytest.raises(ValueError, match=r"^stdevs:"):
