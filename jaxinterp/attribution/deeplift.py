@@ -59,7 +59,8 @@ def deeplift(net: Net, params, x: jax.Array, target, *, baseline=0.0, reduce: st
     instead of its derivative (its derivative where |u - u0| < 1e-10, Captum's eps)
     and affine maps and residual sums their ordinary derivative.  Completeness
     (summation to delta): sum DL = s_t(x) - s_t(x0) exactly for nets whose
-    non-linearities are all routed through the rules (every CNN of the zoo).
+    non-linearities are all routed through the rules (tested on the small CNN, VGG16
+    and ResNet-50).
     Max-pools use Captum's rule, with contributions of overlapping windows
     added (:mod:`jaxinterp.nets.deeplift_rules`; Captum's ``max_unpool`` keeps one of
     them, so on overlapping pools, e.g. ResNet's stem, it breaks completeness and
@@ -172,6 +173,9 @@ def gradient_shap_samples(key: jax.Array, x: jax.Array, num_baselines: int, *, n
 
     Returns:
       :class:`ShapSamples` with (N, S) leading axes.
+
+    Raises:
+      ValueError naming ``n_samples``, ``num_baselines`` or ``stdevs``.
     """
     n_samples = check_int(n_samples, "n_samples")
     num_baselines = check_int(num_baselines, "num_baselines")
