@@ -23,6 +23,9 @@ from jaxinterp.attribution.surrogates import kernel_shap, lime
 from jaxinterp.attribution.fullgrad import fullgrad
 from jaxinterp.attribution.tcav import (CAV, TCAVScores, cav_accuracy, concept_activation_vectors,
                                        directional_derivatives, fit_cav, t_test, tcav)
+from jaxinterp.attribution.deeplift import (ShapSamples, deeplift, deeplift_shap, gradient_shap,
+                                            gradient_shap_samples)
+from jaxinterp.attribution.conductance import internal_influence, layer_conductance, neuron_conductance
 
 __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
@@ -34,4 +37,6 @@ __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "feature_ablation", "shapley_sampling", "kernel_shap", "lime",
            "fullgrad",
            "tcav", "concept_activation_vectors", "fit_cav", "cav_accuracy", "directional_derivatives",
-           "t_test", "CAV", "TCAVScores"]
+           "t_test", "CAV", "TCAVScores",
+           "deeplift", "deeplift_shap", "gradient_shap", "gradient_shap_samples", "ShapSamples",
+           "layer_conductance", "neuron_conductance", "internal_influence"]
