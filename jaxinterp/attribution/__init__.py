@@ -18,6 +18,8 @@ from jaxinterp.attribution.excitation import contrastive_excitation_backprop, ex
 from jaxinterp.attribution.lrp import EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, lrp
 from jaxinterp.attribution.occlusion import occlusion
 from jaxinterp.attribution.rise import rise, rise_masks
+from jaxinterp.attribution.pair import blur_ig, guided_ig, xrai
+from jaxinterp.attribution.segments import felzenszwalb, xrai_segments
 
 __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
@@ -25,4 +27,5 @@ __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "grad_cam_plus_plus", "xgrad_cam", "hires_cam", "grad_cam_elementwise", "layer_cam",
            "eigen_cam", "eigen_grad_cam", "score_cam", "ablation_cam", "occlusion",
            "rise", "rise_masks", "lrp", "Composite", "EPSILON_GAMMA_BOX", "EPSILON_PLUS",
-           "excitation_backprop", "contrastive_excitation_backprop"]
+           "excitation_backprop", "contrastive_excitation_backprop",
+           "guided_ig", "blur_ig", "xrai", "felzenszwalb", "xrai_segments"]
