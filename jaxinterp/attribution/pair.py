@@ -308,14 +308,17 @@ def xrai(net: Net, params, x: jax.Array, target, *, segments, attributions=None,
     steps averaged over a black and a white baseline (the paper's) and maxed
     over channels.  PAIR's default baselines are the image's min and max
     (black and white for an image spanning [0, 1]) and its IG sums
-    ``linspace(0, 1, steps)`` nodes with weights 1 / steps; ours uses the
-    trapezoid rule on the same nodes (completeness exact for linear paths).
+    ``linspace(0, 1, steps)`` nodes with weights 1 / steps (both ends
+    weigh as much as the inner nodes); ours uses the trapezoid rule on the
+    same nodes.
 
     Pure and jit-compatible with ``net``, ``min_pixel_diff``, ``ig_steps``
     and ``chunk_size`` static.
 
     Args:
-      net, params, x, target: as :func:`~jaxinterp.attribution.gradient`.
+      net, params, x, target: as :func:`~jaxinterp.attribution.gradient`; the
+        net, its params and the target serve only the default attribution
+        (with ``attributions`` given they are not used and may be None).
       segments: (N, S, H, W) bool candidate masks per image.
       attributions: (N, T, H, W) or (N, T, H, W, C) pixel attributions, or None (IG).
       area_threshold: covered share of the image at which growth stops, in [0, 1].
