@@ -85,32 +85,32 @@ GUIDED = jax.jit(guided_ig, static_argnames=("net", "steps", "fraction", "reduce
 BLUR = jax.jit(blur_ig, static_argnames=("net", "max_sigma", "steps", "grad_step", "sqrt", "reduce", "chunk_size"))
 
 
-def test_guided_ig_affine_unit_is_complete(setup):
-    """For an affine score every path gives (x - b) w: the path ends at x and the gradient is w."""
+def test_guided_ig_affine_unit_is_complete_eager_and_jit(setup):
+    """For an affine score every path gives (x - b) w: the path ends at x and the gradient is w.
+    Eager == closed form == jit."""
     net, params, x = setup
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         x64 = jnp.asarray(x, jnp.float64)
-        maps = GUIDED(net, p64, x64, Unit(LINEAR, jnp.array([1, 3, 0])), baseline=0.3, steps=8, reduce=None)
+        unit = Unit(LINEAR, jnp.array([1, 3, 0]))
+        maps = guided_ig(net, p64, x64, unit, baseline=0.3, steps=8, reduce=None)
         for n, c in enumerate([1, 3, 0]):
             np.testing.assert_allclose(maps[n, 0], (np.asarray(x64[n]) - 0.3) * _unit_weights(net, p64, c),
                                        rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(GUIDED(net, p64, x64, unit, baseline=0.3, steps=8, reduce=None), maps,
+                                   rtol=1e-12, atol=1e-15)
 
 
-def test_guided_ig_vmap_and_straight_path(setup):
-    """(N=3, T=2) in one call == one (image, target) at a time; max_dist=0 is integrated gradients
-    with the left Riemann rule (the gradient at the start of each step)."""
+def test_guided_ig_straight_path_is_left_riemann_ig(setup):
+    """max_dist=0 is integrated gradients with the left Riemann rule (the gradient at the start of
+    each step), one (image, target) at a time (the batched calls are in the sharding test)."""
     net, params, x = setup
-    maps = GUIDED(net, params, x, TARGETS, steps=16)
-    assert maps.shape == (3, 2, SIZE, SIZE)
-    for n in range(3):
-        for k in range(2):
-            np.testing.assert_allclose(GUIDED(net, params, x[n:n + 1], TARGETS[n:n + 1, k], steps=16)[0, 0],
-                                       maps[n, k], rtol=1e-5, atol=1e-6)
-    straight = GUIDED(net, params, x, TARGETS, steps=16, max_dist=0.0)
     left = jax.jit(integrated_gradients, static_argnames=("net", "steps", "method"))(
         net, params, x, TARGETS, steps=16, method="riemann_left")
-    np.testing.assert_allclose(straight, left, rtol=1e-4, atol=1e-6)
+    for n in range(3):
+        for k in range(2):
+            straight = GUIDED(net, params, x[n:n + 1], TARGETS[n:n + 1, k], steps=16, max_dist=0.0)
+            np.testing.assert_allclose(straight[0, 0], left[n, k], rtol=1e-4, atol=1e-6)
 
 
 # --------------------------------------------------------------------------- blur IG
@@ -145,19 +145,17 @@ def test_blur_ig_affine_unit_matches_scipy_blur_path(setup):
 BLUR_KW = dict(max_sigma=8.0, steps=48)
 
 
-def test_blur_ig_completeness_vmap_chunks(setup):
-    """sum map ~ s(x) - s(blurred x); (N, T) in one chunk == one pair at a time in chunks of 10 steps."""
+def test_blur_ig_completeness(setup):
+    """sum map ~ s(x) - s(blurred x), one (image, target) at a time in chunks of 10 steps."""
     net, params, x = setup
-    maps = BLUR(net, params, x, TARGETS, **BLUR_KW)
-    assert maps.shape == (3, 2, SIZE, SIZE)
     blurred = np.stack([ndimage.gaussian_filter(np.asarray(im, np.float64), [8.0, 8.0, 0], mode="constant")
                         for im in x])
     change = _score(net, params, x, TARGETS) - _score(net, params, jnp.asarray(blurred, jnp.float32), TARGETS)
-    np.testing.assert_allclose(maps.sum((2, 3)), change, rtol=0.1, atol=0.02)
     for n in range(3):
         for k in range(2):
-            one = BLUR(net, params, x[n:n + 1], TARGETS[n:n + 1, k], chunk_size=10, **BLUR_KW)
-            np.testing.assert_allclose(one[0, 0], maps[n, k], rtol=1e-4, atol=1e-5)
+            maps = BLUR(net, params, x[n:n + 1], TARGETS[n:n + 1, k], chunk_size=10, **BLUR_KW)
+            assert maps.shape == (1, 1, SIZE, SIZE)
+            np.testing.assert_allclose(maps.sum(), change[n, k], rtol=0.1, atol=0.02)
 
 
 # --------------------------------------------------------------------------- XRAI
@@ -242,21 +240,23 @@ def test_xrai_default_attribution_is_black_white_ig(setup):
 # --------------------------------------------------------------------------- sharding, bad input
 
 
-def test_guided_and_blur_ig_sharded_equal_single_device(setup):
-    """8 images on 8 devices == one (image, target) at a time on one device (the calls of the tests above)."""
+def test_guided_and_blur_ig_batched_and_sharded_equal_one_pair_at_a_time(setup):
+    """(N=8, T=2) in one call on 8 devices == each (image, target) alone on one device: the vmaps over
+    images and targets and the sharding change nothing; blur IG in one chunk == in chunks of 10 steps."""
     net, params, _ = setup
     x = jax.random.uniform(jax.random.key(2), (8, SIZE, SIZE, 3))
-    targets = np.asarray(jax.random.randint(jax.random.key(3), (8, 1), 0, NUM_CLASSES))
+    targets = np.asarray(jax.random.randint(jax.random.key(3), (8, 2), 0, NUM_CLASSES))
     xs, ts = shard_batch((x, jnp.asarray(targets)), data_mesh())
     guided = GUIDED(net, params, xs, ts, steps=16)
-    blur = BLUR(net, params, xs, ts, chunk_size=10, **BLUR_KW)
+    blur = BLUR(net, params, xs, ts, **BLUR_KW)
     for maps in (guided, blur):
-        assert maps.shape == (8, 1, SIZE, SIZE) and len(maps.sharding.device_set) == 8
+        assert maps.shape == (8, 2, SIZE, SIZE) and len(maps.sharding.device_set) == 8
     for n in range(8):
-        one = x[n:n + 1], targets[n:n + 1, 0]
-        np.testing.assert_allclose(guided[n], GUIDED(net, params, *one, steps=16)[0], rtol=1e-5, atol=1e-6)
-        np.testing.assert_allclose(blur[n], BLUR(net, params, *one, chunk_size=10, **BLUR_KW)[0],
-                                   rtol=1e-4, atol=1e-5)
+        for k in range(2):
+            one = x[n:n + 1], targets[n:n + 1, k]
+            np.testing.assert_allclose(guided[n, k], GUIDED(net, params, *one, steps=16)[0, 0], rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(blur[n, k], BLUR(net, params, *one, chunk_size=10, **BLUR_KW)[0, 0],
+                                       rtol=1e-4, atol=1e-5)
 
 
 SEGMENTS = np.ones((3, 2, SIZE, SIZE), bool)
