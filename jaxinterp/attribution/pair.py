@@ -36,10 +36,12 @@ def _guided_ig_step(x, attr, g, xi, xb, q_index, alpha_min, alpha_max, l1_target
     """One guided IG step: move the features of smallest |gradient| until the L1 distance to the input is l1_target.
 
     All arrays are flat (D,).  Features that fell behind ``alpha_min`` of the
-    straight line jump to it; then, repeatedly, the ``fraction`` of features
-    with the smallest |g| (those not yet at ``alpha_max``) move towards
-    ``alpha_max``, all the way (gamma > 1) or by the share gamma that lands
-    exactly on the target distance.  ``attr`` gains (x_new - x_old) * g.
+    straight line jump to it; then, repeatedly, the features whose |g| is at
+    most the ``q_index``-th smallest (the ``fraction`` quantile; features at
+    ``alpha_max`` excluded) move towards ``alpha_max``, all the way
+    (gamma > 1) or by the share gamma that lands exactly on the target
+    distance.  ``attr`` gains (x_new - x_old) * g.  The loop also stops when
+    no feature can move (PAIR would loop forever there).
     """
     diff = xi - xb
     moving = diff != 0
@@ -47,7 +49,7 @@ def _guided_ig_step(x, attr, g, xi, xb, q_index, alpha_min, alpha_max, l1_target
     inf = jnp.asarray(jnp.inf, x.dtype)
 
     def body(state):
-        x, attr, grad, _, _ = state
+        x, attr, grad, _ = state
         x_old = x
         x_alpha = jnp.where(moving, (x - xb) / jnp.where(moving, diff, 1), alpha_max)
         x = jnp.where(x_alpha < alpha_min, x_min, x)
@@ -61,9 +63,9 @@ def _guided_ig_step(x, attr, g, xi, xb, q_index, alpha_min, alpha_max, l1_target
         moved = jnp.where(gamma > 1, x_max, x + (x_max - x) * gamma)
         x = jnp.where(close | ~selected, x, moved)
         attr = attr + (x - x_old) * g
-        return x, attr, grad, gamma, ~close & (gamma > 1) & (l1_s > 0)
+        return x, attr, grad, ~close & (gamma > 1) & (l1_s > 0)
 
-    state = (x, attr, g, inf, jnp.asarray(True))
+    state = (x, attr, g, jnp.asarray(True))
     x, attr, *_ = jax.lax.while_loop(lambda s: s[-1], body, state)
     return x, attr
 
