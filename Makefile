@@ -20,6 +20,9 @@ LUCENT ?= torch-lucent==0.1.8 kornia==0.4.1 decorator
 # grad-cam lists unpinned requirements (opencv-python-headless, matplotlib, ...): installed without them, those
 # its modules import are in TORCH.
 GRADCAM ?= grad-cam==1.5.7
+# PAIR saliency (Apache-2.0): the XRAI / Guided IG / Blur IG oracle; its saliency.core needs only numpy, scipy and
+# scikit-image (its tf1 extras are not installed).
+SALIENCY ?= saliency==0.2.1
 # --dist loadscope: a module runs in one worker, so module fixtures (the quick demo of tests/test_cli.py) run once.
 PYTEST_ARGS ?= -n 2 --dist loadscope --durations=15
 
@@ -37,7 +40,7 @@ $(VENV)/.base: pyproject.toml
 $(VENV)/.test: $(VENV)/.base
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q -e '.[data,pretrained,test]' $(TORCH)
-	$(PIP) install -q --no-deps $(TORCHRAY) $(LUCENT) $(GRADCAM)
+	$(PIP) install -q --no-deps $(TORCHRAY) $(LUCENT) $(GRADCAM) $(SALIENCY)
 	touch $@
 
 env: $(VENV)/.base

@@ -26,6 +26,8 @@ from jaxinterp.attribution.tcav import (CAV, TCAVScores, cav_accuracy, concept_a
 from jaxinterp.attribution.deeplift import (ShapSamples, deeplift, deeplift_shap, gradient_shap,
                                             gradient_shap_samples)
 from jaxinterp.attribution.conductance import internal_influence, layer_conductance, neuron_conductance
+from jaxinterp.attribution.pair import blur_ig, guided_ig, xrai
+from jaxinterp.attribution.segments import felzenszwalb, xrai_segments
 
 __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
@@ -39,4 +41,5 @@ __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "tcav", "concept_activation_vectors", "fit_cav", "cav_accuracy", "directional_derivatives",
            "t_test", "CAV", "TCAVScores",
            "deeplift", "deeplift_shap", "gradient_shap", "gradient_shap_samples", "ShapSamples",
-           "layer_conductance", "neuron_conductance", "internal_influence"]
+           "layer_conductance", "neuron_conductance", "internal_influence",
+           "guided_ig", "blur_ig", "xrai", "felzenszwalb", "xrai_segments"]
