@@ -27,7 +27,7 @@ from jaxinterp.attribution.deeplift import (ShapSamples, deeplift, deeplift_shap
                                             gradient_shap_samples)
 from jaxinterp.attribution.conductance import internal_influence, layer_conductance, neuron_conductance
 from jaxinterp.attribution.pair import blur_ig, guided_ig, xrai
-from jaxinterp.attribution.segments import felzenszwalb, xrai_segments
+from jaxinterp.attribution.segments import SEGMENTERS, Segmented, felzenszwalb, xrai_segments
 
 __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
@@ -42,4 +42,4 @@ __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "t_test", "CAV", "TCAVScores",
            "deeplift", "deeplift_shap", "gradient_shap", "gradient_shap_samples", "ShapSamples",
            "layer_conductance", "neuron_conductance", "internal_influence",
-           "guided_ig", "blur_ig", "xrai", "felzenszwalb", "xrai_segments"]
+           "guided_ig", "blur_ig", "xrai", "felzenszwalb", "xrai_segments", "Segmented", "SEGMENTERS"]

@@ -31,6 +31,7 @@ import numpy as np
 
 from jaxinterp import attribution, evaluation, nets, perturbation, plot, synthesis
 from jaxinterp.data import images, imagenet_classes
+from jaxinterp.demo.methods import peer_methods
 from jaxinterp.report import Section
 
 __all__ = ["NET", "PhotoContext", "attribution_methods", "SECTIONS", "FULL_SECTIONS", "load_context",
@@ -133,8 +134,13 @@ class PhotoContext:
         return self.wait(key)
 
     def explain_program(self, title: str, method: Callable | None = None, options: dict | None = None) -> Callable:
-        """Compiled ``(params, images (M, H, W, 3), targets (M, 2)) -> maps (M, 2, H, W)`` of a method."""
-        return self.program(*self._explain_spec(title, method, options))
+        """Compiled ``(params, images (M, H, W, 3), targets (M, 2)) -> maps (M, 2, H, W)`` of a method.
+
+        A method with a host-side step (:class:`jaxinterp.attribution.Segmented`) is compiled at its
+        first call instead (its function is not a ``jax.jit`` object to lower ahead).
+        """
+        key, fn, *args = self._explain_spec(title, method, options)
+        return self.program(key, fn, *args) if hasattr(fn, "lower") else fn
 
     def _explain_spec(self, title: str, method: Callable | None, options: dict | None) -> tuple:
         """(key, jitted function, params, images, targets) of a method's maps for :meth:`submit`."""
@@ -168,7 +174,8 @@ def compile_ahead(ctx: PhotoContext, names) -> None:
     names = set(names)
     if names & {"attribution", "pointing", "sanity"}:
         for title, method, options in attribution_methods(ctx.quick):
-            ctx.submit(*ctx._explain_spec(title, method, options))
+            if not hasattr(method, "prepare"):      # Segmented: its segmentation runs on the host first
+                ctx.submit(*ctx._explain_spec(title, method, options))
     if "adversarial" in names:
         ctx.submit(*_pgd_spec(ctx))
     if "sanity" in names:     # compiling the net's initialisers takes seconds: the stages' jitted init is warmed
@@ -220,10 +227,12 @@ def attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
     backprop is read at an intermediate layer as TorchRay's benchmark does: at the
     pixels, through 16 blocks of batch norms that pass the probability unchanged, it
     collapses onto a few border pixels).  ``quick`` uses fewer IG steps,
-    SmoothGrad samples and RISE masks.
+    SmoothGrad samples and RISE masks, and leaves out the methods after the peers
+    (:func:`jaxinterp.demo.methods.peer_methods`: 16 steps and samples, at most 64
+    Felzenszwalb segments of at least 200 pixels).
     """
     n = 4 if quick else 16
-    return [
+    first = [
         ("gradient", attribution.gradient, {}),
         ("input x gradient", attribution.input_x_gradient, {}),
         (f"IG ({n})", attribution.integrated_gradients, {"steps": n}),
@@ -238,6 +247,7 @@ def attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
         ("LRP eps+", attribution.lrp, {"rule": attribution.EPSILON_PLUS}),
         ("occlusion", attribution.occlusion, {"window": 56, "stride": 28, "chunk_size": 32}),
     ]
+    return first if quick else first + peer_methods(224, CAM_LAYER, samples=n, min_size=200)
 
 
 def rise_method(quick: bool) -> tuple[str, Callable, dict]:

@@ -25,6 +25,7 @@ import numpy as np
 
 from jaxinterp import attribution, evaluation, nets, perturbation, plot, synthesis
 from jaxinterp.attribution import gradient
+from jaxinterp.demo.methods import peer_methods
 from jaxinterp.data import images, synthetic
 from jaxinterp.report import Section
 from jaxinterp.train import metrics as cluster_metrics, selfsup, zoo
@@ -56,10 +57,11 @@ def attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
     """Every attribution method as (title, function, options) for the 64 px smallcnn.
 
     Used by the demo grid and by experiments/pointing_game.py and sanity.py; ``quick``
-    uses fewer IG steps, SmoothGrad samples and RISE masks.
+    uses fewer IG steps, SmoothGrad samples and RISE masks, and leaves out the
+    methods after the peers (:func:`jaxinterp.demo.methods.peer_methods`).
     """
     n = 8 if quick else 50
-    return [
+    first = [
         ("gradient", attribution.gradient, {}),
         ("input x gradient", attribution.input_x_gradient, {}),
         (f"IG ({n})", attribution.integrated_gradients, {"steps": n}),
@@ -80,6 +82,7 @@ def attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
         (f"RISE ({250 if quick else 4000})", attribution.rise,
          {"key": jax.random.key(0), "num_masks": 250 if quick else 4000, "grid": 7}),
     ]
+    return first if quick else first + peer_methods(64, _LAST_CONV, samples=n)
 
 def extremal_method(quick: bool) -> tuple[str, Callable, dict]:
     """Extremal perturbations as a saliency method (TorchRay's pointing-game protocol) for the 64 px smallcnn.
@@ -309,7 +312,7 @@ def attribution_section(ctx: DemoContext) -> Section:
 # The computation is jaxinterp.evaluation.benchmark, shared with experiments/pointing_game.py
 # and experiments/sanity.py (the full, resumable runs).
 
-# Held-out synthetic images per variant (--quick, full): the full demo runs 17 methods plus 2 x 9
+# Held-out synthetic images per variant (--quick, full): the full demo runs 37 methods plus 2 x 9
 # deletion / insertion forward passes per method and image; 16 per variant keeps the two sections
 # near a minute and a half on two CPU cores (experiments/pointing_game.py runs 512 per variant).
 _EVAL_IMAGES = {True: 8, False: 16}
@@ -320,12 +323,14 @@ _CURVE_STEPS = 8
 
 
 def _eval_methods(quick: bool) -> list[tuple[str, str, Callable, dict]]:
-    """(slug, title, method, options) of the evaluation sections: attribution_methods(quick=True).
+    """(slug, title, method, options) of the evaluation sections: attribution_methods(quick=True),
+    and in the full demo the methods after the peers.
 
     Always the quick sample counts (IG / SmoothGrad 8, RISE 250 masks): with full counts RISE
     alone would take minutes on 128 images; experiments/pointing_game.py has the full counts.
     """
-    methods = [(evaluation.method_slug(t), t, m, o) for t, m, o in attribution_methods(True)]
+    rows = attribution_methods(True) + ([] if quick else peer_methods(64, _LAST_CONV, samples=8))
+    methods = [(evaluation.method_slug(t), t, m, o) for t, m, o in rows]
     return [m for m in methods if m[0] in _QUICK_EVAL_METHODS] if quick else methods
 
 
@@ -388,11 +393,11 @@ def pointing_section(ctx: DemoContext) -> Section:
 
 
 def sanity_section(ctx: DemoContext) -> Section:
-    """Cascading parameter randomisation (Adebayo et al. 2018) of the smallcnn for a few methods."""
+    """Cascading parameter randomisation (Adebayo et al. 2018) of the smallcnn: three methods with
+    --quick, every method of the evaluation table in the full demo."""
     batch = _eval_batches(ctx)[0]     # the easy batch: the shapes of pointing_section, so no recompilation
     x, t = batch["image"], batch["target"]
-    wanted = _QUICK_EVAL_METHODS if ctx.args.quick else evaluation.SANITY_METHODS
-    methods = [m for m in _eval_methods(ctx.args.quick) if m[0] in wanted]
+    methods = _eval_methods(ctx.args.quick)
     stages = [("original", ctx.params)] + evaluation.cascading_randomisation(ctx.net, ctx.params, jax.random.key(1))
     names = [name for name, _ in stages]
     per, nonfinite = {}, {}

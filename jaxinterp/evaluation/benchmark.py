@@ -43,8 +43,9 @@ SANITY_METHODS = ("gradient", "guided_backprop", "integrated_gradients", "grad_c
 
 
 def method_slug(title: str) -> str:
-    """'IG blur (8)' -> 'integrated_gradients_blur', 'Grad-CAM' -> 'grad_cam', 'excitation BP' -> 'excitation_bp'."""
-    name = title.split(" (")[0].lower()
+    """'IG blur (8)' -> 'integrated_gradients_blur', 'Grad-CAM' -> 'grad_cam', 'Grad-CAM++' -> 'grad_cam_plus_plus',
+    'excitation BP' -> 'excitation_bp'."""
+    name = title.split(" (")[0].lower().replace("++", " plus plus")
     name = {"ig": "integrated_gradients", "ig blur": "integrated_gradients_blur"}.get(name, name)
     return re.sub(r"[^a-z0-9]+", "_", name).strip("_")
 
@@ -72,17 +73,26 @@ def explain_fn(net, title: str, method: Callable, options: Mapping) -> Callable:
     options) and cached, so the demo's sections and an experiment's batches
     share compilations (params are an argument: randomised params of the same
     structure reuse the compiled function).
+
+    A method with a host-side step (``prepare`` and ``apply`` methods, as
+    :class:`jaxinterp.attribution.Segmented`: segmentations are made on the host)
+    gives a plain function instead: ``prepare(x)`` on the concrete images, then
+    the compiled ``apply``.
     """
     key = (net, title, method, repr(sorted(dict(options).items(), key=lambda kv: kv[0])))
     if key not in _FNS:
         options = dict(options)
+        prepare = getattr(method, "prepare", None)
 
-        def f(params, x, t):
-            m = method(net, params, x, t, **options)
-            if m.shape[-2:] != x.shape[1:3]:
-                m = ops.resize_bilinear(m, x.shape[1:3])
-            return m
-        _FNS[key] = jax.jit(f)
+        def at_image_size(m, x):
+            return m if m.shape[-2:] == x.shape[1:3] else ops.resize_bilinear(m, x.shape[1:3])
+
+        if prepare is None:
+            _FNS[key] = jax.jit(lambda params, x, t: at_image_size(method(net, params, x, t, **options), x))
+        else:
+            apply = jax.jit(lambda params, x, t, extra: at_image_size(
+                method.apply(net, params, x, t, extra, **options), x))
+            _FNS[key] = lambda params, x, t: apply(params, x, t, prepare(x))
     return _FNS[key]
 
 
