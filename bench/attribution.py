@@ -13,7 +13,7 @@ For each net and precision this measures, in one run on one device:
 
     python -m bench.attribution                          # resnet50, vgg16; 224 px; all precisions
     python -m bench.attribution --nets vgg16 --precisions highest --methods gradient,occlusion
-    python -m bench.attribution --quick --no-captum      # smallcnn, 32 px, seconds on a CPU
+    python -m bench.attribution --quick --no-captum      # smallcnn, 32 px, a minute on a CPU
 
 Results go to ``<out>/attribution_<net>_<device>.json`` as they are measured
 (rewritten atomically after every entry); a restarted run skips the entries
@@ -52,9 +52,13 @@ class Method:
     """How to run and account for one attribution method.
 
     cost: what one image costs in passes of the net ('single', 'steps', 'samples',
-      'windows' or 'masks'); ceiling: the ceiling it is compared with ('gradient'
-      for forward + input gradient, 'forward' for forward only); goal: whether the
-      issue sets a >= 0.9 target for it; keyed: whether it takes a PRNG key.
+      'windows', 'masks', 'references' (DeepLIFT-SHAP), 'channels' (Score-CAM,
+      Ablation-CAM: one pass per channel of the CAM layer), 'features' (feature
+      ablation: one per grid feature and the image), 'permutations' (Shapley
+      sampling: samples x (features + 1)), 'xrai' (its IG: 2 x steps));
+      ceiling: the ceiling it is compared with ('gradient' for forward + input
+      gradient, 'forward' for forward only); goal: whether the issue sets a >= 0.9
+      target for it; keyed: whether it takes a PRNG key.
     """
     name: str
     module: str
@@ -79,7 +83,32 @@ METHODS = {m.name: m for m in (
     Method("lrp", "lrp"),
     Method("excitation_backprop", "excitation"),
     Method("contrastive_excitation_backprop", "excitation"),
+    Method("grad_cam_plus_plus", "cam_family"),
+    Method("xgrad_cam", "cam_family"),
+    Method("hires_cam", "cam_family"),
+    Method("layer_cam", "cam_family"),
+    Method("eigen_cam", "cam_family"),
+    Method("score_cam", "cam_family", cost="channels", ceiling="forward"),
+    Method("ablation_cam", "cam_family", cost="channels", ceiling="forward"),
+    Method("fullgrad", "fullgrad"),
+    Method("deeplift", "deeplift"),
+    Method("deeplift_shap", "deeplift", cost="references"),
+    Method("gradient_shap", "deeplift", cost="samples"),
+    Method("layer_conductance", "conductance", cost="steps"),
+    Method("internal_influence", "conductance", cost="steps"),
+    Method("guided_ig", "pair", cost="steps"),
+    Method("blur_ig", "pair", cost="steps"),
+    Method("xrai", "pair", cost="xrai"),
+    Method("feature_ablation", "features", cost="features", ceiling="forward"),
+    Method("shapley_sampling", "features", cost="permutations", ceiling="forward", keyed=True),
+    Method("kernel_shap", "surrogates", cost="samples", ceiling="forward", keyed=True),
+    Method("lime", "surrogates", cost="samples", ceiling="forward", keyed=True),
 )}
+
+GRID = 4
+"""The region methods' features: a GRID x GRID grid of squares (XRAI: that grid and a 2 x 2 one)."""
+REFERENCES = 3
+"""DeepLIFT-SHAP and gradient SHAP references: black, grey and white images."""
 
 # Split points of the CAM family (the last convolutional block, as TorchRay / Captum
 # examples) and of contrastive excitation backprop (TorchRay's contrast layers).
@@ -98,6 +127,26 @@ def _cam_layer(net, size: int) -> str:
     return spatial[-1]
 
 
+def array_options(name: str, x: jax.Array) -> dict:
+    """The array arguments of a method for images x (N, H, W, 3): grid segments, SHAP references."""
+    n, h, w = x.shape[:3]
+
+    def grid(cells):
+        rows, cols = np.arange(h) * cells // h, np.arange(w) * cells // w
+        return rows[:, None] * cells + cols[None, :]
+
+    if name in ("feature_ablation", "shapley_sampling", "kernel_shap", "lime"):
+        return {"segments": jnp.broadcast_to(jnp.asarray(grid(GRID), jnp.int32), (n, h, w))}
+    if name == "xrai":
+        masks = np.concatenate([grid(c)[None] == np.arange(c * c)[:, None, None] for c in (2, GRID)])
+        return {"segments": jnp.broadcast_to(jnp.asarray(masks), (n, *masks.shape))}
+    if name in ("deeplift_shap", "gradient_shap"):
+        levels = jnp.linspace(0.0, 1.0, REFERENCES, dtype=x.dtype)
+        refs = {"baselines": jnp.broadcast_to(levels[:, None, None, None], (REFERENCES, h, w, 3))}
+        return {**refs, "key": jax.random.key(2)} if name == "gradient_shap" else refs
+    return {}
+
+
 def windows_per_image(size: int, window: int, stride: int) -> int:
     """Occlusion windows of an image of side ``size`` (Captum's count: every pixel covered)."""
     per_side = math.ceil((size - window) / stride) + 1
@@ -110,8 +159,25 @@ def method_options(name: str, net, args) -> dict:
         return {"steps": args.steps, "chunk_size": min(args.chunk, args.steps)}
     if name == "smoothgrad":
         return {"samples": args.samples, "chunk_size": min(args.chunk, args.samples)}
-    if name in ("grad_cam", "cam", "linear_approx"):
+    if name in ("grad_cam", "cam", "linear_approx", "grad_cam_plus_plus", "xgrad_cam", "hires_cam", "layer_cam",
+                "eigen_cam"):
         return {"layer": _cam_layer(net, args.size)}
+    if name in ("score_cam", "ablation_cam"):
+        return {"layer": _cam_layer(net, args.size), "chunk_size": args.perturbation_chunk}
+    if name in ("deeplift_shap", "gradient_shap"):
+        extra = {"n_samples": args.samples} if name == "gradient_shap" else {}
+        return {**extra, "chunk_size": min(args.chunk, args.samples if extra else REFERENCES)}
+    if name in ("layer_conductance", "internal_influence"):
+        return {"layer": _cam_layer(net, args.size), "steps": args.steps, "chunk_size": min(args.chunk, args.steps)}
+    if name == "guided_ig":
+        return {"steps": args.steps}
+    if name == "blur_ig":
+        return {"steps": args.steps, "chunk_size": min(args.chunk, args.steps)}
+    if name == "xrai":
+        return {"ig_steps": args.steps, "chunk_size": min(args.chunk, args.steps), "min_pixel_diff": 1}
+    if name in ("feature_ablation", "shapley_sampling", "kernel_shap", "lime"):
+        extra = {} if name == "feature_ablation" else {"n_samples": args.samples}
+        return {**extra, "num_features": GRID * GRID, "chunk_size": args.perturbation_chunk}
     if name == "occlusion":
         return {"window": args.window, "stride": args.stride,
                 "chunk_size": min(args.perturbation_chunk,
@@ -123,10 +189,16 @@ def method_options(name: str, net, args) -> dict:
     return {}
 
 
-def cost_units(name: str, args) -> int:
+def cost_units(name: str, args, net=None) -> int:
+    """Passes of the net one image of method ``name`` costs (``net``: for 'channels', the CAM layer's width)."""
     cost = METHODS[name].cost
+    if cost == "channels":
+        return net.activation_shape(_cam_layer(net, args.size), (args.size, args.size))[-1]
+    features = GRID * GRID
     return {"single": 1, "steps": args.steps, "samples": args.samples, "masks": args.masks,
-            "windows": windows_per_image(args.size, args.window, args.stride)}[cost]
+            "windows": windows_per_image(args.size, args.window, args.stride), "references": REFERENCES,
+            "features": features + 1, "permutations": args.samples * (features + 1),
+            "xrai": 2 * args.steps}[cost]
 
 
 def batch_of(name: str, args) -> int:
@@ -259,6 +331,40 @@ class _Torch:
             return ("Occlusion", lambda: occ.attribute(
                 x, target=target, sliding_window_shapes=(3, a.window, a.window),
                 strides=(3, a.stride, a.stride), baselines=0.0, perturbations_per_eval=per_eval))
+        nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(a), -1, 1)))  # noqa: E731
+        if name in ("deeplift", "deeplift_shap", "gradient_shap"):
+            refs = torch.linspace(0, 1, REFERENCES).reshape(-1, 1, 1, 1).expand(REFERENCES, 3, a.size, a.size)
+            refs = refs.to(self.device, dtype)
+            if name == "deeplift":
+                dl = cm.DeepLift(model)
+                return "DeepLift", lambda: dl.attribute(x, target=target)
+            if name == "deeplift_shap":
+                dls = cm.DeepLiftShap(model)
+                return "DeepLiftShap", lambda: dls.attribute(x, baselines=refs, target=target)
+            gs = cm.GradientShap(model)
+            return "GradientShap", lambda: gs.attribute(x, baselines=refs, target=target, n_samples=a.samples)
+        if name in ("layer_conductance", "internal_influence"):
+            cls = cm.LayerConductance if name == "layer_conductance" else cm.InternalInfluence
+            method = cls(model, last_conv[arch](model))
+            return cls.__name__, lambda: method.attribute(x, target=target, n_steps=a.steps,
+                                                          internal_batch_size=batch * min(a.chunk, a.steps))
+        if name in ("feature_ablation", "shapley_sampling", "kernel_shap", "lime"):
+            segments = array_options(name, jnp.zeros((batch, a.size, a.size, 3)))["segments"]
+            mask = nchw(segments[..., None])[:, :1].to(self.device)
+            kw = {"feature_mask": mask, "baselines": 0.0, "target": target}
+            if name == "feature_ablation":
+                fa = cm.FeatureAblation(model)
+                return "FeatureAblation", lambda: fa.attribute(x, perturbations_per_eval=a.perturbation_chunk, **kw)
+            if name == "shapley_sampling":
+                sv = cm.ShapleyValueSampling(model)
+                return "ShapleyValueSampling", lambda: sv.attribute(
+                    x, n_samples=a.samples, perturbations_per_eval=a.perturbation_chunk, **kw)
+            cls = cm.KernelShap if name == "kernel_shap" else cm.Lime
+            method = cls(model)
+            # Captum's KernelShap / Lime explain one image per call: a loop over the batch
+            return cls.__name__, lambda: [method.attribute(
+                x[i:i + 1], n_samples=a.samples, perturbations_per_eval=a.perturbation_chunk,
+                feature_mask=mask[i:i + 1], baselines=0.0, target=target[i:i + 1]) for i in range(batch)]
         if name == "lrp":
             if arch != "vgg16":
                 raise NotImplementedError("Captum's LRP is benchmarked on vgg16 only "
@@ -351,7 +457,7 @@ def measure_method(name: str, net, params, args, precision: str) -> dict:
     """One (net, precision, method) entry: our throughput, or the failure."""
     spec = METHODS[name]
     entry = {"method": name, "precision": precision, "cost": spec.cost,
-             "cost_units": cost_units(name, args), "ceiling_mode": spec.ceiling,
+             "cost_units": cost_units(name, args, net), "ceiling_mode": spec.ceiling,
              "batch": batch_of(name, args)}
     try:
         fn = resolve(name)
@@ -365,14 +471,15 @@ def measure_method(name: str, net, params, args, precision: str) -> dict:
     x = jax.random.uniform(jax.random.key(1), (batch, args.size, args.size, 3), dtype)
     target = jnp.arange(batch) % max(net.num_classes, 1)
     p = _cast(params, dtype)
+    arrays = array_options(name, x)
     try:
         with jax.default_matmul_precision("highest" if precision == "highest" else "default"):
             if spec.keyed:
-                step = jax.jit(lambda p, x, t, k: fn(net, p, x, t, k, **options))
-                call_args = (p, x, target, jax.random.key(2))
+                step = jax.jit(lambda p, x, t, a, k: fn(net, p, x, t, k, **options, **a))
+                call_args = (p, x, target, arrays, jax.random.key(2))
             else:
-                step = jax.jit(lambda p, x, t: fn(net, p, x, t, **options))
-                call_args = (p, x, target)
+                step = jax.jit(lambda p, x, t, a: fn(net, p, x, t, **options, **a))
+                call_args = (p, x, target, arrays)
             t0 = time.perf_counter()
             step = step.lower(*call_args).compile()
             compile_s = time.perf_counter() - t0

@@ -39,7 +39,9 @@ def test_attribution_bench_quick_then_resume(tmp_path, capsys, load_bench):
         assert entry["finite"], entry
         assert entry["ratio"] > 0 and math.isfinite(entry["ratio"])
         assert entry["output_shape"] == [2, 1, 32, 32], entry
-        mode = "forward" if spec.cost in ("windows", "masks") else "gradient"
+        forward = spec.cost in ("windows", "masks", "channels", "features", "permutations") \
+            or name in ("kernel_shap", "lime")                    # perturbation methods: forward passes only
+        mode = "forward" if forward else "gradient"
         assert entry["ceiling_mode"] == mode
         expected = entry["images_per_s"] * entry["cost_units"] / ceilings[mode]
         assert entry["ratio"] == pytest.approx(expected)
