@@ -331,7 +331,7 @@ class _Torch:
             return ("Occlusion", lambda: occ.attribute(
                 x, target=target, sliding_window_shapes=(3, a.window, a.window),
                 strides=(3, a.stride, a.stride), baselines=0.0, perturbations_per_eval=per_eval))
-        nchw = lambda a: torch.from_numpy(np.ascontiguousarray(np.moveaxis(np.asarray(a), -1, 1)))  # noqa: E731
+        nchw = lambda a: torch.from_numpy(np.array(np.moveaxis(np.asarray(a), -1, 1)))  # noqa: E731  (a copy)
         if name in ("deeplift", "deeplift_shap", "gradient_shap"):
             refs = torch.linspace(0, 1, REFERENCES).reshape(-1, 1, 1, 1).expand(REFERENCES, 3, a.size, a.size)
             refs = refs.to(self.device, dtype)
