@@ -14,6 +14,7 @@ from jaxinterp.attribution.gradient import (QUADRATURES, deconvnet, gradient, gu
 from jaxinterp.attribution.cam import cam, grad_cam, linear_approx
 from jaxinterp.attribution.cam_family import (ablation_cam, eigen_cam, eigen_grad_cam, grad_cam_elementwise,
                                               grad_cam_plus_plus, hires_cam, layer_cam, score_cam, xgrad_cam)
+from jaxinterp.attribution.cam_family import augmentation_smoothing
 from jaxinterp.attribution.excitation import contrastive_excitation_backprop, excitation_backprop
 from jaxinterp.attribution.lrp import EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, lrp
 from jaxinterp.attribution.occlusion import occlusion
@@ -33,7 +34,7 @@ __all__ = ["Unit", "REDUCTIONS", "QUADRATURES",
            "gradient", "input_x_gradient", "integrated_gradients", "quadrature", "smoothgrad",
            "deconvnet", "guided_backprop", "cam", "grad_cam", "linear_approx",
            "grad_cam_plus_plus", "xgrad_cam", "hires_cam", "grad_cam_elementwise", "layer_cam",
-           "eigen_cam", "eigen_grad_cam", "score_cam", "ablation_cam", "occlusion",
+           "eigen_cam", "eigen_grad_cam", "score_cam", "ablation_cam", "augmentation_smoothing", "occlusion",
            "rise", "rise_masks", "lrp", "Composite", "EPSILON_GAMMA_BOX", "EPSILON_PLUS",
            "excitation_backprop", "contrastive_excitation_backprop",
            "feature_ablation", "shapley_sampling", "kernel_shap", "lime",

@@ -91,8 +91,35 @@ def _image_method(per_image: Callable, net: Net, params, x, target, layer, resiz
     return resize_maps(maps, image_size) if resize else maps
 
 
-def _weighted_sum(a: jax.Array, w: jax.Array) -> jax.Array:
-    """sum_k w_k A_k: activations (h, w, C) weighted by channel weights (C,) -> (h, w)."""
+def _first_component(m: jax.Array) -> jax.Array:
+    """The (h, w) projection of m (h, w, C) on the first principal component of its positions.
+
+    The h w positions are the samples and the C channels the features; they are
+    centred over positions, and the projection is on the first right singular
+    vector v.  Its sign is fixed so that sum_k v_k >= 0: since v is an
+    eigenvector of the covariance S, that is the sign under which the map
+    correlates positively with the channel sum sum_k m_k (their covariance is
+    sigma_1^2 sum_k v_k).
+    """
+    h, w, c = m.shape
+    mat = m.reshape(h * w, c)
+    mat = mat - jnp.mean(mat, axis=0)
+    v = jnp.linalg.svd(mat, full_matrices=False)[2][0]
+    v = jnp.where(jnp.sum(v) < 0, -v, v)
+    return jnp.dot(mat, v, precision=_HIGHEST).reshape(h, w)
+
+
+def _channel_sum(m: jax.Array, eigen_smooth: bool = False) -> jax.Array:
+    """sum_k m_k of per-channel maps m (h, w, C) -> (h, w), or with ``eigen_smooth`` their
+    projection on the first principal component (:func:`_first_component`)."""
+    return _first_component(m) if eigen_smooth else jnp.sum(m, axis=-1)
+
+
+def _weighted_sum(a: jax.Array, w: jax.Array, eigen_smooth: bool = False) -> jax.Array:
+    """sum_k w_k A_k: activations (h, w, C) weighted by channel weights (C,) -> (h, w); with
+    ``eigen_smooth`` the first principal component projection of the w_k A_k instead of their sum."""
+    if eigen_smooth:
+        return _first_component(a * w)
     return jnp.einsum("hwc,c->hw", a, w, precision=_HIGHEST)
 
 
@@ -157,7 +184,7 @@ def cam(net: Net, params, x: jax.Array, target, *, layer: str, resize: bool = Tr
 
 
 def grad_cam(net: Net, params, x: jax.Array, target, *, layer: str, relu: bool = True,
-             resize: bool = True) -> jax.Array:
+             resize: bool = True, eigen_smooth: bool = False) -> jax.Array:
     """Grad-CAM: activations at a layer weighted by their spatially averaged gradient.
 
     With A (h, w, C) the activation at ``layer`` and G = d score_t / d A (the
@@ -173,9 +200,17 @@ def grad_cam(net: Net, params, x: jax.Array, target, *, layer: str, relu: bool =
     Captum's ``LayerAttribution.interpolate``); ``resize=False`` gives the
     peers' (h, w) map.
 
-    Pure and jit-compatible with ``net``, ``layer``, ``relu`` and ``resize`` static::
+    ``eigen_smooth=True`` (pytorch-grad-cam's option) replaces the channel sum
+    by the projection of the weighted activations alpha_k A_k (h w positions,
+    C features, centred over positions) on their first principal component,
+    as :func:`~jaxinterp.attribution.eigen_cam` does for A; its sign, LAPACK's
+    arbitrary choice in pytorch-grad-cam, is fixed here so that the map
+    correlates positively with the Grad-CAM map before its ReLU.
 
-        jax.jit(grad_cam, static_argnames=("net", "layer", "relu", "resize"))
+    Pure and jit-compatible with ``net``, ``layer``, ``relu``, ``resize`` and
+    ``eigen_smooth`` static::
+
+        jax.jit(grad_cam, static_argnames=("net", "layer", "relu", "resize", "eigen_smooth"))
 
     Args:
       net: the net (static).
@@ -186,6 +221,8 @@ def grad_cam(net: Net, params, x: jax.Array, target, *, layer: str, relu: bool =
       layer: split point with a spatial activation (h, w, C).
       relu: clamp the map at zero (default True, as in the paper).
       resize: resize the maps to (H, W); False keeps (h, w).
+      eigen_smooth: the first principal component projection of the weighted
+        activations instead of their channel sum (default False).
 
     Returns:
       maps: (N, T, H, W), or (N, T, h, w) with ``resize=False``, in the dtype of x.
@@ -208,7 +245,7 @@ def grad_cam(net: Net, params, x: jax.Array, target, *, layer: str, relu: bool =
       ((2, 2, 64, 64), True)
     """
     def combine(a, g):
-        m = _weighted_sum(a, jnp.mean(g, axis=(0, 1)))
+        m = _weighted_sum(a, jnp.mean(g, axis=(0, 1)), eigen_smooth)
         return jax.nn.relu(m) if relu else m
 
     return _layer_method(combine, net, params, x, target, layer, resize)

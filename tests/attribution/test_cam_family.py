@@ -55,6 +55,10 @@ def _gradient_oracle(name, a, g):
         return (np.maximum(g, 0) * a).sum(-1)
     if name == "eigen_cam":
         return _projection(a)
+    if name == "grad_cam+eigen_smooth":
+        return _projection(a * g.mean((0, 1)))
+    if name == "layer_cam+eigen_smooth":
+        return _projection(np.maximum(g, 0) * a)
     return _projection(g * a)   # eigen_grad_cam
 
 
@@ -80,14 +84,15 @@ def _oracle(name, net, params, x, layer, targets):
             A = np.asarray(a)
             rows = []
             for t in ts:
-                if name in GRADIENT:
+                if name in GRADIENT or name.endswith("eigen_smooth") and not name.startswith("ablation"):
                     G = np.asarray(jax.grad(lambda a: _scores_jnp(net, p64, a, t, layer))(a))
                     rows.append(_gradient_oracle(name, A, G))
-                elif name == "ablation_cam":
+                elif name.startswith("ablation_cam"):
                     y = _scores(net, p64, a[None], t, start=layer)[0]
                     yk = np.array([_scores(net, p64, (a * (np.arange(A.shape[-1]) != k))[None], t,
                                            start=layer)[0] for k in range(A.shape[-1])])
-                    rows.append(A @ ((y - yk) / y))
+                    w = (y - yk) / y
+                    rows.append(_projection(A * w) if name.endswith("eigen_smooth") else A @ w)
                 else:  # score_cam: upsampling with align_corners=True, by hand
                     h, w = A.shape[:2]
                     my = _interp(np.arange(SIZE) * (h - 1) / (SIZE - 1), h)
@@ -267,3 +272,62 @@ def test_bad_chunk_size_raises(setup, name, chunk_size):
     net, params, x = setup
     with pytest.raises(ValueError, match=r"^chunk_size: expected a positive integer"):
         getattr(attribution, name)(net, params, x, jnp.array([0, 1, 2]), layer=LAST, chunk_size=chunk_size)
+
+
+# --------------------------------------------------------------------------- eigen_smooth, augmentation_smoothing
+
+
+@pytest.mark.parametrize("name", ["grad_cam", "layer_cam", "ablation_cam"])
+def test_eigen_smooth_matches_float64_oracle(setup, name):
+    """eigen_smooth: the per-channel terms' first-component projection (our sign), float64 loop."""
+    net, params, x = setup
+    kwargs = {"chunk_size": 3} if name == "ablation_cam" else {}
+    maps = getattr(attribution, name)(net, params, x, jnp.asarray(TARGETS), layer=LAYER, relu=False,
+                                      resize=False, eigen_smooth=True, **kwargs)
+    _check(maps, _oracle(f"{name}+eigen_smooth", net, params, x, LAYER, TARGETS.tolist()), signless=True)
+
+
+FACTORS = (0.8, 1.0, 1.3)
+
+
+def _scaled(m):
+    m = np.maximum(np.asarray(m, np.float64), 0)
+    m = m - m.min((-2, -1), keepdims=True)
+    return m / (m.max((-2, -1), keepdims=True) + 1e-7)
+
+
+def test_augmentation_smoothing_matches_loop(setup):
+    """Jitted, one call == the mean over a Python loop of flips x factors of the ReLU'd, min-max
+    scaled, flipped-back maps; without augmentation it is the scaled map."""
+    net, params, x = setup
+    t = jnp.asarray(TARGETS)
+    smooth = jax.jit(attribution.augmentation_smoothing,
+                     static_argnames=("method", "net", "factors", "flip", "layer", "eigen_smooth"))
+    ours = smooth(attribution.grad_cam, net, params, x, t, factors=FACTORS, layer=LAYER, eigen_smooth=True)
+    assert ours.shape == (3, 2, SIZE, SIZE) and ours.dtype == x.dtype
+    loop = []
+    for flip in (False, True):
+        for f in FACTORS:
+            xa = (x[:, :, ::-1] if flip else x) * f
+            m = _scaled(attribution.grad_cam(net, params, xa, t, layer=LAYER, eigen_smooth=True))
+            loop.append(m[..., ::-1] if flip else m)
+    np.testing.assert_allclose(ours, np.mean(loop, axis=0), rtol=1e-4, atol=1e-5)
+    one = attribution.augmentation_smoothing(attribution.layer_cam, net, params, x, t, factors=(1.0,), flip=False,
+                                             layer=LAYER, resize=False)
+    np.testing.assert_allclose(one, _scaled(attribution.layer_cam(net, params, x, t, layer=LAYER, resize=False)),
+                               rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"method": "grad_cam"}, r"^method: expected a map method"),
+    ({"factors": ()}, r"^factors: expected a non-empty tuple"),
+    ({"factors": 0.9}, r"^factors: expected a non-empty tuple"),
+    ({"factors": (1.0, 0.0)}, r"^factors: expected a number in \(0, inf\)"),
+    ({"x": jnp.zeros((3, SIZE, SIZE))}, r"^x: expected images of rank 4"),
+])
+def test_augmentation_smoothing_bad_input_raises(setup, kwargs, match):
+    net, params, x = setup
+    kwargs = {"method": attribution.grad_cam, "x": x, **kwargs}
+    method, x = kwargs.pop("method"), kwargs.pop("x")
+    with pytest.raises(ValueError, match=match):
+        attribution.augmentation_smoothing(method, net, params, x, jnp.array([0, 1, 2]), layer=LAYER, **kwargs)

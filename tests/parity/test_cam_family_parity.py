@@ -30,7 +30,11 @@ The seven gradient methods share one forward and backward pass of the oracle
 (image n, target j at row j N + n), so that each oracle runs once per net.
 
 Eigen-CAM's sign is LAPACK's arbitrary choice in the oracle, fixed in ours
-(sum_k v_k >= 0, cam_family.py): those two are compared up to one sign per map.
+(sum_k v_k >= 0, cam_family.py): those two are compared up to one sign per map,
+and so are the maps with ``eigen_smooth=True`` (Grad-CAM and Layer-CAM on
+resnet50).  ``aug_smooth=True`` (Grad-CAM on resnet50, six augmentations) is
+compared with :func:`~jaxinterp.attribution.augmentation_smoothing`, whose
+output is already min-max scaled as the oracle's: final maps only, at 1e-5.
 
 Score-CAM and Ablation-CAM cost C forward passes per image.  On resnet50:
 Ablation-CAM at ``layer4``, where the tail is the pooled linear head, the
@@ -47,6 +51,7 @@ pytorch-grad-cam (MIT) is only called as an oracle; none of its code is part of 
 
 from __future__ import annotations
 
+import functools
 import types
 
 import jax
@@ -156,7 +161,7 @@ class Bundle:
         handle.remove()
         return seen[0]
 
-    def shared_pass(self, classes: dict, layer: str) -> dict:
+    def shared_pass(self, classes: dict, layer: str, eigen_smooth: bool = False) -> dict:
         """{name: (raw (N, T, h, w), final (N, T, H, W))} of several gradient CAM classes, one pass for all.
 
         The objects all hook ``layer``; ``BaseCAM.forward``'s forward pass and
@@ -173,7 +178,7 @@ class Bundle:
         result = {}
         for name, cam in cams.items():
             recorded = _recording(cam)
-            out = cam.aggregate_multi_layers(cam.compute_cam_per_layer(x, targets, False))
+            out = cam.aggregate_multi_layers(cam.compute_cam_per_layer(x, targets, eigen_smooth))
             assert len(recorded) == 1
             result[name] = (_per_target(recorded[0], TARGETS.shape[1]), _per_target(out, TARGETS.shape[1]))
             cam.activations_and_grads.release()
@@ -329,3 +334,37 @@ def test_vgg16_ablation_and_score_cam(zoo, monkeypatch):
     raw, out = zoo.oracle(gradcam.ScoreCAM, "features.4", targets=VGG_TARGETS, dtype=torch.float32,
                           x=zoo.xt(torch.float32, VGG_TARGETS)[:1], batch_size=CHUNK)
     check("score_cam", zoo.arch, ours, raw, out, tol=TOL32)
+
+
+@pytest.mark.parametrize("zoo", ["resnet50"], indirect=True)
+def test_eigen_smooth(zoo, monkeypatch):
+    """eigen_smooth=True: Grad-CAM (the weighted activations' projection, BaseCAM) and Layer-CAM (its own
+    get_cam_image) at layer4, float64, one shared oracle pass, up to one sign per map."""
+    monkeypatch.setattr(gradcam.utils.svd_on_activations, "np", _Float64Numpy("numpy"))
+    layer = CAM_LAYER[zoo.arch]
+    names = {"grad_cam": "GradCAM", "layer_cam": "LayerCAM"}
+    ours = zoo.ours({name: (getattr(attribution, name), dict(layer=layer, relu=False, resize=False,
+                                                             eigen_smooth=True)) for name in names})
+    theirs = zoo.shared_pass({name: getattr(gradcam, cls) for name, cls in names.items()}, layer,
+                             eigen_smooth=True)
+    for name in names:
+        check(f"{name} eigen_smooth", zoo.arch, ours[name], *theirs[name], signless=True)
+
+
+@pytest.mark.parametrize("zoo", ["resnet50"], indirect=True)
+def test_aug_smooth(zoo):
+    """Grad-CAM with aug_smooth=True (ttach's flip x (0.9, 1, 1.1)) against augmentation_smoothing,
+    float64 on both sides; the oracle's output is float32 and scaled with its 1e-7: TOL_OUT."""
+    layer = CAM_LAYER[zoo.arch]
+    smooth = functools.partial(attribution.augmentation_smoothing, attribution.grad_cam)
+    ours = zoo.ours({"aug": (smooth, dict(layer=layer))})["aug"]
+    cam = gradcam.GradCAM(zoo.model, [zoo.model[1].get_submodule(layer)])
+    out = cam(input_tensor=zoo.xt(), targets=[ClassifierOutputTarget(int(c)) for c in TARGETS.T.reshape(-1)],
+              aug_smooth=True)
+    cam.activations_and_grads.release()
+    theirs = _per_target(out, TARGETS.shape[1])
+    assert ours.shape == theirs.shape == (2, 2, SIZE, SIZE)
+    err = oracles.rel_err(ours, theirs)
+    ERRORS[f"grad_cam aug_smooth final output [{zoo.arch}]"] = err
+    print(f"\ngrad_cam aug_smooth [{zoo.arch}]: final output {err:.2e}")
+    assert err <= TOL_OUT, f"grad_cam aug_smooth [{zoo.arch}]: {err:.2e} > {TOL_OUT:.0e}"
