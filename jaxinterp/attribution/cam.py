@@ -124,7 +124,7 @@ def _weighted_sum(a: jax.Array, w: jax.Array, eigen_smooth: bool = False) -> jax
 
 
 def _grad_x_act(a: jax.Array, g: jax.Array) -> jax.Array:
-    """sum_k G_k A_k at every position: the linear approximation / HiResCAM map (h, w)."""
+    """sum_k G_k A_k at every position: the linear approximation map (h, w) (HiResCAM before its ReLU)."""
     return jnp.sum(a * g, axis=-1)
 
 
