@@ -318,6 +318,16 @@ def test_augmentation_smoothing_matches_loop(setup):
                                rtol=1e-5, atol=1e-6)
 
 
+def test_augmentation_smoothing_sharded_equals_single_device(setup, eight_images):
+    net, params, _ = setup
+    x, targets = eight_images
+    fn = jax.jit(attribution.augmentation_smoothing, static_argnames=("method", "net", "layer"))
+    single = fn(attribution.grad_cam, net, params, x, targets, layer=LAYER)
+    sharded = fn(attribution.grad_cam, net, params, *shard_batch((x, targets), data_mesh()), layer=LAYER)
+    assert len(sharded.sharding.device_set) == 8
+    np.testing.assert_allclose(sharded, single, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kwargs, match", [
     ({"method": "grad_cam"}, r"^method: expected a map method"),
     ({"factors": ()}, r"^factors: expected a non-empty tuple"),
