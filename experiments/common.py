@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from jaxinterp import nets
-from jaxinterp.demo import smallcnn
+from jaxinterp.demo import methods
 from jaxinterp.data import images as photographs, synthetic, tfds as jtfds
 from jaxinterp.evaluation import explain_fn as _explain_fn, method_slug
 from jaxinterp.report import atomic_write, write_json
@@ -49,7 +49,7 @@ def method_table(quick: bool, only=()) -> dict[str, tuple[str, Callable, dict]]:
       quick: fewer samples for the sampling methods.
       only: slugs to keep (empty = all), in the order given.
     """
-    table = {slug(t): (t, m, o) for t, m, o in [*smallcnn.attribution_methods(quick), smallcnn.extremal_method(quick)]}
+    table = {slug(t): (t, m, o) for t, m, o in [*methods.smallcnn_methods(quick), methods.smallcnn_extremal_method(quick)]}
     only = list(only)
     unknown = [s for s in only if s not in table]
     if unknown:

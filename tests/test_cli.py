@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from jaxinterp import cli
-from jaxinterp.demo import photos, run as demo_run, smallcnn
+from jaxinterp.demo import methods, photos, run as demo_run, smallcnn
 
 
 PREFIX = "Small CNN, synthetic set: "
@@ -87,7 +87,7 @@ def test_attribution_grid_has_every_method_for_every_image_and_target(run_dir):
     assert targets.shape == (n, 2) and (targets[:, 0] != targets[:, 1]).all()
     maps = [k for k in arrays.files if k.startswith("attribution_") and k not in
             ("attribution_images", "attribution_targets")]
-    assert len(maps) == len(smallcnn.attribution_methods(quick=True))
+    assert len(maps) == len(methods.smallcnn_methods(quick=True))
     for k in maps:
         assert arrays[k].shape == (n, 2, 64, 64) and np.isfinite(arrays[k]).all(), k
         assert np.abs(arrays[k]).max() > 0, k

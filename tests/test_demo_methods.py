@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 
 from jaxinterp import evaluation
-from jaxinterp.demo import methods, photos, smallcnn
+from jaxinterp.demo import methods, photos
 
 from tests.attribution._small_nets import NUM_CLASSES, SIZE, small_setup
 
 
 def test_full_tables_add_every_peer_method_with_its_own_slug():
-    first = [evaluation.method_slug(t) for t, _, _ in smallcnn.attribution_methods(True)]
+    first = [evaluation.method_slug(t) for t, _, _ in methods.smallcnn_methods(True)]
     peers = [evaluation.method_slug(t) for t, _, _ in methods.peer_methods(64, "features.10", samples=8)]
     assert len(set(peers)) == len(peers) == 20 and not set(peers) & set(first)
     assert {"grad_cam_plus_plus", "deeplift", "xrai", "lime", "fullgrad"} <= set(peers)
-    assert [evaluation.method_slug(t) for t, _, _ in smallcnn.attribution_methods(False)] == first + peers
+    assert [evaluation.method_slug(t) for t, _, _ in methods.smallcnn_methods(False)] == first + peers
     assert len(photos.attribution_methods(False)) == len(photos.attribution_methods(True)) + 20
 
 

@@ -25,15 +25,16 @@ import numpy as np
 
 from jaxinterp import attribution, evaluation, nets, perturbation, plot, synthesis
 from jaxinterp.attribution import gradient
-from jaxinterp.demo.methods import peer_methods
+from jaxinterp.demo.methods import (SMALLCNN_EXTREMAL_GEOMETRY, SMALLCNN_LAST_CONV, peer_methods,
+                                    smallcnn_methods)
 from jaxinterp.data import images, synthetic
 from jaxinterp.report import Section
 from jaxinterp.train import metrics as cluster_metrics, selfsup, zoo
 from jaxinterp.train.sela import SeLa
 from jaxinterp.train.augment import AugmentConfig
 
-__all__ = ["Sizes", "DemoContext", "DEMO_SECTIONS", "SMALLCNN_SECTIONS", "QUICK", "FULL", "attribution_methods",
-           "extremal_method", "energy_in_mask", "load_model"]
+__all__ = ["Sizes", "DemoContext", "DEMO_SECTIONS", "SMALLCNN_SECTIONS", "QUICK", "FULL", "energy_in_mask",
+           "load_model"]
 
 _VARIANTS = synthetic.VARIANTS
 
@@ -47,56 +48,6 @@ class Sizes:
 
 FULL = Sizes(shown=6, evaluated=256, photos=6)
 QUICK = Sizes(shown=2, evaluated=8, photos=2)
-
-# The attribution grid: (title, method, options) for the 64 px smallcnn, whose
-# last convolutional activation is 'features.10' (8 x 8 x 128, then GAP + linear).
-_LAST_CONV = "features.10"
-
-
-def attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
-    """Every attribution method as (title, function, options) for the 64 px smallcnn.
-
-    Used by the demo grid and by experiments/pointing_game.py and sanity.py; ``quick``
-    uses fewer IG steps, SmoothGrad samples and RISE masks, and leaves out the
-    methods after the peers (:func:`jaxinterp.demo.methods.peer_methods`).
-    """
-    n = 8 if quick else 50
-    first = [
-        ("gradient", attribution.gradient, {}),
-        ("input x gradient", attribution.input_x_gradient, {}),
-        (f"IG ({n})", attribution.integrated_gradients, {"steps": n}),
-        (f"IG blur ({n})", attribution.integrated_gradients, {"steps": n, "baseline": "blur"}),
-        (f"SmoothGrad ({n})", attribution.smoothgrad, {"key": jax.random.key(0), "samples": n}),
-        (f"VarGrad ({n})", attribution.smoothgrad, {"key": jax.random.key(0), "samples": n,
-                                                     "variant": "vargrad"}),
-        ("deconvnet", attribution.deconvnet, {}),
-        ("guided backprop", attribution.guided_backprop, {}),
-        ("CAM", attribution.cam, {"layer": _LAST_CONV}),
-        ("Grad-CAM", attribution.grad_cam, {"layer": _LAST_CONV}),
-        ("linear approx", attribution.linear_approx, {"layer": "features.7"}),
-        ("excitation BP", attribution.excitation_backprop, {}),
-        ("contrastive EBP", attribution.contrastive_excitation_backprop, {"contrast_layer": "features.7"}),
-        ("LRP epsilon", attribution.lrp, {"rule": "epsilon", "eps": 1e-6}),
-        ("LRP composite", attribution.lrp, {"rule": attribution.EPSILON_GAMMA_BOX}),
-        ("occlusion", attribution.occlusion, {"window": 8, "stride": 4}),
-        (f"RISE ({250 if quick else 4000})", attribution.rise,
-         {"key": jax.random.key(0), "num_masks": 250 if quick else 4000, "grid": 7}),
-    ]
-    return first if quick else first + peer_methods(64, _LAST_CONV, samples=n)
-
-def extremal_method(quick: bool) -> tuple[str, Callable, dict]:
-    """Extremal perturbations as a saliency method (TorchRay's pointing-game protocol) for the 64 px smallcnn.
-
-    The masks of VOC's areas (0.025, 0.05, 0.1, 0.2), summed and smoothed
-    (:func:`jaxinterp.perturbation.extremal_saliency`); the paper's mask geometry
-    (step 7, sigma 21 at 224 px) scaled to 64 px; 800 steps (100 with ``quick``).
-    Not part of :func:`attribution_methods` (it costs steps x areas passes per map):
-    the experiments add it to their method table.
-    """
-    steps = 100 if quick else 800
-    return (f"extremal ({steps})", perturbation.extremal_saliency,
-            {"areas": (0.025, 0.05, 0.1, 0.2), "steps": steps, **_EXTREMAL_GEOMETRY})
-
 
 _saliency = jax.jit(gradient, static_argnames=("net", "reduce", "rules", "layer", "resize"))
 _logits = jax.jit(lambda net, params, x: net.apply(params, x), static_argnums=0)
@@ -268,7 +219,7 @@ def attribution_section(ctx: DemoContext) -> Section:
     first = np.concatenate([data["label"][:k], logits[k:].argmax(-1)])
     runner_up = np.where(logits.argsort(-1)[:, -1] == first, logits.argsort(-1)[:, -2], logits.argsort(-1)[:, -1])
     targets = jnp.asarray(np.stack([first, runner_up], 1), jnp.int32)          # (N, 2)
-    methods = attribution_methods(ctx.args.quick)
+    methods = smallcnn_methods(ctx.args.quick)
     maps, seconds = {}, {}
     for title, method, options in methods:
         ctx.log(f"attribution: {title}")
@@ -301,7 +252,7 @@ def attribution_section(ctx: DemoContext) -> Section:
         "images and targets in one compiled call per method.  Signed maps (diverging colours: red positive, "
         "blue negative) and non-negative maps (inferno) are scaled per map.")
     sec.figure(path, "Rows: image and target; columns: methods.  Grad-CAM and CAM are at the "
-                     f"8 x 8 resolution of '{_LAST_CONV}', upsampled bilinearly; linear approx at "
+                     f"8 x 8 resolution of '{SMALLCNN_LAST_CONV}', upsampled bilinearly; linear approx at "
                      "'features.7' (16 x 16); occlusion with 8 x 8 black windows at stride 4; RISE "
                      "with 7 x 7 grids.")
     sec.table([(t, f"{s:.2f}") for t, s in seconds.items()], header=("method", "seconds (incl. compile)"))
@@ -323,13 +274,13 @@ _CURVE_STEPS = 8
 
 
 def _eval_methods(quick: bool) -> list[tuple[str, str, Callable, dict]]:
-    """(slug, title, method, options) of the evaluation sections: attribution_methods(quick=True),
+    """(slug, title, method, options) of the evaluation sections: smallcnn_methods(quick=True),
     and in the full demo the methods after the peers.
 
     Always the quick sample counts (IG / SmoothGrad 8, RISE 250 masks): with full counts RISE
     alone would take minutes on 128 images; experiments/pointing_game.py has the full counts.
     """
-    rows = attribution_methods(True) + ([] if quick else peer_methods(64, _LAST_CONV, samples=8))
+    rows = smallcnn_methods(True) + ([] if quick else peer_methods(64, SMALLCNN_LAST_CONV, samples=8))
     methods = [(evaluation.method_slug(t), t, m, o) for t, m, o in rows]
     return [m for m in methods if m[0] in _QUICK_EVAL_METHODS] if quick else methods
 
@@ -434,9 +385,6 @@ def sanity_section(ctx: DemoContext) -> Section:
     return sec
 
 
-# Extremal perturbations in the demo: the paper's mask geometry (step 7, sigma 21 px) is
-# meant for 224 px images; on the 64 px synthetic images it is scaled by 64 / 224.
-_EXTREMAL_GEOMETRY = {"step": 2, "sigma": 6.0}
 _EXTREMAL_AREAS = (0.05, 0.1, 0.2)
 _extremal = jax.jit(perturbation.extremal, static_argnames=("net", "steps", "step", "sigma"))
 
@@ -450,7 +398,7 @@ def extremal_section(ctx: DemoContext) -> Section:
     ctx.log(f"extremal perturbations: {k} images x {len(_EXTREMAL_AREAS)} areas, {steps} steps")
     t0 = time.perf_counter()
     masks, history = _extremal(ctx.net, ctx.params, x, y, areas=jnp.asarray(_EXTREMAL_AREAS), steps=steps,
-                               **_EXTREMAL_GEOMETRY)
+                               **SMALLCNN_EXTREMAL_GEOMETRY)
     masks = np.asarray(masks)[:, 0]                                            # (k, A, 64, 64)
     seconds = time.perf_counter() - t0
     _check_finite("extremal masks", masks)
