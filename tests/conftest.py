@@ -6,22 +6,42 @@ single-device result: ``jax_num_cpu_devices`` must be set before JAX initialises
 its backends, i.e. before any test module runs a JAX operation.  Tests that need
 one device use ``jax.devices()[:1]``.
 
-XLA compiles the tests' programs at LLVM optimisation level 1 instead of 2:
-on the CPU most of the suite's time is compiling small programs (with a warm
-compilation cache tests/train/test_augment.py and tests/data/test_synthetic.py
-run in a quarter of their cold time), and level 1 compiles those two modules in
-about 60 % of the time of level 2, while the tests dominated by running
-(extremal perturbations on 64 images, pre-images of VGG16) run as fast.  Level 0
-compiles as fast but runs them ten times slower.  The flag reaches the
-subprocesses the tests start (notebooks, README examples, experiments) through
-the environment; a flag already in ``XLA_FLAGS`` wins.
+Most of the suite's time on a CPU is XLA compiling small programs, so XLA compiles
+them with two flags that make compiling cheaper (docs/results/test_suite.md has the
+figures):
+
+- ``--xla_cpu_use_fusion_emitters=false``: XLA:CPU's newer MLIR fusion emitters cost
+  most of the compile time of small programs; without them tests/attribution/test_cam_family.py,
+  test_lrp.py and tests/synthesis/test_dip.py ran in 74 s instead of 120 s, and programs
+  dominated by running (ResNet-50 gradients, extremal perturbations) run as fast.
+- ``--xla_backend_optimization_level=1`` instead of 2: LLVM at level 1 compiles faster
+  and runs the tests' programs as fast; level 0 runs them ten times slower.
+
+The flags reach the subprocesses the tests start (notebooks, README examples,
+experiments) through the environment; a flag already in ``XLA_FLAGS`` wins, and a flag
+this jaxlib does not know (XLA aborts on one) is left out.
 """
 
 import os
+import subprocess
+import sys
 
-_FAST_COMPILE = "--xla_backend_optimization_level=1"
-if _FAST_COMPILE.split("=")[0] not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+_FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1")
+_FLAGS_CHOSEN = "JAXINTERP_TEST_XLA_FLAGS_CHOSEN"     # set once by the controller; workers inherit it
+
+
+def _xla_knows(flag: str) -> bool:
+    """Whether this jaxlib accepts ``flag`` (XLA aborts the process on an unknown one)."""
+    probe = subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], capture_output=True,
+                           env={**os.environ, "XLA_FLAGS": flag, "JAX_PLATFORMS": "cpu"})
+    return probe.returncode == 0
+
+
+if not os.environ.get(_FLAGS_CHOSEN):
+    for _flag in _FAST_COMPILE:
+        if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", "") and _xla_knows(_flag):
+            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+    os.environ[_FLAGS_CHOSEN] = "1"
 
 import jax  # noqa: E402
 
