@@ -12,7 +12,7 @@ ReLUs pass P (a unit with x = 0 wins nothing), max-pools give it to the winner,
 average pools are affine maps with positive weights, eval batch norms pass P
 unchanged and residual sums split it in proportion, P_a = a / (a + b) P.  The
 MWP of every layer sums to 1 (with non-negative excitations).  This is the
-backward pass of the net under :data:`jaxinterp.nets.rules.EXCITATION`, whose
+backward pass of the net under :data:`jaxinterp.nets.relevance_rules.EXCITATION`, whose
 cotangent is the probability itself.
 
 Conventions (those of TorchRay 1.0's ``excitation_backprop``): the map at a
@@ -33,7 +33,7 @@ from jaxinterp.attribution._lift import (activations_at, check_backprop_args, ch
                                          check_spatial_layer, finish_maps, reduce_channels, resize_maps)
 from jaxinterp.attribution.lrp import _pixel_stats
 from jaxinterp.nets import Net
-from jaxinterp.nets.rules import EXCITATION, EXCITATION_NEGATED
+from jaxinterp.nets.relevance_rules import EXCITATION, EXCITATION_NEGATED
 
 __all__ = ["excitation_backprop", "contrastive_excitation_backprop"]
 

@@ -1,7 +1,7 @@
 """Layer-wise relevance propagation (Bach et al. 2015; Montavon et al. 2019).
 
 LRP redistributes a target's score layer by layer down to the pixels.  Here it
-is a modified gradient: under the rules of :func:`jaxinterp.nets.rules.lrp_rules`
+is a modified gradient: under the rules of :func:`jaxinterp.nets.relevance_rules.lrp_rules`
 the backward pass of the net carries g with relevance ``R = a * g`` at every
 activation a, so one ``jax.grad`` gives the relevance everywhere, under ``jit``
 and ``vmap``.  For an affine layer z = W x + b and s = R_z / (z' + eps sign z')::
@@ -15,7 +15,7 @@ and ``vmap``.  For an affine layer z = W x + b and s = R_z / (z' + eps sign z'):
 
 ReLUs and dropout pass relevance; max-pools give it to the winner; residual sums
 split it in proportion to the summands (R_a = a / (a + b) R); batch norms use
-epsilon (or ``'identity'``).  A :class:`~jaxinterp.nets.rules.Composite` picks a
+epsilon (or ``'identity'``).  A :class:`~jaxinterp.nets.relevance_rules.Composite` picks a
 rule per kind of layer.
 
 Conventions (those of Captum 0.9's ``LRP``): the relevance starts at the target's
@@ -57,8 +57,8 @@ import jax.numpy as jnp
 from jaxinterp.targets import lift, target_score
 from jaxinterp.attribution._lift import activations_at, check_backprop_args, finish_maps
 from jaxinterp.nets import Net
-from jaxinterp.nets.rules import (EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, as_composite,
-                                  lrp_input_rules, lrp_rules)
+from jaxinterp.nets.relevance_rules import (EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, as_composite,
+                                            lrp_input_rules, lrp_rules)
 
 __all__ = ["lrp", "Composite", "EPSILON_GAMMA_BOX", "EPSILON_PLUS"]
 

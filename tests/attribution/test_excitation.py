@@ -18,7 +18,7 @@ import pytest
 from jaxinterp.targets import Unit
 from jaxinterp.attribution.excitation import contrastive_excitation_backprop, excitation_backprop
 from jaxinterp.nets import layers as L
-from jaxinterp.nets import rules as R
+from jaxinterp.nets import relevance_rules as RR
 from jaxinterp.train import sharding
 
 from _small_nets import NUM_CLASSES, SIZE, col2im, im2col, small_setup
@@ -131,11 +131,11 @@ def _sums_at_every_layer(net, params, x1, t):
     acts = [x1[None]]
     for a, b in zip(names[:-1], names[1:]):
         acts.append(net.apply(params, acts[-1], start=a, stop=b))
-    p = jax.grad(lambda a: net.apply(params, a, start=names[-1], rules=R.EXCITATION)[0, t])(acts[-1])
+    p = jax.grad(lambda a: net.apply(params, a, start=names[-1], rules=RR.EXCITATION)[0, t])(acts[-1])
     sums = [p.sum()]
     for i in reversed(range(len(names) - 1)):
         _, pull = jax.vjp(lambda a: net.apply(params, a, start=names[i], stop=names[i + 1],
-                                              rules=R.EXCITATION), acts[i])
+                                              rules=RR.EXCITATION), acts[i])
         p = pull(p)[0]
         sums.append((p * jnp.asarray(STD, p.dtype)).sum() if i == 0 else p.sum())
     return jnp.stack(sums)
@@ -164,7 +164,7 @@ def test_single_layer_rules_match_numpy():
     rng = np.random.default_rng(0)
     x = rng.uniform(0, 1, (1, 4, 4, 3))
     p = rng.uniform(0, 1, (1, 4, 4, 3))
-    rules = R.EXCITATION
+    rules = RR.EXCITATION
     with jax.enable_x64(True):
         bn = functools.partial(L.batch_norm_eval, eps=1e-5)
         w = tuple(jnp.asarray(rng.uniform(0.5, 1.5, 3)) for _ in range(4))
@@ -183,7 +183,7 @@ def test_single_layer_rules_match_numpy():
         want = np.stack([xc[:, c] * (m.T @ (q[0, ..., c].reshape(9) / (m @ xc[:, c]))) for c in range(3)], -1)
         np.testing.assert_allclose(pull(jnp.asarray(q))[0][0].reshape(16, 3), want, rtol=1e-10)
         k, v, t = jnp.asarray(rng.normal(size=(6, 2))), jnp.asarray(rng.uniform(0, 1, (1, 6))), 1
-        _, pull = jax.vjp(lambda u: R.EXCITATION_NEGATED.linear(L.dense, u, k), v)
+        _, pull = jax.vjp(lambda u: RR.EXCITATION_NEGATED.linear(L.dense, u, k), v)
         wneg = np.maximum(-np.asarray(k[:, t]), 0)
         np.testing.assert_allclose(pull(jnp.eye(2)[t][None])[0][0], v[0] * wneg / (v[0] @ wneg),
                                    rtol=1e-12)

@@ -19,7 +19,7 @@ from jax.sharding import NamedSharding
 from jaxinterp.targets import Unit
 from jaxinterp.attribution.lrp import EPSILON_GAMMA_BOX, EPSILON_PLUS, Composite, lrp
 from jaxinterp.nets import layers as L
-from jaxinterp.nets import rules as R
+from jaxinterp.nets import relevance_rules as RR, rules as R
 from jaxinterp.train import sharding
 
 from _small_nets import NUM_CLASSES, SIZE, col2im, im2col, small_setup
@@ -194,12 +194,12 @@ def test_batch_norm_and_residual_rules_match_numpy():
             ("gamma", _np_norm_gamma(x, k, b, c * z, eps, gamma)),
             ("identity", c * z / _stab(x, eps)),
         ]:
-            rules = R.lrp_rules(Composite(norm=norm), eps, gamma)
+            rules = RR.lrp_rules(Composite(norm=norm), eps, gamma)
             g = jax.grad(lambda x: jnp.sum(rules.linear(f, x, *map(jnp.asarray, (scale, bias, mean, var)))
                                            * c))(jnp.asarray(x))
             np.testing.assert_allclose(g, want, rtol=1e-10, err_msg=norm)
         a, b2 = rng.normal(size=(5,)), rng.normal(size=(5,))
-        rules = R.lrp_rules("epsilon", eps)
+        rules = RR.lrp_rules("epsilon", eps)
         cs = rng.normal(size=5)
         ga, gb = jax.grad(lambda a, b: jnp.sum(rules.add(a, b) * cs),
                           argnums=(0, 1))(jnp.asarray(a), jnp.asarray(b2))
@@ -208,7 +208,7 @@ def test_batch_norm_and_residual_rules_match_numpy():
         np.testing.assert_allclose(ga, want, rtol=1e-12)
         np.testing.assert_allclose(gb, want, rtol=1e-12)
         # relevance splits in proportion: R_a + R_b = R_s (eps -> 0)
-        rules = R.lrp_rules("epsilon", 1e-12)
+        rules = RR.lrp_rules("epsilon", 1e-12)
         ga, gb = jax.grad(lambda a, b: jnp.sum(rules.add(a, b)), argnums=(0, 1))(
             jnp.asarray(a), jnp.asarray(b2))
         np.testing.assert_allclose(a * ga + b2 * gb, s, rtol=1e-9)
@@ -222,10 +222,10 @@ def test_linear_kinds_and_stabiliser():
     assert R.linear_kind(functools.partial(L.adaptive_avg_pool, out_hw=(2, 2))) == "pool"
     assert R.linear_kind(lambda x: 2 * x) == "other"
     # Captum's stabiliser: z + eps * sign(z) with sign(0) = +1
-    np.testing.assert_allclose(R.stabilise(jnp.array([0.0, 2.0, -2.0]), 0.5), [0.5, 2.5, -2.5])
+    np.testing.assert_allclose(RR.stabilise(jnp.array([0.0, 2.0, -2.0]), 0.5), [0.5, 2.5, -2.5])
     # cached factory: equal arguments, the same (hashable) rule set
-    assert R.lrp_rules("gamma", 1e-9, 0.25) is R.lrp_rules(Composite(conv="gamma", dense="gamma"))
-    assert hash(R.lrp_rules(EPSILON_GAMMA_BOX)) == hash(R.lrp_rules(EPSILON_GAMMA_BOX))
+    assert RR.lrp_rules("gamma", 1e-9, 0.25) is RR.lrp_rules(Composite(conv="gamma", dense="gamma"))
+    assert hash(RR.lrp_rules(EPSILON_GAMMA_BOX)) == hash(RR.lrp_rules(EPSILON_GAMMA_BOX))
 
 
 # -- conservation and sign -------------------------------------------------------------

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from jaxinterp import nets
-from jaxinterp.nets import rules as R
+from jaxinterp.nets import relevance_rules as RR, rules as R
 
 
 def _two_layer(rules, w, v, x):
@@ -140,8 +140,8 @@ _SLOPE = (_X6 > 0) & (_X6 < 6)
     (R.STANDARD, np.where(_SLOPE, _G6, 0.0)),                                # torch's hardtanh backward
     (R.GUIDED, np.where(_SLOPE & (_G6 > 0), _G6, 0.0)),
     (R.DECONVNET, np.maximum(_G6, 0.0)),
-    (R.EXCITATION, np.where(_X6 > 0, _G6, 0.0)),
-    (R.lrp_rules("epsilon"), np.where(_X6 > 0, _G6 * np.clip(_X6, 0, 6) / np.where(_X6 > 0, _X6, 1), 0.0)),
+    (RR.EXCITATION, np.where(_X6 > 0, _G6, 0.0)),
+    (RR.lrp_rules("epsilon"), np.where(_X6 > 0, _G6 * np.clip(_X6, 0, 6) / np.where(_X6 > 0, _X6, 1), 0.0)),
 ], ids=["standard", "guided", "deconvnet", "excitation", "lrp"])
 def test_relu6_backward_of_every_rule_set(rules, expected):
     x, g = jnp.asarray(_X6, jnp.float32), jnp.asarray(_G6, jnp.float32)
@@ -156,6 +156,6 @@ def test_relu6_backward_of_every_rule_set(rules, expected):
 def test_lrp_relu6_conserves_relevance():
     # R = activation * gradient: the relevance at the input of ReLU6 equals that at its output.
     x = jnp.asarray(_X6, jnp.float32)
-    y, vjp = jax.vjp(R.lrp_rules("epsilon").relu6, x)
+    y, vjp = jax.vjp(RR.lrp_rules("epsilon").relu6, x)
     g = jnp.asarray(_G6, jnp.float32)
     np.testing.assert_allclose(x * vjp(g)[0], y * g, rtol=1e-6, atol=1e-6)

@@ -50,7 +50,7 @@ Oracles and the harness's bridges:
   zennit attaches nothing (relevance would be copied to both summands); the
   blocks with a skip compute it with ``zennit.layer.Sum`` over ``stack([y, x], -1)``,
   whose ``Norm`` rule splits relevance in proportion, as ours.  zennit's
-  stabiliser is z + eps sign(z) with sign(0) = +1, as ours (``rules.stabilise``),
+  stabiliser is z + eps sign(z) with sign(0) = +1, as ours (``relevance_rules.stabilise``),
   and is used at the same eps everywhere.  The relevance starts at the target's
   logit (zennit's output relevance = logits * one-hot, as ours).
 * TorchRay ``excitation_backprop`` at the pixels: its
@@ -59,7 +59,7 @@ Oracles and the harness's bridges:
   probability) are used unchanged; the residual sums go through its
   ``EltwiseSum`` (proportional split, as TorchRay's ``update_resnet``).  TorchRay
   has no ReLU6 rule: the clip keeps its ordinary derivative 1[0 < x < 6], which
-  silences every unit clipped at 6.  Ours (``rules.excitation_relu6``) passes the
+  silences every unit clipped at 6.  Ours (``relevance_rules.excitation_relu6``) passes the
   probability of every active unit, 1[x > 0].  The harness bridges this one
   definitional difference by giving the torch model :class:`ExcitationReLU6`
   modules (ReLU6 forward, backward g 1[x > 0]); every other rule is TorchRay's.
