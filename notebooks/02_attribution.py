@@ -21,6 +21,8 @@ from jaxinterp.targets import Unit
 from jaxinterp.data import images, synthetic
 from jaxinterp.train import zoo
 
+QUICK = os.environ.get("JAXINTERP_NOTEBOOK_QUICK") == "1"     # the test suite's shorter loops
+SAMPLES = 4 if QUICK else 32                                  # IG steps and SmoothGrad samples
 OUT = os.path.join("runs", "notebooks")
 os.makedirs(OUT, exist_ok=True)
 
@@ -43,8 +45,8 @@ maps = {
     "gradient": attribution.gradient(net, params, x, targets),
     "guided": attribution.guided_backprop(net, params, x, targets),
     "deconvnet": attribution.deconvnet(net, params, x, targets),
-    "IG": attribution.integrated_gradients(net, params, x, targets, steps=32),
-    "SmoothGrad": attribution.smoothgrad(net, params, x, targets, jax.random.key(0), samples=32),
+    "IG": attribution.integrated_gradients(net, params, x, targets, steps=SAMPLES),
+    "SmoothGrad": attribution.smoothgrad(net, params, x, targets, jax.random.key(0), samples=SAMPLES),
 }
 for name, m in maps.items():
     print(f"{name:10s} {m.shape}")
@@ -77,7 +79,8 @@ print("Grad-CAM", gc.shape, "at the layer", gc_small.shape)
 
 # %%
 occ = attribution.occlusion(net, params, x, targets, window=8, stride=4)
-rise = attribution.rise(net, params, x, targets, jax.random.key(1), num_masks=1000, chunk_size=250)
+masks = 100 if QUICK else 1000
+rise = attribution.rise(net, params, x, targets, jax.random.key(1), num_masks=masks, chunk_size=min(masks, 250))
 
 # %% [markdown]
 # ## Units as targets

@@ -76,7 +76,7 @@ print("Grad-CAM peak of espresso at", peak, "inside the cup's box:", bool(cup["m
 # one compiled loop.
 
 # %%
-steps = 40 if QUICK else 300
+steps = 8 if QUICK else 300
 extremal = jax.jit(lambda p, x, t: perturbation.extremal(net, p, x, t, areas=(0.1,), steps=steps))
 mask, _ = extremal(params, x[:1], target[:1])
 mask = np.asarray(mask)[0, 0, 0]
@@ -89,7 +89,7 @@ plot.grid([np.asarray(x[0]), np.asarray(x[0]) * mask[..., None]], [classes[int(t
 # Activation maximisation of four channels of `blocks.5` (7 x 7 x 192) at once.
 
 # %%
-steps = 16 if QUICK else 256
+steps = 4 if QUICK else 256
 render = jax.jit(lambda p: synthesis.activation_maximisation(net, p, Unit("blocks.5", jnp.arange(4)),
                                                              key=jax.random.key(0), image_size=128, steps=steps))
 vis = render(params)

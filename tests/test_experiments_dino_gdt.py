@@ -1,31 +1,29 @@
-"""experiments/dino.py and experiments/gdt.py: tiny local runs write their metrics (as test_experiments_sela.py)."""
+"""experiments/dino.py and experiments/gdt.py: tiny local runs write their metrics (as test_experiments_sela.py).
+
+They run in this process (``main(argv)``), as ``python -m experiments.<name>`` would.
+"""
 
 import json
-import subprocess
-import sys
 
-from experiments import dino
+from experiments import dino, gdt
 from experiments.configs import dino as dino_config
 
 _TINY = ["--config", "local", "--set", "images=64", "--set", "heldout=16", "--set", "epochs=1",
          "--set", "batch_size=32", "--set", "knn_k=3"]
 
 
-def _run(tmp_path, experiment, *extra):
-    cmd = [sys.executable, "-m", f"experiments.{experiment}", "--id", "t", "--set", f"out={tmp_path / 'runs'}",
-           *_TINY, *extra]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:] + result.stdout[-3000:]
-    return json.loads((tmp_path / "runs" / "t" / "metrics.json").read_text()), result
+def _run(tmp_path, capsys, experiment, *extra):
+    assert experiment.main(["--id", "t", "--set", f"out={tmp_path / 'runs'}", *_TINY, *extra]) == 0
+    return json.loads((tmp_path / "runs" / "t" / "metrics.json").read_text()), capsys.readouterr().out
 
 
-def test_dino_local_tiny(tmp_path):
-    metrics, result = _run(tmp_path, "dino", "--set", "head_dim=16", "--set", "n_local=1",
+def test_dino_local_tiny(tmp_path, capsys):
+    metrics, stdout = _run(tmp_path, capsys, dino, "--set", "head_dim=16", "--set", "n_local=1",
                            "--set", "blur_max=0.5")
     assert metrics["method"] == "dino" and metrics["steps"] == 2 and "nmi" not in metrics
     assert 0 <= metrics["knn_accuracy"] <= 1 and 0 <= metrics["knn_accuracy_untrained"] <= 1
     assert 0 <= metrics["student_knn_accuracy"] <= 1 and 0 <= metrics["student_linear_probe"] <= 1  # the teacher's are main
-    assert metrics["chance"] == 1 / 8 and "epoch 1/1" in result.stdout
+    assert metrics["chance"] == 1 / 8 and "epoch 1/1" in stdout
 
 
 def test_dino_colour_jitter_reaches_every_crop():
@@ -48,8 +46,8 @@ def test_dino_blur_is_scaled_to_the_crop_size():
         assert abs(config.blur_max - 2.0 * config.size / 224) < 0.005
 
 
-def test_gdt_local_tiny(tmp_path):
-    metrics, _ = _run(tmp_path, "gdt", "--set", "embedding=16", "--set", "blur_max=0.5")
+def test_gdt_local_tiny(tmp_path, capsys):
+    metrics, _ = _run(tmp_path, capsys, gdt, "--set", "embedding=16", "--set", "blur_max=0.5")
     assert metrics["method"] == "gdt" and metrics["steps"] == 2 and 0 <= metrics["knn_accuracy"] <= 1
     config = json.loads((tmp_path / "runs" / "t" / "config.json").read_text())["config"]
     assert config["rotation"] == "distinctive" and config["temperature"] == 0.07
