@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import gammaln
 
-from jaxinterp.checks import check_choice, check_int, check_positive_float
+from jaxinterp.checks import check_choice, check_int, check_positive_float, check_real
 from jaxinterp.nets import Net
 from jaxinterp.targets import lift_images, target_scores
 from jaxinterp.attribution._coalitions import (check_binary, coalition_map, paint, prepare, present_features,
@@ -247,8 +247,7 @@ def lime(net: Net, params, x: jax.Array, target, key: jax.Array | None = None, *
     x, targets, base, segments, num_features = prepare(net, x, target, segments, num_features,
                                                        baseline, chunk_size)
     kernel_width = check_positive_float(kernel_width, "kernel_width")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha >= 0:
-        raise ValueError(f"alpha: expected a number >= 0, got {alpha!r}")
+    alpha = check_real(alpha, "alpha", minimum=0)
     z = _draw_or_check(samples, key, n_samples, num_features, lime_samples)
     wide = wide_dtype(x.dtype)
 

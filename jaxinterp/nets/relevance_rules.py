@@ -29,12 +29,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Callable
 
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.checks import check_real
 from jaxinterp.nets.rules import (STANDARD, AffineParts, Rules, affine_parts, linear_kind, standard_max_pool,
                                   standard_relu)
 
@@ -315,14 +315,8 @@ lrp_relu6.defvjp(_lrp_relu6_fwd, _lrp_relu6_bwd)
 def _check_lrp_hyper(eps, gamma) -> tuple[float, float]:
     if isinstance(eps, jax.core.Tracer) or isinstance(gamma, jax.core.Tracer):
         raise ValueError("eps, gamma: expected static Python floats (mark them static under jit)")
-    for name, value, low in (("eps", eps, "> 0"), ("gamma", gamma, ">= 0")):
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            v = math.nan
-        if isinstance(value, bool) or not math.isfinite(v) or (v <= 0 if name == "eps" else v < 0):
-            raise ValueError(f"{name}: expected a finite float {low}, got {value!r}")
-    return float(eps), float(gamma)
+    return (check_real(eps, "eps", minimum=0, open_min=True, open_max=True),
+            check_real(gamma, "gamma", minimum=0, open_max=True))
 
 
 def as_composite(rule) -> Composite:
