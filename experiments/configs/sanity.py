@@ -7,7 +7,7 @@ options; ``get_config('local')``: 16 images and fewer samples for IG / SmoothGra
 import ml_collections
 
 from jaxinterp.demo.methods import smallcnn_methods
-from jaxinterp.evaluation.benchmark import SANITY_METHODS as DEFAULT_METHODS, method_slug  # noqa: E402  (shared with the demo)
+from jaxinterp.evaluation.benchmark import SANITY_METHODS as DEFAULT_METHODS, method_slug  # shared with the demo
 
 
 def get_config(variant: str = "full") -> ml_collections.ConfigDict:
