@@ -10,10 +10,13 @@ helper lives once, in the lowest place that needs it):
 * :func:`gaussian_kernel1d` and :func:`gaussian_blur` - separable Gaussian
   blur of images with replicate ("edge") or constant padding;
 * :func:`total_variation` - the TV^beta smoothness penalty of masks and
-  images, anisotropic (meaningful perturbations) or isotropic (pre-images).
+  images, anisotropic (meaningful perturbations) or isotropic (pre-images);
+* :func:`l2_normalise` and :func:`cosine_scores` - unit vectors and the
+  cosines of features with a set of directions (SwAV's prototype scores,
+  DINO's weight-normalised last layer).
 
-All functions act on the trailing spatial axes given, are pure, and compose with
-``jit``, ``vmap`` and ``grad``.
+The image functions act on the trailing spatial axes given; all are pure and
+compose with ``jit``, ``vmap`` and ``grad``.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["resize_bilinear", "gaussian_kernel1d", "gaussian_blur", "total_variation"]
+__all__ = ["resize_bilinear", "gaussian_kernel1d", "gaussian_blur", "total_variation", "l2_normalise",
+           "cosine_scores"]
 
 
 def _interp_matrix(n_in: int, n_out: int, dtype, align_corners: bool = False) -> jax.Array:
@@ -186,3 +190,34 @@ def total_variation(a: jax.Array, beta: float = 2.0, *, isotropic: bool = True,
         safe = jnp.where(sq > 0, sq, 1.0)
         return jnp.sum(jnp.where(sq > 0, safe ** (beta / 2), 0.0), axis=(-2, -1))
     return jnp.sum(jnp.abs(dy) ** beta + jnp.abs(dx) ** beta, axis=(-3, -2, -1))
+
+
+def l2_normalise(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+    """``x / max(||x||, eps)`` along ``axis`` (torch ``F.normalize``'s convention)."""
+    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
+    return x / jnp.maximum(norm, eps)
+
+
+def cosine_scores(z: jax.Array, directions: jax.Array) -> jax.Array:
+    """Cosines <z / |z|, c_k / |c_k|> of features (..., D) with directions (K, D): (..., K) float32.
+
+    SwAV's prototype scores (:func:`jaxinterp.objectives.prototype_scores`, which
+    checks its arguments first) and the output of DINO's projection head, whose
+    last layer is weight-normalised with its norm fixed to 1 after an L2-normalised
+    bottleneck (:class:`jaxinterp.nets.DinoHead`).  The normalisation is part of the
+    function, so gradients flow through it.
+
+    Args:
+      z: features (..., D), float.
+      directions: (K, D), float (prototypes, or a linear layer's kernel transposed).
+
+    Returns:
+      (..., K) float32 cosines in [-1, 1].
+
+    Examples:
+      >>> import jax.numpy as jnp
+      >>> from jaxinterp import ops
+      >>> ops.cosine_scores(jnp.array([[3.0, 4.0]]), jnp.array([[1.0, 0.0], [0.0, -2.0]]))
+      Array([[ 0.6, -0.8]], dtype=float32)
+    """
+    return l2_normalise(z.astype(jnp.float32)) @ l2_normalise(directions.astype(jnp.float32)).T

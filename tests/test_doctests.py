@@ -12,7 +12,8 @@ import jaxinterp
 DOCUMENTED = ("jaxinterp.nets.core", "jaxinterp.attribution.gradient", "jaxinterp.attribution.cam",
               "jaxinterp.perturbation.extremal", "jaxinterp.objectives.sinkhorn",
               "jaxinterp.objectives.contrastive", "jaxinterp.evaluation.pointing", "jaxinterp.ops",
-              "jaxinterp.checks", "jaxinterp.targets", "jaxinterp.synthesis.methods")
+              "jaxinterp.checks", "jaxinterp.targets", "jaxinterp.synthesis.methods", "jaxinterp.nets.dip_skip",
+              "jaxinterp.nets.decoder", "jaxinterp.nets.dino_head")
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

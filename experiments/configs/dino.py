@@ -5,7 +5,7 @@ The fields and variants of configs/sela.py (``clusters``, ``lam``, ``label_every
 
 * ``head_dim``: K, the head's output width (256; DINO: 65536 for ImageNet's 1.28M images).
 * ``head_hidden``, ``head_bottleneck``: DINO's projection head with batch norm
-  (:func:`jaxinterp.train.dino.dino_mlp`; DINO's ResNet-50: 2048, 256; here 512, 128
+  (:func:`jaxinterp.nets.dino_mlp`; DINO's ResNet-50: 2048, 256; here 512, 128
   on the smallcnn's 128-d features); ``head_hidden = 0`` drops the MLP (the smallcnn's
   linear classifier is then DINO's last layer).
 * ``optimiser`` 'lars', ``lr`` 0.15 (SimCLR's 0.3 x 128 / 256), ``weight_decay`` 1e-6;

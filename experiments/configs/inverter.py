@@ -19,7 +19,7 @@ def get_config(variant: str = "full") -> ml_collections.ConfigDict:
     size: image side (the smallcnn is trained at 64).
     steps, batch_size, lr, steps_per_call: passed to train_inverter (paper: Adam,
       batch 64, lr 0.001).
-    widths, num_convs, fc_width: the decoders (inverter_init).
+    widths, num_convs, fc_width: the decoders (jaxinterp.nets.inverter_init).
     shown: held-out images in the figure.
     pretrained: the trained (cached) smallcnn; False = a random one (tests).
     seed: the training data and the inverters' key.

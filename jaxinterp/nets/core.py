@@ -94,25 +94,77 @@ def get(name: str, **config) -> "Net":
     return Net(name, tuple(sorted(merged.items())))
 
 
+# -- pure init / apply of any NNX module ---------------------------------------------------------------
+# The zoo's nets and the networks outside the zoo (nets.dip_skip, nets.decoder, nets.dino_head) are
+# NNX modules whose params travel as plain nested dicts: built once per configuration as a graph
+# without weights (``nnx.eval_shape``, ``nnx.split``), merged with a params dict on every call.
+
+
 @functools.lru_cache(maxsize=None)
-def _graph(name: str, config: tuple) -> tuple[Any, Any]:
-    """(graphdef, abstract params) of a net, built once without allocating weights."""
-    cls, _ = _REGISTRY[name]
+def module_graph(cls: type, config: tuple = ()) -> tuple[Any, Params]:
+    """(graphdef, abstract params) of ``cls(**dict(config), rngs=...)``, built once without allocating weights.
+
+    Args:
+      cls: an ``nnx.Module`` class taking ``rngs`` as a keyword.
+      config: its other constructor arguments as sorted (key, value) pairs (hashable).
+
+    Returns:
+      The graph (static structure) and the params as a nested dict of ``jax.ShapeDtypeStruct``.
+    """
     abstract = nnx.eval_shape(lambda: cls(**dict(config), rngs=nnx.Rngs(params=0)))
     graphdef, state = nnx.split(abstract)
     return graphdef, nnx.to_pure_dict(state)
 
 
 @functools.lru_cache(maxsize=None)
-def _init_fn(name: str, config: tuple) -> Callable[[jax.Array], Params]:
-    """A jitted ``key -> params`` (compiled once per net, so repeated inits are cheap)."""
-    cls, _ = _REGISTRY[name]
+def module_init(cls: type, config: tuple = ()) -> Callable[[jax.Array], Params]:
+    """A jitted ``key -> params`` of ``cls(**dict(config), rngs=nnx.Rngs(params=key))``.
 
+    Compiled once per (class, config), so repeated inits are cheap; the params are
+    ``nnx.to_pure_dict`` of the module's state (every variable, a nested dict of arrays).
+    """
     def init(key):
         module = cls(**dict(config), rngs=nnx.Rngs(params=key))
         return nnx.to_pure_dict(nnx.state(module))
 
     return jax.jit(init)
+
+
+def module_merge(cls: type, config: tuple, params: Params) -> nnx.Module:
+    """The module ``cls(**dict(config))`` holding ``params`` (``nnx.merge`` with the cached graph).
+
+    The arrays are not copied: under ``jit`` or ``vmap`` they are the tracers of ``params``.
+    """
+    return nnx.merge(module_graph(cls, config)[0], params)
+
+
+def check_params_tree(params, expected: Params, owner: str, source: str, *, arg: str = "params") -> None:
+    """ValueError naming ``arg`` unless the tree and leaf shapes of ``params`` are those of ``expected``.
+
+    Args:
+      params: the params given.
+      expected: the params' structure (e.g. :func:`module_graph`'s abstract params).
+      owner: what the params are for, in the messages (e.g. ``"Net('smallcnn')"``).
+      source: where right params come from, in the messages (e.g. ``"the output of net.init"``).
+      arg: the name of the argument, in the messages.
+    """
+    if jax.tree.structure(params) != jax.tree.structure(expected):
+        raise ValueError(f"{arg}: structure does not match {owner}; expected {source}")
+    for (path, a), b in zip(jax.tree.leaves_with_path(params), jax.tree.leaves(expected)):
+        shape = tuple(getattr(a, "shape", ()))
+        if shape != tuple(b.shape):
+            raise ValueError(f"{arg}: {jax.tree_util.keystr(path)} has shape {shape}, "
+                             f"expected {tuple(b.shape)} for {owner}")
+
+
+def _graph(name: str, config: tuple) -> tuple[Any, Any]:
+    """(graphdef, abstract params) of a net of the zoo."""
+    return module_graph(_REGISTRY[name][0], config)
+
+
+def _init_fn(name: str, config: tuple) -> Callable[[jax.Array], Params]:
+    """A jitted ``key -> params`` of a net of the zoo (compiled once per net)."""
+    return module_init(_REGISTRY[name][0], config)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -300,14 +352,8 @@ class Net:
 
     def check_params(self, params) -> None:
         """ValueError naming ``params`` unless its tree and leaf shapes are those of ``net.init``."""
-        expected = self.abstract_params()
-        if jax.tree.structure(params) != jax.tree.structure(expected):
-            raise ValueError(f"params: structure does not match {self!r}; expected the output of "
-                             f"net.init or nets.load({self.name!r}, ...)")
-        for (path, a), b in zip(jax.tree.leaves_with_path(params), jax.tree.leaves(expected)):
-            if tuple(a.shape) != tuple(b.shape):
-                raise ValueError(f"params: {jax.tree_util.keystr(path)} has shape {tuple(a.shape)}, "
-                                 f"expected {tuple(b.shape)} for {self!r}")
+        check_params_tree(params, self.abstract_params(), repr(self),
+                          f"the output of net.init or nets.load({self.name!r}, ...)")
 
     def _check_input(self, x, start) -> None:
         if not hasattr(x, "shape") or not hasattr(x, "dtype"):

@@ -9,9 +9,8 @@ result equals the single-device one on the full batch.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 
-__all__ = ["psum", "axis_size", "global_count", "l2_normalise"]
+__all__ = ["psum", "axis_size", "global_count"]
 
 
 def psum(x, axis_name):
@@ -27,9 +26,3 @@ def axis_size(axis_name) -> int:
 def global_count(n_local: int, axis_name) -> int:
     """Global batch size: the local size times the devices along ``axis_name``."""
     return n_local * axis_size(axis_name)
-
-
-def l2_normalise(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-    """``x / max(||x||, eps)`` along ``axis`` (torch ``F.normalize``'s convention)."""
-    norm = jnp.sqrt(jnp.sum(jnp.square(x), axis=axis, keepdims=True))
-    return x / jnp.maximum(norm, eps)

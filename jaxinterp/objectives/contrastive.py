@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp.checks import check_float_array, check_positive_float, is_concrete
-from jaxinterp.objectives._common import axis_size, l2_normalise, psum
+from jaxinterp.objectives._common import axis_size, psum
+from jaxinterp.ops import l2_normalise
 
 __all__ = ["infonce", "nt_xent", "gdt_loss", "contrast_from_factors", "MODES"]
 

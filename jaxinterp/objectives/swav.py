@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp.checks import check_float_array, check_positive_float, check_int
-from jaxinterp.objectives._common import global_count, l2_normalise, psum
+from jaxinterp.objectives._common import global_count, psum
 from jaxinterp.objectives.sinkhorn import swav_codes
+from jaxinterp.ops import cosine_scores
 
 __all__ = ["prototype_scores", "swav_loss"]
 
@@ -18,13 +19,14 @@ def prototype_scores(z: jax.Array, prototypes: jax.Array) -> jax.Array:
     SwAV L2-normalises features and prototypes before scoring (forgetting it
     overflows exp(scores / 0.05): docs/references.md, SwAV).  SwAV renormalises the
     prototype weights in place after each step; here the normalisation is part
-    of the function (gradients flow through it), which gives the same scores.
+    of the function (gradients flow through it), which gives the same scores
+    (:func:`jaxinterp.ops.cosine_scores` after the argument checks).
     """
     z = check_float_array(z, "z", tuple(range(1, 8)))
     prototypes = check_float_array(prototypes, "prototypes", (2,))
     if prototypes.shape[1] != z.shape[-1]:
         raise ValueError(f"prototypes: expected (K, {z.shape[-1]}), got {tuple(prototypes.shape)}")
-    return l2_normalise(z.astype(jnp.float32)) @ l2_normalise(prototypes.astype(jnp.float32)).T
+    return cosine_scores(z, prototypes)
 
 
 def swav_loss(scores: jax.Array, *, num_assign: int = 2, temperature: float = 0.1,

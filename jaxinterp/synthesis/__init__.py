@@ -8,12 +8,14 @@
 * :mod:`.methods` - activation maximisation, layer visualisation, pre-images, caricatures, DeepDream;
 * :mod:`.dip` - the deep image prior (Ulyanov, Vedaldi and Lempitsky 2018): restoration and a parameterisation;
 * :mod:`.inverter` - the learned inverter (Dosovitskiy and Brox 2016): a decoder from features to images.
+
+The networks the last two fit or train live in :mod:`jaxinterp.nets` (:class:`~jaxinterp.nets.SkipNet`,
+:class:`~jaxinterp.nets.Decoder`).
 """
 
 from jaxinterp.synthesis import objectives
-from jaxinterp.synthesis.dip import (deep_image_prior, dip_parameterisation, fitting_curves, skip_net_apply,
-                                     skip_net_init)
-from jaxinterp.synthesis.inverter import invert, inverter_apply, inverter_init, train_inverter
+from jaxinterp.synthesis.dip import deep_image_prior, dip_parameterisation, fitting_curves
+from jaxinterp.synthesis.inverter import invert, train_inverter
 from jaxinterp.synthesis.methods import (LEAKY_RULES, DiffingResult, PreImageResult, activation_diffing,
                                          activation_maximisation, caricature,
                                          deepdream, feature_loss, mahendran_jitter, mahendran_optimiser,
@@ -25,8 +27,8 @@ from jaxinterp.synthesis.rendering import RenderResult, activations, render
 from jaxinterp.synthesis.transforms import (STANDARD, affine, compose, jitter, pad, random_rotate, random_scale,
                                             resize, roll_jitter)
 
-__all__ = ["objectives", "activation_diffing", "DiffingResult", "deep_image_prior", "dip_parameterisation", "fitting_curves", "skip_net_apply",
-           "skip_net_init", "invert", "inverter_apply", "inverter_init", "train_inverter", "LEAKY_RULES", "PreImageResult", "activation_maximisation", "caricature", "deepdream",
+__all__ = ["objectives", "activation_diffing", "DiffingResult", "deep_image_prior", "dip_parameterisation", "fitting_curves",
+           "invert", "train_inverter", "LEAKY_RULES", "PreImageResult", "activation_maximisation", "caricature", "deepdream",
            "feature_loss", "mahendran_jitter", "mahendran_optimiser", "pre_image", "project_pixels",
            "visualise_layer", "Parameterisation", "decorrelate_colour", "fourier", "laplacian_pyramid", "pixel",
            "raw_pixels", "B_PIXEL", "V_PIXEL", "alpha_norm", "blur_penalty", "tv_norm", "RenderResult",

@@ -11,9 +11,10 @@ a mask for inpainting, a downsampler for super-resolution).  The structure of
 the network, not any training data, is the prior: it fits natural images much
 faster than noise (:func:`fitting_curves`), so stopping early restores.
 
-Everything here is pure JAX: the generator (:func:`skip_net_init`,
-:func:`skip_net_apply`) is a nested dict of float32 arrays and two functions
-for ONE image; :func:`deep_image_prior` runs the whole Adam loop in one
+Everything here is pure JAX: the generator (:class:`jaxinterp.nets.SkipNet`,
+as :func:`~jaxinterp.nets.skip_net_init` and :func:`~jaxinterp.nets.skip_net_apply`)
+is a nested dict of float32 arrays and two functions for ONE image;
+:func:`deep_image_prior` runs the whole Adam loop in one
 ``lax.scan`` and maps it over images and seeds (vmap; on a CPU one fit after
 another, its convolutions as matrix products); :func:`dip_parameterisation`
 lets any objective (pre-images, activation maximisation) use the generator as
@@ -41,13 +42,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp import ops
 from jaxinterp.checks import check_int, check_positive_float, check_real, check_size
+from jaxinterp.nets.dip_skip import (check_architecture, check_divisible, check_upsample, skip_net_apply,
+                                     skip_net_init)
 from jaxinterp.synthesis.params import Parameterisation
 
-__all__ = ["TASKS", "REG_NOISE_STD", "UPSAMPLE", "FITTING_TARGETS", "DipResult", "FittingCurves",
-           "skip_net_init", "skip_net_apply", "skip_net_scales", "dip_noise", "degrade", "psnr",
-           "deep_image_prior", "restore_one", "dip_parameterisation", "fitting_curves"]
+__all__ = ["TASKS", "REG_NOISE_STD", "FITTING_TARGETS", "DipResult", "FittingCurves",
+           "dip_noise", "degrade", "psnr", "deep_image_prior", "restore_one", "dip_parameterisation",
+           "fitting_curves"]
 
 TASKS = ("denoise", "inpaint", "super_resolution", "jpeg")
 
@@ -58,276 +60,11 @@ x4 super-resolution; the paper's JPEG-artifact removal runs the denoising
 setup).  For
 super-resolution with ``factor >= 8`` the default is 0.05 (the paper's x8)."""
 
-UPSAMPLE = ("bilinear", "nearest")
-
 FITTING_TARGETS = ("image", "image + noise", "scrambled image", "uniform noise")
 """The four targets of :func:`fitting_curves`, in the order of its second axis (the paper's Fig. 2)."""
 
-BN_EPS = 1e-5          # torch.nn.BatchNorm2d's default, as in the paper's code
-LEAKY_SLOPE = 0.2      # the paper's LeakyReLU
 
-
-# -- the skip generator --------------------------------------------------------------------------
-
-
-def _conv_init(key: jax.Array, k: int, cin: int, cout: int) -> dict:
-    """PyTorch's default Conv2d init (as the paper's code): U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
-    bound = 1.0 / math.sqrt(cin * k * k)
-    kw, kb = jax.random.split(key)
-    return {"w": jax.random.uniform(kw, (k, k, cin, cout), jnp.float32, -bound, bound),
-            "b": jax.random.uniform(kb, (cout,), jnp.float32, -bound, bound)}
-
-
-def _bn_init(c: int) -> dict:
-    return {"scale": jnp.ones((c,), jnp.float32), "bias": jnp.zeros((c,), jnp.float32)}
-
-
-def _check_channels(value, arg: str, allow_zero: bool = False) -> tuple[int, ...]:
-    if not isinstance(value, (tuple, list)) or not value:
-        raise ValueError(f"{arg}: expected a non-empty tuple of channel counts, got {value!r}")
-    lo = 0 if allow_zero else 1
-    return tuple(check_int(c, arg, minimum=lo) for c in value)
-
-
-def skip_net_init(key: jax.Array, *, in_channels: int = 32, out_channels: int = 3,
-                  down: tuple[int, ...] = (128,) * 5, up: tuple[int, ...] = (128,) * 5,
-                  skip: tuple[int, ...] = (4,) * 5) -> dict:
-    """Random params of the paper's skip (U-Net-like) generator.
-
-    Scale i (0 = finest) has, as in the paper's supplementary Fig. 1:
-
-    * ``down_i``: conv 3x3 stride 2 (-> ``down[i]``), BN, LeakyReLU, conv 3x3
-      (``down[i]`` -> ``down[i]``), BN, LeakyReLU;
-    * ``skip_i`` (absent when ``skip[i] == 0``): conv 1x1 (-> ``skip[i]``), BN,
-      LeakyReLU, from the input of the scale;
-    * ``up_i``: BN of [skip_i, upsample(deeper)], conv 3x3 (-> ``up[i]``), BN,
-      LeakyReLU, conv 1x1 (``up[i]`` -> ``up[i]``), BN, LeakyReLU; "deeper" is
-      ``up_{i+1}``'s output, or ``down_i``'s at the coarsest scale;
-    * ``out``: conv 1x1 (``up[0]`` -> ``out_channels``), then a sigmoid.
-
-    Convs have biases and PyTorch's default init (uniform in
-    +-1/sqrt(fan_in), as the paper's code); BN scales start at 1, biases at 0.
-    The skip convs are 1x1, the paper's code's default (its ``filter_skip_size``).
-
-    Args:
-      key: a ``jax.random.key``.
-      in_channels: channels of the input noise z (default 32, the paper's).
-      out_channels: channels of the output image (default 3).
-      down, up, skip: channels per scale, finest first (default 5 scales of
-        128 / 128 / 4, the paper's); equal lengths; ``skip`` may hold zeros.
-
-    Returns:
-      params: a nested dict of float32 arrays, ``{'down0': ..., 'skip0': ...,
-      'up0': ..., ..., 'out': {'w', 'b'}}``; conv weights are HWIO.
-
-    Raises:
-      ValueError: bad channel counts or lengths.
-    """
-    in_channels, out_channels = check_int(in_channels, "in_channels"), check_int(out_channels, "out_channels")
-    down, up = _check_channels(down, "down"), _check_channels(up, "up")
-    skip = _check_channels(skip, "skip", allow_zero=True)
-    if not len(down) == len(up) == len(skip):
-        raise ValueError(f"up: down, up and skip need one entry per scale, got lengths "
-                         f"{len(down)}, {len(up)}, {len(skip)}")
-    scales = len(down)
-    keys = jax.random.split(key, 6 * scales + 1)
-    params, cin = {}, in_channels
-    for i in range(scales):
-        k = keys[6 * i: 6 * i + 6]
-        params[f"down{i}"] = {"conv1": _conv_init(k[0], 3, cin, down[i]), "bn1": _bn_init(down[i]),
-                              "conv2": _conv_init(k[1], 3, down[i], down[i]), "bn2": _bn_init(down[i])}
-        if skip[i]:
-            params[f"skip{i}"] = {"conv": _conv_init(k[2], 1, cin, skip[i]), "bn": _bn_init(skip[i])}
-        deeper = up[i + 1] if i + 1 < scales else down[i]
-        params[f"up{i}"] = {"bn0": _bn_init(skip[i] + deeper),
-                            "conv1": _conv_init(k[3], 3, skip[i] + deeper, up[i]), "bn1": _bn_init(up[i]),
-                            "conv2": _conv_init(k[4], 1, up[i], up[i]), "bn2": _bn_init(up[i])}
-        cin = down[i]
-    params["out"] = _conv_init(keys[-1], 1, up[0], out_channels)
-    return params
-
-
-def skip_net_scales(params: dict) -> int:
-    """The number of scales of a skip net's params (its output side must be divisible by 2**scales)."""
-    return sum(1 for k in params if k.startswith("down"))
-
-
-def _conv_valid(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
-    """Unpadded conv of ONE image x (Hp, Wp, Cin) by w (k, k, Cin, Cout): (Ho, Wo, Cout) float32.
-
-    On a CPU as a matrix product of the patches (:func:`_patch_products`),
-    elsewhere ``lax.conv_general_dilated``.  XLA:CPU runs the convolutions of
-    the fitting loop badly: the kernel gradient, which JAX writes as a
-    convolution with dim labels ``f01b_i01o->01bf``, is left in that layout
-    inside the ``lax.scan`` and goes to the naive loop emitter (a step took 10x
-    longer in the scan than alone); a vmap over per-image nets makes every
-    convolution a grouped one, naive as well (4 images: 30x slower per image);
-    and its Eigen convolutions reach about half the speed of its matrix products.
-    """
-    if jax.default_backend() != "cpu":
-        return jax.lax.conv_general_dilated(x[None], w, (stride, stride), "VALID",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                                            preferred_element_type=jnp.float32)[0]
-    return _patch_products(x, w, stride)
-
-
-def _patches(x: jax.Array, k: int, stride: int) -> jax.Array:
-    """The k x k patches of x (Hp, Wp, Cin) at the output pixels of an unpadded strided conv:
-    (Ho, Wo, k k Cin), taps (a, b) row-major and channels fastest, the order of ``w.reshape(k k Cin, Cout)``."""
-    ho, wo = (x.shape[0] - k) // stride + 1, (x.shape[1] - k) // stride + 1
-    return jnp.concatenate([x[a:a + stride * (ho - 1) + 1:stride, b:b + stride * (wo - 1) + 1:stride]
-                            for a in range(k) for b in range(k)], axis=-1)
-
-
-def _matmul(spec: str, a: jax.Array, b: jax.Array) -> jax.Array:
-    return jnp.einsum(spec, a, b, preferred_element_type=jnp.float32)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _patch_products(x: jax.Array, w: jax.Array, stride: int) -> jax.Array:
-    """Unpadded strided conv (Hp, Wp, Cin) -> (Ho, Wo, Cout): the patches (im2col) times w, ONE matrix product.
-
-    Custom VJP (:func:`_patch_products_bwd`): JAX's own kernel gradient
-    contracts over the pixels two pixel-major operands; XLA:CPU's matrix
-    products want the contracted axis last, so it transposes one of them first,
-    and it may pick the k^2-times-larger one (with an earlier shifted-product
-    form it did, and recomputed the producers of the output gradient in each
-    of the k^2 copies: the backward pass took 10x the forward).
-    """
-    k, cout = w.shape[0], w.shape[3]
-    return _matmul("hwk,ko->hwo", _patches(x, k, stride), w.reshape(-1, cout))
-
-
-def _patch_products_fwd(x, w, stride):
-    return _patch_products(x, w, stride), (x, w)
-
-
-def _patch_products_bwd(stride, residuals, dy):
-    """dx: dy @ w^T for every patch, each tap added back at its strided position; dw^T = dy^T @ patches,
-    a product whose transposed operand is dy (Cout, Ho Wo), not the k^2-times-wider patches."""
-    x, w = residuals
-    k, cin, cout = w.shape[0], w.shape[2], w.shape[3]
-    (hp, wp), (ho, wo) = x.shape[:2], dy.shape[:2]
-    dy = dy.astype(x.dtype)
-    dp = _matmul("hwo,ko->hwk", dy, w.reshape(-1, cout)).astype(x.dtype).reshape(ho, wo, k * k, cin)
-    span_h, span_w = stride * (ho - 1) + 1, stride * (wo - 1) + 1
-
-    def place(a, b):
-        padding = ((a, hp - a - span_h, stride - 1), (b, wp - b - span_w, stride - 1), (0, 0, 0))
-        return jax.lax.pad(dp[:, :, a * k + b], jnp.zeros((), x.dtype), padding)
-
-    dx = functools.reduce(jnp.add, [place(a, b) for a in range(k) for b in range(k)])
-    dw_t = _matmul("op,pk->ok", dy.reshape(ho * wo, cout).T, _patches(x, k, stride).reshape(ho * wo, -1))
-    return dx, dw_t.T.reshape(k, k, cin, cout).astype(w.dtype)
-
-
-_patch_products.defvjp(_patch_products_fwd, _patch_products_bwd)
-
-
-def _conv(p: dict, h: jax.Array, stride: int, dtype) -> jax.Array:
-    """Conv (H, W, Cin) -> (H / stride, W / stride, Cout) with reflection padding (as the paper's code).
-
-    Operands in ``dtype``, result float32 (:func:`_conv_valid`).
-    """
-    k = p["w"].shape[0]
-    if k > 1:
-        h = jnp.pad(h, ((k // 2, k // 2), (k // 2, k // 2), (0, 0)), mode="reflect")
-    return _conv_valid(h.astype(dtype), p["w"].astype(dtype), stride) + p["b"]
-
-
-def _bn(p: dict, h: jax.Array) -> jax.Array:
-    """BatchNorm with the statistics of the current input (train mode, batch of one image).
-
-    Mean and biased variance over (H, W) per channel, eps 1e-5, as
-    ``torch.nn.BatchNorm2d`` in training mode on a batch of one, which is how
-    the paper's code runs (it never switches to eval mode).  Computed in float32.
-    """
-    h = h.astype(jnp.float32)
-    mean = jnp.mean(h, axis=(0, 1))
-    var = jnp.mean(jnp.square(h - mean), axis=(0, 1))
-    return (h - mean) * jax.lax.rsqrt(var + BN_EPS) * p["scale"] + p["bias"]
-
-
-def _act(h: jax.Array) -> jax.Array:
-    return jax.nn.leaky_relu(h, LEAKY_SLOPE)
-
-
-def _upsample2(h: jax.Array, mode: str) -> jax.Array:
-    """x2 upsampling of (H, W, C): 'nearest', or 'bilinear' with half-pixel centres
-    (``torch.nn.Upsample(scale_factor=2, mode='bilinear')``, ``align_corners=False``)."""
-    if mode == "nearest":
-        return jnp.repeat(jnp.repeat(h, 2, axis=0), 2, axis=1)
-    return ops.resize_bilinear(h, (2 * h.shape[0], 2 * h.shape[1]), axes=(0, 1))
-
-
-def _check_upsample(upsample) -> str:
-    if upsample not in UPSAMPLE:
-        raise ValueError(f"upsample: expected one of {UPSAMPLE}, got {upsample!r}")
-    return upsample
-
-
-def _check_divisible(image_size, scales: int, arg: str) -> None:
-    m = 2 ** scales
-    if image_size[0] % m or image_size[1] % m:
-        raise ValueError(f"{arg}: the skip net has {scales} scales, so H and W must be divisible by "
-                         f"2**{scales} = {m}; got (H, W) = {tuple(image_size)}")
-
-
-def skip_net_apply(params: dict, z: jax.Array, *, upsample: str = "bilinear",
-                   compute_dtype=jnp.float32) -> jax.Array:
-    """The skip generator on ONE input: z (H, W, Cin) -> image (H, W, Cout) in (0, 1).
-
-    Architecture: see :func:`skip_net_init`.  Convs are zero-free: 3x3 convs
-    pad by reflection (the paper's code's ``pad='reflection'``); the stride-2
-    convs downsample; ``upsample`` doubles the resolution back.  BatchNorm
-    normalises with the statistics of this input alone (train mode with a batch
-    of one, as the paper's code, which fits one image with batch size 1): vmap
-    this function for batches, every image is normalised on its own.  On a CPU
-    the convs are matrix products of patches with a hand-written backward pass
-    (:func:`_conv_valid`), elsewhere XLA convolutions.
-
-    Pure and jit-compatible with ``upsample`` and ``compute_dtype`` static.
-
-    Args:
-      params: from :func:`skip_net_init`.
-      z: input noise (H, W, Cin), H and W divisible by 2**scales.
-      upsample: 'bilinear' (default; the paper uses bilinear for its
-        restorations) or 'nearest'.  A static argument here rather than of
-        init, because params hold arrays only.
-      compute_dtype: dtype of the conv operands (float32 default; bfloat16 on
-        accelerators); accumulation, BatchNorm and the output stay float32.
-
-    Returns:
-      (H, W, Cout) float32 in (0, 1) (sigmoid output).
-
-    Raises:
-      ValueError: ``z`` not (H, W, Cin) with the params' Cin, H or W not divisible by
-        2**scales, bad ``upsample``.
-    """
-    upsample = _check_upsample(upsample)
-    scales = skip_net_scales(params)
-    cin = params["down0"]["conv1"]["w"].shape[2]
-    if not hasattr(z, "shape") or z.ndim != 3 or z.shape[-1] != cin:
-        raise ValueError(f"z: expected one input (H, W, {cin}), got shape {getattr(z, 'shape', None)}")
-    _check_divisible(z.shape[:2], scales, "z")
-    dt = compute_dtype
-
-    def scale(i: int, h: jax.Array) -> jax.Array:
-        d = params[f"down{i}"]
-        deeper = _act(_bn(d["bn1"], _conv(d["conv1"], h, 2, dt)))
-        deeper = _act(_bn(d["bn2"], _conv(d["conv2"], deeper, 1, dt)))
-        if i + 1 < scales:
-            deeper = scale(i + 1, deeper)
-        parts = [_upsample2(deeper, upsample)]
-        if f"skip{i}" in params:
-            s = params[f"skip{i}"]
-            parts.insert(0, _act(_bn(s["bn"], _conv(s["conv"], h, 1, dt))))
-        u = params[f"up{i}"]
-        h = _bn(u["bn0"], jnp.concatenate(parts, axis=-1))
-        h = _act(_bn(u["bn1"], _conv(u["conv1"], h, 1, dt)))
-        return _act(_bn(u["bn2"], _conv(u["conv2"], h, 1, dt)))
-
-    return jax.nn.sigmoid(_conv(params["out"], scale(0, z), 1, dt))
+# -- the generator's input -------------------------------------------------------------------------
 
 
 def dip_noise(key: jax.Array, image_size: tuple[int, int], channels: int = 32,
@@ -346,7 +83,7 @@ def dip_noise(key: jax.Array, image_size: tuple[int, int], channels: int = 32,
       z: (H, W, channels) float32.
     """
     h, w = _check_size(image_size, "image_size")
-    channels = _check_channels((channels,), "channels")[0]
+    channels = check_int(channels, "channels")
     return scale * jax.random.uniform(key, (h, w, channels), jnp.float32)
 
 
@@ -576,11 +313,11 @@ def deep_image_prior(x: jax.Array, *, key: jax.Array, task: str = "denoise", mas
     x = _check_observation(x)
     _check_task_args(task, steps, factor, lr, ema, reg_noise_std)
     seeds = check_int(seeds, "seeds")
-    down, up, skip = _check_channels(down, "down"), _check_channels(up, "up"), _check_channels(skip, "skip", True)
-    upsample = _check_upsample(upsample)
+    in_channels, _, down, up, skip = check_architecture(in_channels, 3, down, up, skip)
+    upsample = check_upsample(upsample)
     n, h, w = x.shape[:3]
     size = (h * factor, w * factor) if task == "super_resolution" else (h, w)
-    _check_divisible(size, len(down), "x")
+    check_divisible(size, len(down), "x")
     if task == "inpaint":
         mask = _check_mask(mask, x)
     elif mask is not None:
@@ -628,10 +365,11 @@ def _fit_each(fit, *args):
 
     Every fit has its own net.  Elsewhere a vmap turns each convolution into a
     grouped one (``feature_group_count`` = fits), which GPUs run well.  On a
-    CPU the convolutions are matrix products (:func:`_conv_valid`): vmapped,
-    they run at the same speed per fit as one after another (64 px, 1 to 16
-    fits), while the activations kept for the backward pass grow with the
-    number of fits; one after another, memory stays that of one fit.
+    CPU the convolutions are matrix products
+    (:func:`jaxinterp.nets.dip_skip._conv_valid`): vmapped, they run at the
+    same speed per fit as one after another (64 px, 1 to 16 fits), while the
+    activations kept for the backward pass grow with the number of fits; one
+    after another, memory stays that of one fit.
     """
     if jax.default_backend() == "cpu":
         return jax.lax.map(lambda a: fit(*a), args)
@@ -692,9 +430,9 @@ def dip_parameterisation(image_size: tuple[int, int], *, in_channels: int = 32, 
       ValueError: bad ``image_size`` (or not divisible by 2**scales), channels or ``upsample``.
     """
     size = _check_size(image_size, "image_size")
-    down, up, skip = _check_channels(down, "down"), _check_channels(up, "up"), _check_channels(skip, "skip", True)
-    _check_divisible(size, len(down), "image_size")
-    upsample = _check_upsample(upsample)
+    in_channels, _, down, up, skip = check_architecture(in_channels, 3, down, up, skip)
+    check_divisible(size, len(down), "image_size")
+    upsample = check_upsample(upsample)
 
     def init(key):
         return {"net": skip_net_init(jax.random.fold_in(key, 0), in_channels=in_channels, down=down, up=up,
@@ -772,9 +510,9 @@ def fitting_curves(x: jax.Array, key: jax.Array, steps: int = 2400, *, lr: float
     """
     x = _check_observation(x)
     _check_task_args("denoise", steps, 1, lr, None, None)
-    down, up, skip = _check_channels(down, "down"), _check_channels(up, "up"), _check_channels(skip, "skip", True)
-    _check_divisible(x.shape[1:3], len(down), "x")
-    upsample = _check_upsample(upsample)
+    in_channels, _, down, up, skip = check_architecture(in_channels, 3, down, up, skip)
+    check_divisible(x.shape[1:3], len(down), "x")
+    upsample = check_upsample(upsample)
     return _fitting(x, key, int(steps), float(lr), float(noise_std), in_channels, down, up, skip, upsample,
                     compute_dtype)
 

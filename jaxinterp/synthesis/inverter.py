@@ -9,49 +9,21 @@ and read what D(phi(x)) keeps and loses as what phi keeps and loses (the
 expected pre-image of phi(x) under the training distribution).  Deeper layers
 give blurrier, less faithful reconstructions: they are more invariant.
 
-    params = inverter_init(key, net.activation_shape("features.4"), (64, 64))
-    y = inverter_apply(params, net.apply(net_params, x, stop="features.4"))   # (N, 64, 64, 3)
+    params = nets.inverter_init(key, net.activation_shape("features.4"), (64, 64))
+    y = nets.inverter_apply(params, net.apply(net_params, x, stop="features.4"))   # (N, 64, 64, 3)
 
     inv, history = train_inverter(net, net_params, "features.4",
                                   lambda k, n: synthetic.generate(k, n)["image"],
                                   steps=2000, batch_size=64, key=jax.random.key(0))
     recon = invert(net, net_params, inv, x, "features.4")
 
-The decoder (the paper's family, scaled down for 64 x 64 images):
-
-* vector features (C,) (e.g. after global pooling): ``fc0`` (C -> ``fc_width``)
-  then ``seed``, a fully connected map to a (h0, w0, widths[0]) grid, h0 = H / 2^k
-  with the largest k that leaves h0, w0 >= 4 (the paper reshapes its fc
-  output to 4 x 4 the same way);
-* ``conv0`` .. ``conv{num_convs-1}``: 3 x 3 convolutions with ``widths[0]``
-  channels on the feature map (the paper's "conv" layers before upsampling);
-* ``up0`` .. ``up{k-1}``: k up-convolutions (nearest-neighbour 2x upsampling
-  then a 3 x 3 convolution, each doubling the resolution; stage i has
-  ``widths[min(i + 1, -1)]`` channels) until the image size;
-* ``out``: a 3 x 3 convolution to 3 channels, then a sigmoid.
-
-Every hidden layer is followed by a leaky ReLU of slope 0.2 (the paper's).
-The paper's up-convolutions are unpooling (each value to the top-left of a
-2 x 2 block of zeros) then a 5 x 5 conv; here the unpooling copies the value
-to the whole block (nearest-neighbour upsampling) and the conv is 3 x 3,
-which avoids the checkerboard artefacts of zero-filled unpooling and
-transposed convolutions (Odena, Dumoulin and Olah 2016) at a lower cost.
-The 3 x 3 convolutions are computed as one matmul of shifted copies (im2col;
-the same numbers as ``lax.conv_general_dilated``, tested), because XLA:CPU
-runs a convolution's kernel gradient inside ``lax.scan`` about 5x slower.
-The paper's last layer is linear (no output non-linearity); here the output
-goes through a **sigmoid**, because the project's images are RGB in [0, 1]
-by contract: a sigmoid keeps every reconstruction in range and, unlike
-clipping, never zeroes the gradient of a pixel that is out of range.
-
-The parameters are a plain dict of arrays; the architecture is read from its
-keys and shapes, so :func:`inverter_apply` is a pure function of
-``(params, features)``.  ``params['scale']`` is a fixed scalar that the
-features are multiplied by before the decoder (1 at init;
-:func:`train_inverter` sets it to 1 / RMS of the training features, because
-activations at different depths differ in scale by orders of magnitude and
-Adam's step size is then right for all of them; the paper feeds raw
-features).  It is never trained (``stop_gradient``).
+The decoder is :class:`jaxinterp.nets.Decoder` (its module docstring gives the
+layers: fully connected layers for vector features, 3 x 3 convolutions,
+up-convolutions, a sigmoid output), as the pure :func:`~jaxinterp.nets.inverter_init`
+and :func:`~jaxinterp.nets.inverter_apply`; here are its training
+(:func:`train_inverter`, Adam on :func:`reconstruction_loss`) and its use
+(:func:`invert`).  Its params hold a fixed ``scale`` the features are multiplied
+by, which :func:`train_inverter` sets to 1 / RMS of the training features.
 
 References:
   Dosovitskiy and Brox, "Inverting visual representations with
@@ -61,7 +33,6 @@ References:
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -71,249 +42,11 @@ import optax
 
 from jaxinterp.checks import check_int, check_positive_float
 from jaxinterp.nets import Net
-from jaxinterp.synthesis.params import check_image_size
+from jaxinterp.nets.decoder import (DEFAULT_WIDTHS, check_widths, inverter_apply, inverter_feature_shape,
+                                    inverter_init)
 from jaxinterp.train import loop, sharding
 
-__all__ = ["DEFAULT_WIDTHS", "LEAKY_SLOPE", "inverter_init", "inverter_apply", "inverter_image_size",
-           "reconstruction_loss", "train_inverter", "invert", "InverterState"]
-
-DEFAULT_WIDTHS = (64, 64, 32, 32)
-"""Channels of the conv layers on the feature map (first), then of each up-convolution."""
-LEAKY_SLOPE = 0.2
-"""Negative slope of the leaky ReLUs (the paper's)."""
-_MIN_SEED = 4
-
-
-# ----------------------------------------------------------------------------
-# Checks.
-
-
-def _check_widths(widths) -> tuple[int, ...]:
-    if not isinstance(widths, (tuple, list)) or not widths:
-        raise ValueError(f"widths: expected a non-empty tuple of positive ints, got {widths!r}")
-    return tuple(check_int(w, "widths") for w in widths)
-
-
-def _check_feature_shape(feature_shape) -> tuple[int, ...]:
-    if not isinstance(feature_shape, (tuple, list)) or len(feature_shape) not in (1, 3):
-        raise ValueError(f"feature_shape: expected (h, w, C) or (C,) for one example, "
-                         f"got {feature_shape!r}")
-    return tuple(check_int(d, "feature_shape") for d in feature_shape)
-
-
-def _num_doublings(feature_hw: tuple[int, int], image_size: tuple[int, int]) -> int:
-    """k with feature_hw * 2^k == image_size; ValueError naming image_size otherwise."""
-    (h, w), (H, W) = feature_hw, image_size
-    for k in range(32):
-        if (h << k, w << k) == (H, W):
-            return k
-        if (h << k) > H or (w << k) > W:
-            break
-    raise ValueError(f"image_size: {(H, W)} is not the feature map size {(h, w)} times a power of 2; "
-                     f"the decoder doubles the resolution at each up-convolution")
-
-
-def _seed_size(image_size: tuple[int, int]) -> tuple[int, int, int]:
-    """(h0, w0, k): the largest k with image_size / 2^k integral and >= 4 on both sides."""
-    H, W = image_size
-    k = 0
-    while H % (2 << k) == 0 and W % (2 << k) == 0 and min(H, W) >> (k + 1) >= _MIN_SEED:
-        k += 1
-    return H >> k, W >> k, k
-
-
-# ----------------------------------------------------------------------------
-# The decoder.
-
-
-def inverter_init(key: jax.Array, feature_shape, image_size, *, widths=DEFAULT_WIDTHS,
-                  num_convs: int = 2, fc_width: int = 256) -> dict:
-    """Random parameters of a decoder from features of one shape to images of one size.
-
-    Args:
-      key: a ``jax.random.key``.
-      feature_shape: the features of ONE example: (h, w, C) for a conv layer
-        (``net.activation_shape(layer)``), or (C,) for a vector.
-      image_size: (H, W) of the images; for (h, w, C) features, (h, w) times
-        2^k for some k >= 0 (k up-convolutions).
-      widths: channels of the ``num_convs`` conv layers on the feature map
-        (``widths[0]``) and of up-convolution i (``widths[min(i + 1, -1)]``);
-        default :data:`DEFAULT_WIDTHS` (the paper's AlexNet decoders use
-        256 .. 32 channels; these suit 64 x 64 images).
-      num_convs: 3 x 3 conv layers before upsampling (default 2; the paper
-        uses 3 on AlexNet's conv5).
-      fc_width: width of the hidden fully connected layer for (C,) features
-        (default 256; the paper uses 4096 on AlexNet's fc layers).
-
-    Returns:
-      A dict of float32 arrays (see the module docstring for the layers):
-      ``{'scale': (), 'conv0': {'w': (3, 3, C, widths[0]), 'b'}, ...,
-      'up0': {'w': (3, 3, cin, cout), 'b'}, ..., 'out': {'w': (3, 3, cin, 3), 'b': (3,)}}``
-      and for (C,) features ``'fc0'`` and ``'seed'`` ({'w': (fc_width, h0, w0, widths[0])}).
-
-    Raises:
-      ValueError: bad ``feature_shape``, ``image_size`` (not the feature map
-        size times a power of 2), ``widths``, ``num_convs`` or ``fc_width``.
-    """
-    feature_shape = _check_feature_shape(feature_shape)
-    image_size = check_image_size(image_size)
-    widths = _check_widths(widths)
-    num_convs = check_int(num_convs, "num_convs")
-    fc_width = check_int(fc_width, "fc_width")
-    return _init(key, feature_shape, image_size, widths, num_convs, fc_width)
-
-
-@functools.partial(jax.jit, static_argnums=(1, 2, 3, 4, 5))
-def _init(key, feature_shape, image_size, widths, num_convs, fc_width) -> dict:
-    """:func:`inverter_init` after its checks, compiled once per architecture.
-
-    All weights come from ONE ``jax.random.normal`` draw, cut into pieces (one
-    threefry program to compile rather than one per layer).
-    """
-    layers: list[tuple[str, tuple[int, ...], int]] = []     # (name, weight shape, fan_in)
-    if len(feature_shape) == 1:
-        h0, w0, k = _seed_size(image_size)
-        c = feature_shape[0]
-        layers += [("fc0", (c, fc_width), c), ("seed", (fc_width, h0, w0, widths[0]), fc_width)]
-        cin = widths[0]
-    else:
-        k = _num_doublings(feature_shape[:2], image_size)
-        cin = feature_shape[2]
-    for i in range(num_convs):
-        layers.append((f"conv{i}", (3, 3, cin, widths[0]), 9 * cin))
-        cin = widths[0]
-    for i in range(k):
-        cout = widths[min(i + 1, len(widths) - 1)]
-        layers.append((f"up{i}", (3, 3, cin, cout), 9 * cin))
-        cin = cout
-    layers.append(("out", (3, 3, cin, 3), 9 * cin))
-    sizes = [math.prod(shape) for _, shape, _ in layers]
-    noise = jax.random.normal(key, (sum(sizes),), jnp.float32)
-    params: dict[str, Any] = {"scale": jnp.ones((), jnp.float32)}
-    offset = 0
-    for (name, shape, fan_in), size in zip(layers, sizes):
-        # He initialisation for leaky ReLUs: N(0, 2 / ((1 + a^2) fan_in)); the output layer 10x smaller
-        # so that the first reconstructions are near grey (sigmoid(0) = 0.5).
-        std = math.sqrt(2.0 / ((1.0 + LEAKY_SLOPE ** 2) * fan_in)) * (0.1 if name == "out" else 1.0)
-        w = std * noise[offset:offset + size].reshape(shape)
-        bias_shape = shape[1:] if name == "seed" else shape[-1:]
-        params[name] = {"w": w, "b": jnp.zeros(bias_shape, jnp.float32)}
-        offset += size
-    return params
-
-
-def _layer_count(params: dict, prefix: str) -> int:
-    n = 0
-    while f"{prefix}{n}" in params:
-        n += 1
-    return n
-
-
-def _check_params(params) -> None:
-    if not isinstance(params, dict) or "out" not in params or "scale" not in params \
-            or ("conv0" not in params and "up0" not in params and "seed" not in params):
-        raise ValueError("params: expected the dict of inverter_init (with 'scale', 'out' and "
-                         "'conv0' / 'up0' / 'seed' layers)")
-
-
-def _feature_shape_of(params: dict) -> tuple[int | None, ...]:
-    """The per-example feature shape the decoder takes: (C,) or (None, None, C)."""
-    if "fc0" in params:
-        return (params["fc0"]["w"].shape[0],)
-    first = params["conv0"] if "conv0" in params else params["up0"]
-    return (None, None, first["w"].shape[2])
-
-
-def inverter_image_size(params: dict, feature_hw: tuple[int, int] | None = None) -> tuple[int, int]:
-    """(H, W) of the images the decoder makes (from (h, w) features of size ``feature_hw``)."""
-    _check_params(params)
-    k = _layer_count(params, "up")
-    if "seed" in params:
-        h0, w0 = params["seed"]["b"].shape[:2]
-    elif feature_hw is None:
-        raise ValueError("feature_hw: needed for a decoder of (h, w, C) features")
-    else:
-        h0, w0 = feature_hw
-    return (h0 << k, w0 << k)
-
-
-def _leaky(x):
-    return jax.nn.leaky_relu(x, LEAKY_SLOPE)
-
-
-def _conv3x3(x, layer):
-    """3 x 3 convolution, zero padding 1, as a matmul of the 9 shifted copies of x (im2col).
-
-    The same numbers as ``lax.conv_general_dilated`` (tested); written as one matmul
-    because XLA:CPU runs the kernel gradient of a convolution inside a ``lax.scan``
-    about 5x slower than outside one, and the matmul's gradient has no such cliff.
-    """
-    n, h, w, c = x.shape
-    xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    cols = jnp.concatenate([xp[:, dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)], -1)
-    return cols @ layer["w"].reshape(9 * c, -1) + layer["b"]
-
-
-def _upconv(x, layer):
-    """Up-convolution: nearest-neighbour 2x upsampling, then a 3 x 3 conv: (n, h, w, cin) -> (n, 2h, 2w, cout)."""
-    return _conv3x3(jnp.repeat(jnp.repeat(x, 2, axis=1), 2, axis=2), layer)
-
-
-def _decode_one(params: dict, f: jax.Array) -> jax.Array:
-    """The decoder for ONE example: features (h, w, C) or (C,) -> image (H, W, 3) in (0, 1)."""
-    f = f * jax.lax.stop_gradient(params["scale"])
-    if "fc0" in params:
-        h = _leaky(f @ params["fc0"]["w"] + params["fc0"]["b"])
-        x = _leaky(jnp.einsum("d,dhwc->hwc", h, params["seed"]["w"]) + params["seed"]["b"])[None]
-    else:
-        x = f[None]
-    for i in range(_layer_count(params, "conv")):
-        x = _leaky(_conv3x3(x, params[f"conv{i}"]))
-    for i in range(_layer_count(params, "up")):
-        x = _leaky(_upconv(x, params[f"up{i}"]))
-    return jax.nn.sigmoid(_conv3x3(x, params["out"]))[0]
-
-
-def _check_features(params: dict, features) -> jax.Array:
-    if not hasattr(features, "shape") or not hasattr(features, "dtype"):
-        raise ValueError(f"features: expected an array, got {type(features).__name__}")
-    if not jnp.issubdtype(features.dtype, jnp.floating):
-        raise ValueError(f"features: expected a floating dtype, got {features.dtype}")
-    want = _feature_shape_of(params)
-    got = tuple(features.shape[1:])
-    if features.ndim != len(want) + 1 or got[-1] != want[-1]:
-        shape = "(N, h, w, %d)" % want[-1] if len(want) == 3 else "(N, %d)" % want[0]
-        raise ValueError(f"features: expected shape {shape} for this inverter, got {tuple(features.shape)}")
-    return jnp.asarray(features)
-
-
-def inverter_apply(params: dict, features: jax.Array) -> jax.Array:
-    """Decode a batch of features to images: D(phi(x)).
-
-    Written for one example and vmapped over the batch.  Pure and jit-compatible
-    (no static arguments: the architecture is read from ``params``' keys and shapes).
-
-    Args:
-      params: from :func:`inverter_init` or :func:`train_inverter`.
-      features: (N, h, w, C) for a conv decoder, any (h, w) (it is fully
-        convolutional; images are (h 2^k, w 2^k)), or (N, C) for a vector decoder.
-
-    Returns:
-      images: (N, H, W, 3) float32 in (0, 1) (a sigmoid, see the module docstring).
-
-    Raises:
-      ValueError: ``params`` not an inverter's; ``features`` of the wrong rank,
-        channel count or dtype.
-    """
-    _check_params(params)
-    features = _check_features(params, features)
-    return _decode_batch(params, features.astype(jnp.float32))
-
-
-@jax.jit
-def _decode_batch(params: dict, features: jax.Array) -> jax.Array:
-    """:func:`_decode_one` vmapped over the batch, compiled once per shape (also called eagerly)."""
-    return jax.vmap(lambda f: _decode_one(params, f))(features)
+__all__ = ["reconstruction_loss", "train_inverter", "invert", "InverterState"]
 
 
 def reconstruction_loss(params: dict, features: jax.Array, images: jax.Array) -> jax.Array:
@@ -421,8 +154,9 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
     The loss of a batch is :func:`reconstruction_loss`, the paper's
     ``||x - D(phi(x))||^2`` per pixel, with phi = ``net.apply(params, x, stop=layer)``
     frozen.  The batch of step s is ``data(fold_in(k_data, s), batch_size)``
-    with ``k_init, k_data = split(key)``; the decoder is ``inverter_init(k_init,
-    ...)`` with ``scale`` = 1 / RMS of the features of the step-0 batch.  So a
+    with ``k_init, k_data = split(key)``; the decoder is
+    :func:`~jaxinterp.nets.inverter_init` ``(k_init, ...)`` with ``scale`` = 1 / RMS
+    of the features of the step-0 batch.  So a
     run is a pure function of its arguments: a run killed and restarted with
     the same ``checkpoint_dir`` resumes from its last checkpoint and ends with
     the same params as an uninterrupted run.
@@ -433,7 +167,8 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
     ``checkpoint_dir``) and a progress line reports the chunk's mean loss
     (the loop, checkpoints, resume and NaN checks are
     :func:`jaxinterp.train.loop.run`'s).  This function is the host-side driver
-    and is not itself jit-able; :func:`inverter_apply` and :func:`invert` are.
+    and is not itself jit-able; :func:`~jaxinterp.nets.inverter_apply` and
+    :func:`invert` are.
 
     Defaults from the paper (Sec. 3, "Training"): Adam with b1 = 0.9, b2 =
     0.999, mini-batches of 64 and an initial learning rate of 0.001, which
@@ -452,7 +187,7 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
         a multiple of its ``'data'`` axis.
       lr: Adam's learning rate (default 1e-3, the paper's).
       key: a ``jax.random.key`` (init and data).
-      widths, num_convs, fc_width: the decoder (:func:`inverter_init`).
+      widths, num_convs, fc_width: the decoder (:class:`jaxinterp.nets.Decoder`).
       steps_per_call: steps per compiled call (default 50).
       checkpoint_dir: if given, save after every call and resume from the latest
         checkpoint there, which must come from a run with the same arguments.
@@ -498,7 +233,7 @@ def train_inverter(net: Net, params, layer: str, data, *, steps: int, batch_size
     tx = _adam(float(lr))
     state = InverterState(jnp.zeros((), jnp.int32), inv, tx.init(inv), jnp.zeros((steps,), jnp.float32))
     config = {"net": repr(net), "layer": layer, "steps": steps, "batch_size": batch_size,
-              "lr": float(lr), "widths": list(_check_widths(widths)), "num_convs": num_convs,
+              "lr": float(lr), "widths": list(check_widths(widths)), "num_convs": num_convs,
               "fc_width": fc_width, "image_size": list(image_size),
               "key": np.asarray(jax.random.key_data(key)).tolist()}
     if mesh is not None:
@@ -549,9 +284,8 @@ def invert(net: Net, params, inverter_params: dict, x: jax.Array, layer: str) ->
     layer = _check_layer(net, layer)
     if not hasattr(x, "shape") or getattr(x, "ndim", 0) != 4 or x.shape[-1] != 3:
         raise ValueError(f"x: expected images (N, H, W, 3), got {getattr(x, 'shape', type(x).__name__)}")
-    _check_params(inverter_params)
+    want = inverter_feature_shape(inverter_params)
     f = jax.eval_shape(lambda p, x: net.apply(p, x, stop=layer), params, x)
-    want = _feature_shape_of(inverter_params)
     if f.ndim != len(want) + 1 or f.shape[-1] != want[-1]:
         raise ValueError(f"inverter_params: a decoder of features {want} (None: any size) does not fit "
                          f"the features {tuple(f.shape[1:])} of {net.name} at {layer!r}")
@@ -560,4 +294,4 @@ def invert(net: Net, params, inverter_params: dict, x: jax.Array, layer: str) ->
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _invert(net: Net, layer: str, params, inverter_params: dict, x: jax.Array) -> jax.Array:
-    return _decode_batch(inverter_params, net.apply(params, x, stop=layer).astype(jnp.float32))
+    return inverter_apply(inverter_params, net.apply(params, x, stop=layer).astype(jnp.float32))

@@ -19,9 +19,10 @@ of 100 epochs), the student at 0.1.  After each update the centre becomes
 on the whole (sharded) batch, so the mean is over all devices, as DINO's
 all-reduce.  The net's output (``num_classes``) is the head's output dimension
 K.  With ``head=(hidden, bottleneck)`` the params are :class:`DinoParams`: the
-net and DINO's projection head for convnets (:func:`dino_mlp`: 3 linear layers,
-batch norm and GELU after the first two, an L2-normalised bottleneck, a
-weight-normalised last layer of norm 1 to K outputs; DINO's ResNet-50 uses
+net and DINO's projection head for convnets (:class:`jaxinterp.nets.DinoHead`
+as :func:`~jaxinterp.nets.dino_mlp`: 3 linear layers, batch norm and GELU after
+the first two, an L2-normalised bottleneck, a weight-normalised last layer of
+norm 1 to K outputs; DINO's ResNet-50 uses
 2048 -> 2048 -> 256 -> 65536) on the features before the net's last layer,
 which goes unused; the student's head runs once on the features of all crops,
 so its batch norm sees all of them, as DINO's multi-crop wrapper; the teacher's
@@ -60,75 +61,20 @@ import jax.numpy as jnp
 from jaxinterp import objectives
 from jaxinterp.checks import check_fraction, check_int, check_positive_float
 from jaxinterp.nets import batch_norm_layers
-from jaxinterp.nets.layers import batch_norm_train, dense
+from jaxinterp.nets.dino_head import dino_mlp, dino_mlp_init
 from jaxinterp.nets.rules import BATCH_STATISTICS
 from jaxinterp.train.augment import AugmentConfig, multicrop
 from jaxinterp.train.selfsup import Method
 
-__all__ = ["DINO", "DinoParams", "dino_mlp_init", "dino_mlp", "dino_head", "backbone_params"]
+__all__ = ["DINO", "DinoParams", "dino_head", "backbone_params"]
 
 
 class DinoParams(NamedTuple):
-    """DINO's params with a projection head: the backbone net's params and :func:`dino_mlp_init`'s head."""
+    """DINO's params with a projection head: the backbone net's params and
+    :func:`jaxinterp.nets.dino_mlp_init`'s head."""
 
     net: Any
     head: Any
-
-
-def dino_mlp_init(key: jax.Array, in_dim: int, hidden: int, bottleneck: int, k: int) -> dict:
-    """Params of DINO's projection head (Caron et al. 2021, Sec. 3.1) for a convnet.
-
-    Three linear layers in_dim -> hidden -> hidden -> bottleneck, the first two
-    followed by batch norm and GELU (DINO uses BN in the head of convnets, none
-    for ViTs), then a weight-normalised linear layer to K outputs whose norm is
-    fixed to 1 (DINO's ``norm_last_layer``).  Linear kernels ~ N(0, 0.02^2)
-    (DINO's truncated normal), biases 0; BN scale 1, bias 0; prototypes ~ N(0, 1)
-    (only their direction matters).
-
-    Returns:
-      {'dense1': {'kernel' (in_dim, hidden), 'bias'}, 'norm1': {'scale', 'bias'},
-      'dense2', 'norm2', 'dense3': {'kernel' (hidden, bottleneck), 'bias'},
-      'prototypes': (K, bottleneck)}.
-    """
-    for name, v in (("in_dim", in_dim), ("hidden", hidden), ("bottleneck", bottleneck), ("k", k)):
-        v = check_int(v, name)
-    keys = jax.random.split(key, 4)
-    dims = (in_dim, hidden, hidden, bottleneck)
-    head = {}
-    for i in range(3):
-        head[f"dense{i + 1}"] = {"kernel": 0.02 * jax.random.truncated_normal(keys[i], -2.0, 2.0, dims[i:i + 2]),
-                                 "bias": jnp.zeros((dims[i + 1],), jnp.float32)}
-        if i < 2:
-            head[f"norm{i + 1}"] = {"scale": jnp.ones((hidden,), jnp.float32),
-                                    "bias": jnp.zeros((hidden,), jnp.float32)}
-    head["prototypes"] = jax.random.normal(keys[3], (k, bottleneck), jnp.float32)
-    return head
-
-
-def dino_mlp(head: dict, feats: jax.Array) -> jax.Array:
-    """DINO's projection head on features (B, D) -> (B, K) cosines with the prototypes.
-
-    Batch norm uses the statistics of ``feats`` (training mode, as DINO's student
-    and teacher): DINO applies the head once to the features of all crops of a
-    batch, so its statistics are over every crop (:func:`dino_head`).  GELU is the
-    exact one (PyTorch's ``nn.GELU``).
-
-    Args:
-      head: :func:`dino_mlp_init`'s params (in_dim D).
-      feats: (B, D) float features, B >= 2 (batch norm needs a batch).
-
-    References:
-      Caron et al., "Emerging Properties in Self-Supervised Vision Transformers", ICCV 2021.
-    """
-    in_dim = head["dense1"]["kernel"].shape[0]
-    if feats.ndim != 2 or feats.shape[1] != in_dim or feats.shape[0] < 2:
-        raise ValueError(f"feats: expected (B >= 2, {in_dim}) features, got shape {feats.shape}")
-    x = feats
-    for i in (1, 2):
-        x = dense(x, head[f"dense{i}"]["kernel"], head[f"dense{i}"]["bias"])
-        x = jax.nn.gelu(batch_norm_train(x, head[f"norm{i}"]["scale"], head[f"norm{i}"]["bias"]), approximate=False)
-    x = dense(x, head["dense3"]["kernel"], head["dense3"]["bias"])
-    return objectives.prototype_scores(x, head["prototypes"])
 
 
 def dino_head(net, params, x, rules=None) -> jax.Array:
@@ -141,8 +87,8 @@ def dino_head(net, params, x, rules=None) -> jax.Array:
     features are the net's at the split point before its last layer (the
     smallcnn's 128-d ``avgpool``).
 
-    * ``params`` a :class:`DinoParams`: DINO's projection head :func:`dino_mlp`
-      on those features (the net's last layer unused).
+    * ``params`` a :class:`DinoParams`: DINO's projection head
+      :func:`~jaxinterp.nets.dino_mlp` on those features (the net's last layer unused).
     * ``params`` the net's params: no MLP; the bottleneck is the features
       themselves and the prototypes the columns of the net's last linear layer's
       kernel (its bias unused): out_k = <z / ||z||, w_k / ||w_k||>.
@@ -227,7 +173,7 @@ class DINO(Method):
       momentum_teacher: the teacher's EMA momentum at step 0, in [0, 1] (0.996), cosine to 1.
       centre_momentum: the centre's EMA momentum, in [0, 1] (0.9).
       head: the projection head (hidden, bottleneck), e.g. (512, 128) (DINO's ResNet-50:
-        (2048, 256)): :func:`dino_mlp` with batch norm, the net's last layer unused;
+        (2048, 256)): :func:`~jaxinterp.nets.dino_mlp` with batch norm, the net's last layer unused;
         None = no MLP, the net's last layer as DINO's last layer (:func:`dino_head`).
       freeze_last_layer: epochs, from the start, during which the last layer (the
         prototypes) gets a zero gradient (1, DINO).  Optax still applies the weight

@@ -33,11 +33,11 @@ def test_torch_twin_has_the_same_architecture(load_bench):
     """The bench's PyTorch skip net has exactly the parameter shapes of skip_net_init's (same net, same cost)."""
     torch = pytest.importorskip("torch")
     import jax
-    from jaxinterp.synthesis import dip
+    from jaxinterp import nets
     bench = load_bench("dip")
     net = dict(in_channels=5, down=(6, 7), up=(5, 4), skip=(3, 0))
     model = bench.torch_skip_net(**net)
-    ours = sorted(int(np.prod(a.shape)) for a in jax.tree.leaves(dip.skip_net_init(jax.random.key(0), **net)))
+    ours = sorted(int(np.prod(a.shape)) for a in jax.tree.leaves(nets.skip_net_init(jax.random.key(0), **net)))
     theirs = sorted(int(p.numel()) for p in model.parameters())
     assert ours == theirs
     out = model(torch.rand(1, 5, 16, 16))

@@ -11,6 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
+from jaxinterp import nets  # noqa: E402
 from jaxinterp.synthesis import dip  # noqa: E402
 
 NET = dict(in_channels=5, down=(6, 7), up=(5, 4), skip=(3, 0))
@@ -53,13 +54,13 @@ def _load(model, params):
 
 def test_skip_net_forward_and_adam_loop_match_torch():
     key = jax.random.key(3)
-    params = dip.skip_net_init(jax.random.fold_in(key, 0), **NET)
+    params = nets.skip_net_init(jax.random.fold_in(key, 0), **NET)
     z = dip.dip_noise(jax.random.fold_in(key, 1), (16, 16), NET["in_channels"])
     model = _torch_twin()(**NET).double()
     _load(model, params)
     model = model.double().train()
     zt = torch.from_numpy(np.asarray(z, np.float64).transpose(2, 0, 1)[None])
-    ours = np.asarray(jax.jit(dip.skip_net_apply)(params, z))
+    ours = np.asarray(jax.jit(nets.skip_net_apply)(params, z))
     theirs = model(zt)[0].detach().numpy().transpose(1, 2, 0)
     np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=2e-5)
 

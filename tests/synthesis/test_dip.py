@@ -1,5 +1,6 @@
-"""Deep image prior: float64 NumPy skip net, planted denoising / inpainting, the paper's fitting curves,
-vmap == loop (under an outer jit), sharded == one device, the parameterisation, bad input."""
+"""Deep image prior: the degradations, planted denoising / inpainting, the paper's fitting curves, vmap == loop
+(under an outer jit), sharded == one device, the parameterisation, bad input.  The generator itself is tested in
+tests/nets/test_dip_skip.py."""
 
 import functools
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec as P
 
+from jaxinterp import nets
 from jaxinterp.data import images
 from jaxinterp.synthesis import dip
 from jaxinterp.train import sharding
@@ -18,84 +20,10 @@ SMALL = dict(in_channels=8, down=(8, 8, 8), up=(8, 8, 8), skip=(4, 4, 4))
 TINY = dict(in_channels=4, down=(4, 4), up=(4, 4), skip=(2, 2))
 
 
-# -- the generator against a float64 NumPy oracle -------------------------------------------------------
-
-
-def _np_conv(p, h, stride):
-    """float64 conv (H, W, Cin) with reflection padding, loops over the kernel taps."""
-    w, b = np.asarray(p["w"], np.float64), np.asarray(p["b"], np.float64)
-    k = w.shape[0]
-    if k > 1:
-        h = np.pad(h, ((k // 2,) * 2, (k // 2,) * 2, (0, 0)), mode="reflect")
-    ho, wo = (h.shape[0] - k) // stride + 1, (h.shape[1] - k) // stride + 1
-    out = np.zeros((ho, wo, w.shape[-1]))
-    for dy in range(k):
-        for dx in range(k):
-            patch = h[dy:dy + stride * (ho - 1) + 1:stride, dx:dx + stride * (wo - 1) + 1:stride]
-            out += patch @ w[dy, dx]
-    return out + b
-
-
-def _np_bn(p, h):
-    mean, var = h.mean((0, 1)), h.var((0, 1))
-    return (h - mean) / np.sqrt(var + 1e-5) * np.asarray(p["scale"], np.float64) + np.asarray(p["bias"], np.float64)
-
-
-def _np_act(h):
-    return np.where(h > 0, h, 0.2 * h)
-
-
-def _np_up_bilinear(h):
-    """x2 bilinear, align_corners=False: output pixel o samples source (o + 0.5) / 2 - 0.5, clamped."""
-    def axis(n):
-        src = np.clip((np.arange(2 * n) + 0.5) / 2 - 0.5, 0, n - 1)
-        lo = np.floor(src).astype(int)
-        return lo, np.minimum(lo + 1, n - 1), src - lo
-    (y0, y1, fy), (x0, x1, fx) = axis(h.shape[0]), axis(h.shape[1])
-    rows = h[y0] * (1 - fy)[:, None, None] + h[y1] * fy[:, None, None]
-    return rows[:, x0] * (1 - fx)[None, :, None] + rows[:, x1] * fx[None, :, None]
-
-
-def _np_skip_net(params, z):
-    scales = sum(k.startswith("down") for k in params)
-
-    def scale(i, h):
-        d = params[f"down{i}"]
-        deeper = _np_act(_np_bn(d["bn2"], _np_conv(d["conv2"], _np_act(_np_bn(d["bn1"], _np_conv(d["conv1"], h, 2))), 1)))
-        if i + 1 < scales:
-            deeper = scale(i + 1, deeper)
-        parts = [_np_up_bilinear(deeper)]
-        if f"skip{i}" in params:
-            s = params[f"skip{i}"]
-            parts.insert(0, _np_act(_np_bn(s["bn"], _np_conv(s["conv"], h, 1))))
-        u = params[f"up{i}"]
-        h = _np_bn(u["bn0"], np.concatenate(parts, -1))
-        h = _np_act(_np_bn(u["bn1"], _np_conv(u["conv1"], h, 1)))
-        return _np_act(_np_bn(u["bn2"], _np_conv(u["conv2"], h, 1)))
-
-    return 1 / (1 + np.exp(-_np_conv(params["out"], scale(0, np.asarray(z, np.float64)), 1)))
-
-
-def test_skip_net_matches_float64_numpy_and_shapes():
-    params = dip.skip_net_init(jax.random.key(0), in_channels=5, down=(6, 7), up=(5, 4), skip=(3, 0))
-    assert all(l.dtype == jnp.float32 for l in jax.tree.leaves(params))
-    # random BN affine params (and larger biases) so that they matter
-    rng = np.random.default_rng(9)
-    params = jax.tree.map(lambda l: np.asarray(l) + 0.3 * rng.normal(size=l.shape).astype(np.float32), params)
-    assert "skip1" not in params and params["up1"]["conv1"]["w"].shape == (3, 3, 7, 4)
-    assert params["up0"]["conv1"]["w"].shape == (3, 3, 3 + 4, 5) and params["out"]["w"].shape == (1, 1, 5, 3)
+def test_dip_noise_shape_and_range():
     z = dip.dip_noise(jax.random.key(1), (16, 12), 5)
-    assert z.shape == (16, 12, 5) and float(z.min()) >= 0 and float(z.max()) < 0.1
-    out = jax.jit(dip.skip_net_apply)(params, z)
-    assert out.shape == (16, 12, 3) and out.dtype == jnp.float32
-    want = _np_skip_net(jax.tree.map(np.asarray, params), z)
-    np.testing.assert_allclose(out, want, rtol=1e-4, atol=2e-5)
-    assert float(out.min()) > 0 and float(out.max()) < 1
-    # nearest upsampling is pixel repetition
-    h = np.random.default_rng(0).normal(size=(3, 4, 2)).astype(np.float32)
-    np.testing.assert_array_equal(dip._upsample2(jnp.asarray(h), "nearest"), h.repeat(2, 0).repeat(2, 1))
-    np.testing.assert_allclose(dip._upsample2(jnp.asarray(h), "bilinear"), _np_up_bilinear(h.astype(np.float64)),
-                               rtol=1e-5, atol=1e-6)
+    assert z.shape == (16, 12, 5) and z.dtype == jnp.float32
+    assert float(z.min()) >= 0 and float(z.max()) < 0.1
 
 
 def test_degrade_operators():
@@ -207,7 +135,7 @@ def test_parameterisation_trains_the_net_and_keeps_z():
     np.testing.assert_array_equal(p0["z"], dip.dip_noise(jax.random.fold_in(jax.random.key(0), 1), (16, 16), 4))
     image = par.to_image(p0)
     assert image.shape == (16, 16, 3)
-    np.testing.assert_allclose(image, dip.skip_net_apply(p0["net"], p0["z"]), rtol=1e-6)
+    np.testing.assert_allclose(image, nets.skip_net_apply(p0["net"], p0["z"]), rtol=1e-6)
     target = jax.random.uniform(jax.random.key(1), (16, 16, 3))
     loss = lambda p: jnp.mean((par.to_image(p) - target) ** 2)
     import optax
@@ -254,8 +182,6 @@ def test_parameterisation_trains_the_net_and_keeps_z():
     (lambda x, k: dip.deep_image_prior(x, key=k, upsample="cubic", **TINY), "upsample"),
     (lambda x, k: dip.deep_image_prior(x, key=k, in_channels=4, down=(4, 4), up=(4,), skip=(2, 2)), "up:"),
     (lambda x, k: dip.deep_image_prior(x, key=k, in_channels=4, down=(4, 0), up=(4, 4), skip=(2, 2)), "down:"),
-    (lambda x, k: dip.skip_net_apply(dip.skip_net_init(k, **TINY), jnp.zeros((16, 16, 3))), "z: expected one input"),
-    (lambda x, k: dip.skip_net_apply(dip.skip_net_init(k, **TINY), jnp.zeros((18, 16, 4))), "z: the skip net"),
     (lambda x, k: dip.dip_parameterisation((18, 16), **TINY), "image_size: the skip net"),
     (lambda x, k: dip.dip_parameterisation((16,), **TINY), "image_size: expected"),
     (lambda x, k: dip.fitting_curves(x, k, 0, **TINY), "steps"),

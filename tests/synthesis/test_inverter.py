@@ -1,5 +1,6 @@
-"""Learned inverter: conv layers against lax.conv / NumPy, planted invertible features, depth ordering on the
-trained smallcnn, loss decrease, vmap == loop, sharded == single device, resume == uninterrupted, bad input."""
+"""Learned inverter: planted invertible features, depth ordering on the trained smallcnn, loss decrease,
+sharded == single device, resume == uninterrupted, bad input.  The decoder itself is tested in
+tests/nets/test_decoder.py."""
 
 import jax
 import jax.numpy as jnp
@@ -7,9 +8,7 @@ import numpy as np
 import pytest
 
 from jaxinterp import nets
-from jaxinterp.synthesis import inverter as inv_mod
-from jaxinterp.synthesis.inverter import (invert, inverter_apply, inverter_image_size, inverter_init,
-                                          train_inverter)
+from jaxinterp.synthesis.inverter import invert, reconstruction_loss, train_inverter
 from jaxinterp.train.sharding import data_mesh, replicate, shard_batch
 
 SIZE = 16
@@ -25,55 +24,6 @@ def _smooth_images(key, n, size=SIZE):
 def small_net():
     net = nets.get("smallcnn", num_classes=4, widths=(8, 8, 8, 8))
     return net, net.init(jax.random.key(0))
-
-
-def test_layers_match_lax_conv_and_numpy():
-    """im2col 3x3 conv == lax.conv_general_dilated; the up-convolution == nearest upsampling + conv (NumPy)."""
-    k = jax.random.split(jax.random.key(3), 3)
-    x = jax.random.normal(k[0], (2, 5, 6, 4))
-    layer = {"w": jax.random.normal(k[1], (3, 3, 4, 7)), "b": jax.random.normal(k[2], (7,))}
-    want = jax.lax.conv_general_dilated(x, layer["w"], (1, 1), ((1, 1), (1, 1)),
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC")) + layer["b"]
-    np.testing.assert_allclose(inv_mod._conv3x3(x, layer), want, rtol=1e-5, atol=1e-5)
-    # float64 NumPy loop oracle for the up-convolution
-    xn, wn, bn = (np.asarray(a, np.float64) for a in (x, layer["w"], layer["b"]))
-    up = xn.repeat(2, axis=1).repeat(2, axis=2)
-    pad = np.pad(up, ((0, 0), (1, 1), (1, 1), (0, 0)))
-    ref = np.zeros((2, 10, 12, 7)) + bn
-    for dy in range(3):
-        for dx in range(3):
-            ref += np.einsum("nhwc,cd->nhwd", pad[:, dy:dy + 10, dx:dx + 12], wn[dy, dx])
-    np.testing.assert_allclose(inv_mod._upconv(x, layer), ref, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize("feature_shape, image_size, ups", [
-    ((16, 16, 8), (16, 16), 0), ((2, 3, 5), (16, 24), 3), ((8,), (16, 32), 2)])
-def test_shapes_range_and_architecture(feature_shape, image_size, ups):
-    params = inverter_init(jax.random.key(0), feature_shape, image_size, widths=(8, 4))
-    assert inv_mod._layer_count(params, "up") == ups
-    f = 3.0 * jax.random.normal(jax.random.key(1), (3, *feature_shape))
-    y = jax.jit(inverter_apply)(params, f)
-    assert y.shape == (3, *image_size, 3) and y.dtype == jnp.float32
-    assert float(y.min()) > 0.0 and float(y.max()) < 1.0
-    assert inverter_image_size(params, feature_shape[:2] if len(feature_shape) == 3 else None) == image_size
-    if len(feature_shape) == 3:   # fully convolutional: twice the features, twice the image
-        big = jnp.tile(f, (1, 2, 2, 1))
-        assert inverter_apply(params, big).shape == (3, 2 * image_size[0], 2 * image_size[1], 3)
-
-
-def test_vmap_equals_loop_and_jit():
-    params = inverter_init(jax.random.key(0), (4, 4, 6), (16, 16), widths=(8, 4))
-    f = jax.random.normal(jax.random.key(1), (3, 2, 4, 4, 6))
-    one = jax.jit(inverter_apply)
-    looped = np.stack([np.stack([np.asarray(one(params, f[i, j][None]))[0] for j in range(2)])
-                       for i in range(3)])
-    vmapped = jax.jit(jax.vmap(inverter_apply, in_axes=(None, 0)))(params, f)
-    np.testing.assert_allclose(vmapped, looped, rtol=1e-5, atol=1e-6)
-    # and vmap over decoders (parameters), e.g. an ensemble of inverters
-    stacked = jax.tree.map(lambda *a: jnp.stack(a), params, inverter_init(jax.random.key(2), (4, 4, 6), (16, 16),
-                                                                           widths=(8, 4)))
-    both = jax.jit(jax.vmap(inverter_apply, in_axes=(0, None)))(stacked, f[0])
-    np.testing.assert_allclose(both[0], inverter_apply(params, f[0]), rtol=1e-5, atol=1e-6)
 
 
 def test_planted_linear_features_are_inverted(small_net):
@@ -188,30 +138,24 @@ def test_bad_training_input_raises(small_net, kwargs, match):
         train_inverter(net, params, layer, data, **kwargs)
 
 
-def test_bad_decoder_input_raises(small_net):
+def test_bad_invert_input_raises(small_net):
     net, params = small_net
-    with pytest.raises(ValueError, match=r"^feature_shape: expected \(h, w, C\) or \(C,\)"):
-        inverter_init(jax.random.key(0), (4, 4), (16, 16))
-    with pytest.raises(ValueError, match=r"^image_size: \(24, 24\) is not the feature map size \(4, 4\) times"):
-        inverter_init(jax.random.key(0), (4, 4, 3), (24, 24))
-    with pytest.raises(ValueError, match=r"^image_size: expected a positive integer or \(H, W\)"):
-        inverter_init(jax.random.key(0), (4, 4, 3), (16, 0))
-    with pytest.raises(ValueError, match=r"^num_convs: expected a positive integer"):
-        inverter_init(jax.random.key(0), (4, 4, 3), (16, 16), num_convs=0)
-    p = inverter_init(jax.random.key(0), (4, 4, 8), (16, 16), widths=(4,))
-    with pytest.raises(ValueError, match=r"^features: expected shape \(N, h, w, 8\)"):
-        inverter_apply(p, jnp.zeros((2, 4, 4, 5)))
-    with pytest.raises(ValueError, match=r"^features: expected shape \(N, h, w, 8\)"):
-        inverter_apply(p, jnp.zeros((2, 8)))
-    with pytest.raises(ValueError, match=r"^features: expected a floating dtype"):
-        inverter_apply(p, jnp.zeros((2, 4, 4, 8), jnp.int32))
-    with pytest.raises(ValueError, match=r"^params: expected the dict of inverter_init"):
-        inverter_apply({"w": jnp.zeros(3)}, jnp.zeros((2, 4, 4, 8)))
     x = jnp.full((2, SIZE, SIZE, 3), 0.5)
-    p5 = inverter_init(jax.random.key(0), (4, 4, 5), (16, 16), widths=(4,))
+    p = nets.inverter_init(jax.random.key(0), (4, 4, 8), (16, 16), widths=(4,))
+    p5 = nets.inverter_init(jax.random.key(0), (4, 4, 5), (16, 16), widths=(4,))
     with pytest.raises(ValueError, match=r"^inverter_params: a decoder of features \(None, None, 5\)"):
         invert(net, params, p5, x, "features.2")                     # features.2 has 8 channels
     with pytest.raises(ValueError, match=r"^layer: unknown split point"):
         invert(net, params, p, x, "nope")
     with pytest.raises(ValueError, match=r"^x: expected images"):
         invert(net, params, p, x[0], "features.2")
+    with pytest.raises(ValueError, match=r"^params: expected the dict of inverter_init"):
+        invert(net, params, {"w": jnp.zeros(3)}, x, "features.2")
+
+
+def test_reconstruction_loss_is_the_mean_squared_pixel_error():
+    p = nets.inverter_init(jax.random.key(0), (4, 4, 8), (16, 16), widths=(4,))
+    f = jax.random.normal(jax.random.key(1), (2, 4, 4, 8))
+    x = jax.random.uniform(jax.random.key(2), (2, 16, 16, 3))
+    want = np.mean((np.asarray(nets.inverter_apply(p, f), np.float64) - np.asarray(x, np.float64)) ** 2)
+    np.testing.assert_allclose(float(reconstruction_loss(p, f, x)), want, rtol=1e-5)

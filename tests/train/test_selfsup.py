@@ -12,7 +12,8 @@ import pytest
 from jaxinterp import nets, objectives
 from jaxinterp.train import classifier, metrics, selfsup
 from jaxinterp.train.augment import AugmentConfig, augment_one, multicrop, sample_params
-from jaxinterp.train.dino import DINO, DinoParams, backbone_params, dino_head, dino_mlp, dino_mlp_init
+from jaxinterp.nets import dino_mlp, dino_mlp_init
+from jaxinterp.train.dino import DINO, DinoParams, backbone_params, dino_head
 from jaxinterp.train.gdt import GDT, gdt_contrast
 from jaxinterp.train.sela import SeLa
 from jaxinterp.train.simclr import SimCLR
