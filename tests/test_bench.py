@@ -62,3 +62,37 @@ def test_attribution_bench_quick_then_resume(tmp_path, capsys, load_bench):
 
     if not torch_loaded_before:
         assert "torch" not in sys.modules
+
+
+def test_loop_bench_measures_then_resumes(tmp_path, capsys, load_bench):
+    bench = load_bench("loop")
+    argv = ["--nets", "smallcnn", "--size", "32", "--steps", "2", "--iters", "1", "--out", str(tmp_path)]
+    first = bench.main(argv)
+    row = first["rows"]["smallcnn"]
+    for name in ("one_call", "written_out", "scan"):
+        assert row[name] > 0 and math.isfinite(row[name]), row
+    assert row["scan_over_written"] == pytest.approx(row["scan"] / row["written_out"])
+    files = list(tmp_path.glob("loop_*_32px.json"))
+    assert len(files) == 1 and json.loads(files[0].read_text())["rows"] == first["rows"]
+    bench.measure = None                                 # a resumed run measures nothing again
+    assert bench.main(argv)["rows"] == first["rows"]
+    assert "| smallcnn |" in capsys.readouterr().out
+
+
+def test_loop_bench_steps_agree():
+    """The three variants compute the same steps (the timing compares like with like)."""
+    import jax
+    import numpy as np
+
+    from bench.loop import make_steps
+    from jaxinterp import nets
+
+    net = nets.get("smallcnn")
+    params = net.init(jax.random.key(0))
+    x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 3))
+    fns = make_steps(net, 3)
+    once = x
+    for _ in range(3):
+        once = fns["one_call"](params, once)
+    np.testing.assert_allclose(fns["written_out"](params, x), once, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fns["scan"](params, x), once, rtol=1e-5, atol=1e-6)
