@@ -103,27 +103,47 @@ def _conv_nhwc(x: jax.Array, kernel: jax.Array, stride: int, pads) -> jax.Array:
 
 
 def _conv_nhwc_fwd(x, kernel, stride, pads):
-    return _conv_nhwc(x, kernel, stride, pads), (x, kernel)
+    """Residuals (x, kernel, wanted): ``wanted`` says which of (dx, dkernel) the caller differentiates,
+    so that an eager (un-jitted) input gradient does not compute the kernel's, nor the reverse."""
+    wanted = (x.perturbed, kernel.perturbed)
+    return _conv_nhwc(x.value, kernel.value, stride, pads), (x.value, kernel.value, _Wanted(*wanted))
+
+
+class _Wanted(tuple):
+    """Which cotangents a convolution's backward pass computes: (dx, dkernel) booleans, static."""
+
+    def __new__(cls, dx: bool, dk: bool):
+        return super().__new__(cls, (dx, dk))
+
+
+jax.tree_util.register_pytree_node(_Wanted, lambda w: ((), tuple(w)), lambda aux, _: _Wanted(*aux))
 
 
 def _conv_nhwc_bwd(stride, pads, residuals, g):
     """dx: g dilated by the stride, correlated with the flipped kernel with its in / out axes swapped;
     dkernel: x's channels as the batch, correlated with g's batch as the input features."""
-    x, kernel = residuals
+    x, kernel, (want_dx, want_dk) = residuals
+    if isinstance(g, jax.custom_derivatives.SymbolicZero):
+        return None, None
     k = kernel.shape[:2]
     span = [(o - 1) * stride + 1 for o in g.shape[1:3]]          # g's extent once dilated by the stride
-    before = [kk - 1 - lo for kk, (lo, _) in zip(k, pads)]
-    dx_pads = [(b, n + kk - 1 - s - b) for b, n, kk, s in zip(before, x.shape[1:3], k, span)]
-    flipped = jnp.swapaxes(lax.rev(kernel, (0, 1)), 2, 3)       # (kh, kw, Cout, Cin)
-    dx = lax.conv_general_dilated(g, flipped, (1, 1), dx_pads, lhs_dilation=(stride, stride),
-                                  dimension_numbers=_NHWC)
-    dk_pads = [(lo, s - n + kk - lo - 1) for (lo, _), n, kk, s in zip(pads, x.shape[1:3], k, span)]
-    dk = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)), (1, 1), dk_pads,
-                                  rhs_dilation=(stride, stride), dimension_numbers=_NHWC)   # (Cin, kh, kw, Cout)
-    return dx, jnp.transpose(dk, (1, 2, 0, 3))
+    dx = dk = None
+    if want_dx:
+        before = [kk - 1 - lo for kk, (lo, _) in zip(k, pads)]
+        dx_pads = [(b, n + kk - 1 - s - b) for b, n, kk, s in zip(before, x.shape[1:3], k, span)]
+        flipped = jnp.swapaxes(lax.rev(kernel, (0, 1)), 2, 3)       # (kh, kw, Cout, Cin)
+        dx = lax.conv_general_dilated(g, flipped, (1, 1), dx_pads, lhs_dilation=(stride, stride),
+                                      dimension_numbers=_NHWC)
+    if want_dk:
+        dk_pads = [(lo, s - n + kk - lo - 1) for (lo, _), n, kk, s in zip(pads, x.shape[1:3], k, span)]
+        dk = lax.conv_general_dilated(jnp.transpose(x, (3, 1, 2, 0)), jnp.transpose(g, (1, 2, 0, 3)), (1, 1),
+                                      dk_pads, rhs_dilation=(stride, stride),
+                                      dimension_numbers=_NHWC)                      # (Cin, kh, kw, Cout)
+        dk = jnp.transpose(dk, (1, 2, 0, 3))
+    return dx, dk
 
 
-_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd)
+_conv_nhwc.defvjp(_conv_nhwc_fwd, _conv_nhwc_bwd, symbolic_zeros=True)
 
 
 def _shifted_windows(xp: jax.Array, kh: int, kw: int, stride: int, oh: int, ow: int):
