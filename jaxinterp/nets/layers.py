@@ -55,12 +55,15 @@ def conv2d(x: jax.Array, kernel: jax.Array, bias: jax.Array | None = None, *,
     shifted, strided slices of the padded input scaled per channel, with a
     hand-written backward pass: the same numbers, but XLA fuses it into one
     elementwise loop, which on a CPU runs 4-20 times faster than its grouped
-    convolution (measured on EfficientNet-Lite0's layers).  That backward pass is a
-    :func:`jax.custom_vjp`, so a net with depthwise convolutions supports reverse-mode
-    differentiation (``grad``, ``vjp``) but not forward mode (``jvp``, ``jacfwd``).
-    A 1 x 1 convolution at stride 1 without padding is a matrix product over the
-    channels (``lax.dot_general``), which XLA's CPU backend runs faster than its
-    convolution.
+    convolution (measured on EfficientNet-Lite0's layers).  A 1 x 1 convolution at
+    stride 1 without padding is a matrix product over the channels
+    (``lax.dot_general``), which XLA's CPU backend runs faster than its convolution.
+    Any other convolution without groups has a hand-written backward pass whose
+    convolutions keep the NHWC / HWIO layout (:func:`_conv_nhwc`: XLA's CPU backend
+    otherwise runs them on its naive emitter inside ``lax.scan`` bodies).  Those two
+    backward passes are :func:`jax.custom_vjp` rules, so the zoo's nets support
+    reverse-mode differentiation (``grad``, ``vjp``, second derivatives) but not
+    forward mode (``jvp``, ``jacfwd``).
     """
     kh, kw = kernel.shape[:2]
     if padding == "SAME":
