@@ -78,21 +78,3 @@ def test_loop_bench_measures_then_resumes(tmp_path, capsys, load_bench):
     assert bench.main(argv)["rows"] == first["rows"]
     assert "| smallcnn |" in capsys.readouterr().out
 
-
-def test_loop_bench_steps_agree():
-    """The three variants compute the same steps (the timing compares like with like)."""
-    import jax
-    import numpy as np
-
-    from bench.loop import make_steps
-    from jaxinterp import nets
-
-    net = nets.get("smallcnn")
-    params = net.init(jax.random.key(0))
-    x = jax.random.uniform(jax.random.key(1), (1, 32, 32, 3))
-    fns = make_steps(net, 3)
-    once = x
-    for _ in range(3):
-        once = fns["one_call"](params, once)
-    np.testing.assert_allclose(fns["written_out"](params, x), once, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(fns["scan"](params, x), once, rtol=1e-5, atol=1e-6)
