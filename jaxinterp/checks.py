@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["is_concrete", "as_array", "check_images", "check_int", "check_size", "check_positive_float",
-           "check_real", "check_fraction", "check_nonneg", "check_choice", "check_float_array", "check_maps",
-           "check_layer", "check_baseline"]
+           "check_real", "check_scalar", "check_range", "check_fraction", "check_nonneg", "check_areas",
+           "check_choice", "check_float_array", "check_maps", "check_layer", "check_baseline"]
 
 
 def is_concrete(a) -> bool:
@@ -112,6 +112,59 @@ def check_real(value, arg: str, *, minimum: float = -np.inf, maximum: float = np
     return v
 
 
+def check_scalar(value, arg: str, *, minimum: float = -np.inf, maximum: float = np.inf,
+                 open_min: bool = False, open_max: bool = False):
+    """``value`` unchanged if it is a real scalar in the interval (as :func:`check_real`).
+
+    Unlike :func:`check_real`, 0-d arrays pass, and tracers pass unchecked: a step
+    size or a budget may be traced or vmapped over.  ValueError naming ``arg``
+    otherwise, stating the interval.
+
+    Examples:
+      >>> import numpy as np
+      >>> from jaxinterp.checks import check_scalar
+      >>> float(check_scalar(np.float32(0.25), "epsilon", minimum=0, open_max=True))
+      0.25
+      >>> check_scalar(np.ones(3), "epsilon", minimum=0)
+      Traceback (most recent call last):
+      ...
+      ValueError: epsilon: expected a real scalar, got shape (3,) dtype float64
+    """
+    if isinstance(value, jax.core.Tracer):
+        return value
+    if isinstance(value, (bool, np.bool_)) or not (isinstance(value, (int, float, np.integer, np.floating))
+                                                  or hasattr(value, "dtype")):
+        raise ValueError(f"{arg}: expected a real number, got {type(value).__name__}")
+    a = np.asarray(value)
+    if a.ndim or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise ValueError(f"{arg}: expected a real scalar, got shape {a.shape} dtype {a.dtype}")
+    check_real(a.item(), arg, minimum=minimum, maximum=maximum, open_min=open_min, open_max=open_max)
+    return value
+
+
+def check_range(value, arg: str, *, strict: bool = False, positive: bool = False) -> tuple[float, float]:
+    """``value`` as a pair of floats (lo, hi) with lo <= hi (lo < hi if ``strict``; 0 < lo if ``positive``).
+
+    ValueError naming ``arg`` otherwise.
+
+    Examples:
+      >>> from jaxinterp.checks import check_range
+      >>> check_range((0, 1), "clip", strict=True)
+      (0.0, 1.0)
+      >>> check_range((1.0, -1.0), "rotation_range")
+      Traceback (most recent call last):
+      ...
+      ValueError: rotation_range: expected (lo, hi) numbers with lo <= hi, got (1.0, -1.0)
+    """
+    ok = isinstance(value, (tuple, list)) and len(value) == 2 and all(
+        not isinstance(v, bool) and isinstance(v, (int, float, np.integer, np.floating)) for v in value)
+    ok = ok and (value[0] < value[1] if strict else value[0] <= value[1]) and (not positive or value[0] > 0)
+    if not ok:
+        raise ValueError(f"{arg}: expected (lo, hi) numbers with {'0 < ' if positive else ''}lo "
+                         f"{'<' if strict else '<='} hi, got {value!r}")
+    return float(value[0]), float(value[1])
+
+
 def check_positive_float(value, arg: str) -> float:
     """``value`` as a finite float > 0 (a Python or NumPy number); ValueError naming ``arg`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
@@ -138,6 +191,30 @@ def check_nonneg(value, arg: str) -> None:
         v = np.asarray(value)
         if not np.all(np.isfinite(v)) or np.any(v < 0):
             raise ValueError(f"{arg}: expected a finite value >= 0, got {value!r}")
+
+
+def check_areas(areas, n: int, arg: str = "areas"):
+    """``areas`` as an array (n, A) of fractions in (0, 1); ValueError naming ``arg``.
+
+    Accepts a number, a sequence or array (A,) shared by all n images, or an
+    array (n, A) of per-image areas.  Concrete areas are checked and returned as
+    a float64 NumPy array; traced ones are broadcast as they are.
+    """
+    if isinstance(areas, bool) or not (isinstance(areas, (int, float, tuple, list)) or hasattr(areas, "dtype")):
+        raise ValueError(f"{arg}: expected fractions in (0, 1), got {type(areas).__name__}")
+    traced = isinstance(areas, jax.core.Tracer)
+    a = areas if traced else np.asarray(areas)
+    if not jnp.issubdtype(a.dtype, jnp.floating) and not jnp.issubdtype(a.dtype, jnp.integer):
+        raise ValueError(f"{arg}: expected fractions in (0, 1), got dtype {a.dtype}")
+    if a.ndim > 2 or a.size == 0 or (a.ndim == 2 and a.shape[0] != n):
+        raise ValueError(f"{arg}: expected a number, (A,) or ({n}, A) with A >= 1, got shape {tuple(a.shape)}")
+    if traced:
+        return jnp.broadcast_to(a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1), (n, max(a.shape[-1:] or (1,))))
+    a = a.astype(np.float64)
+    if not (np.all(a > 0) and np.all(a < 1)):
+        raise ValueError(f"{arg}: expected fractions in (0, 1), got {a.tolist()}")
+    a = a.reshape(1, 1) if a.ndim == 0 else a.reshape(-1, a.shape[-1])
+    return np.broadcast_to(a, (n, a.shape[-1]))
 
 
 def check_choice(value, arg: str, choices):

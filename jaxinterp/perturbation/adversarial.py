@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxinterp.checks import check_images, check_int
+from jaxinterp.checks import check_images, check_int, check_range, check_scalar
 from jaxinterp.targets import Unit, check_targets, lift, target_score
 from jaxinterp.nets import Net
 
@@ -67,20 +67,9 @@ def _concrete(v) -> bool:
     return not isinstance(v, jax.core.Tracer)
 
 
-def _check_scalar(value, arg: str, *, positive: bool = False) -> object:
-    """A real scalar >= 0 (> 0 with ``positive``); tracers pass unchecked (they may be vmapped)."""
-    if isinstance(value, bool) or not (isinstance(value, (int, float, np.integer, np.floating))
-                                       or hasattr(value, "dtype")):
-        raise ValueError(f"{arg}: expected a real number, got {type(value).__name__}")
-    if not _concrete(value):
-        return value
-    a = np.asarray(value)
-    if a.ndim or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
-        raise ValueError(f"{arg}: expected a real scalar, got shape {a.shape} dtype {a.dtype}")
-    v = float(a)
-    if not math.isfinite(v) or v < 0 or (positive and v == 0):
-        raise ValueError(f"{arg}: expected a finite number {'>' if positive else '>='} 0, got {v!r}")
-    return value
+def _check_budget(value, arg: str, *, positive: bool = False):
+    """A finite real scalar >= 0 (> 0 if ``positive``): a budget, a step or a threshold; tracers pass unchecked."""
+    return check_scalar(value, arg, minimum=0, open_min=positive, maximum=np.inf, open_max=True)
 
 
 def _check_norm(norm, arg: str = "norm") -> str:
@@ -99,10 +88,7 @@ def _check_clip(clip, x, arg: str = "x") -> tuple[float, float] | None:
     """``clip`` as (lo, hi) with lo < hi, or None; the images must lie inside it (checked when concrete)."""
     if clip is None:
         return None
-    if not isinstance(clip, (tuple, list)) or len(clip) != 2 or any(
-            isinstance(c, bool) or not isinstance(c, (int, float)) for c in clip) or not clip[0] < clip[1]:
-        raise ValueError(f"clip: expected None or (lo, hi) numbers with lo < hi, got {clip!r}")
-    lo, hi = float(clip[0]), float(clip[1])
+    lo, hi = check_range(clip, "clip", strict=True)
     if _concrete(x) and x.size:
         a = np.asarray(x)
         if not (a.min() >= lo and a.max() <= hi):
@@ -229,8 +215,8 @@ def fgsm(net: Net, params, x: jax.Array, target, *, epsilon=8 / 255, targeted: b
       machine learning at scale", ICLR 2017 (targeted variant).
     """
     x = check_images(x)
-    epsilon = _check_scalar(epsilon, "epsilon")
-    grad_threshold = _check_scalar(grad_threshold, "grad_threshold")
+    epsilon = _check_budget(epsilon, "epsilon")
+    grad_threshold = _check_budget(grad_threshold, "grad_threshold")
     norm, loss = _check_norm(norm), _check_loss(loss)
     targeted = _check_bool(targeted, "targeted")
     clip = _check_clip(clip, x)
@@ -332,9 +318,9 @@ def pgd(net: Net, params, x: jax.Array, target, key: jax.Array | None = None, *,
     """
     x = check_images(x)
     n = x.shape[0]
-    epsilon = _check_scalar(epsilon, "epsilon")
-    step_size = epsilon / 4 if step_size is None else _check_scalar(step_size, "step_size")
-    grad_threshold = _check_scalar(grad_threshold, "grad_threshold")
+    epsilon = _check_budget(epsilon, "epsilon")
+    step_size = epsilon / 4 if step_size is None else _check_budget(step_size, "step_size")
+    grad_threshold = _check_budget(grad_threshold, "grad_threshold")
     steps = check_int(steps, "steps")
     norm = _check_norm(norm)
     step_norm = norm if step_norm is None else _check_norm(step_norm, "step_norm")
@@ -468,15 +454,6 @@ def _apply_patch(images, patch, transform):
     return jax.vmap(_apply_patch_one, in_axes=(0, None, 0))(images, patch, transform)
 
 
-def _check_range(r, arg: str, *, positive: bool) -> tuple[float, float]:
-    if not isinstance(r, (tuple, list)) or len(r) != 2 or any(
-            isinstance(c, bool) or not isinstance(c, (int, float)) for c in r) or not r[0] <= r[1] \
-            or (positive and not r[0] > 0):
-        raise ValueError(f"{arg}: expected (lo, hi) numbers with {'0 < ' if positive else ''}lo <= hi, "
-                         f"got {r!r}")
-    return float(r[0]), float(r[1])
-
-
 def random_patch_transforms(key: jax.Array, num: int, image_size: tuple[int, int], patch_size: int, *,
                             scale_range=(0.8, 1.2), rotation_range=(-math.pi / 8, math.pi / 8),
                             dtype=jnp.float32) -> PatchTransform:
@@ -503,8 +480,8 @@ def random_patch_transforms(key: jax.Array, num: int, image_size: tuple[int, int
         raise ValueError(f"image_size: expected (H, W), got {image_size!r}")
     h, w = (check_int(image_size[0], "image_size"), check_int(image_size[1], "image_size"))
     p = check_int(patch_size, "patch_size")
-    s_lo, s_hi = _check_range(scale_range, "scale_range", positive=True)
-    rotation_range = _check_range(rotation_range, "rotation_range", positive=False)
+    s_lo, s_hi = check_range(scale_range, "scale_range", positive=True)
+    rotation_range = check_range(rotation_range, "rotation_range")
     return _random_transforms(key, num, (h, w), p, (s_lo, s_hi), rotation_range, jnp.dtype(dtype))
 
 
@@ -604,12 +581,12 @@ def adversarial_patch(net: Net, params, images: jax.Array, target_class, key: ja
         raise ValueError("key: a jax.random.key is needed (patch initialisation and transforms)")
     patch_size = check_int(patch_size, "patch_size")
     steps = check_int(steps, "steps")
-    scale_range = _check_range(scale_range, "scale_range", positive=True)
-    rotation_range = _check_range(rotation_range, "rotation_range", positive=False)
+    scale_range = check_range(scale_range, "scale_range", positive=True)
+    rotation_range = check_range(rotation_range, "rotation_range")
     if patch_size * scale_range[1] > min(h, w):
         raise ValueError(f"patch_size: {patch_size} pixels at scale {scale_range[1]} do not fit in "
                          f"images of {h} x {w}")
-    _check_scalar(lr, "lr", positive=True)
+    _check_budget(lr, "lr", positive=True)
     if init is not None:
         if not hasattr(init, "shape") or tuple(init.shape) != (patch_size, patch_size, 3):
             raise ValueError(f"init: expected a patch ({patch_size}, {patch_size}, 3), got "

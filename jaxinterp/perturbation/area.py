@@ -22,31 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_areas", "area_zeros", "area_reference", "vecsort_penalty", "area_penalty", "TIES"]
-
-
-def check_areas(areas, n: int):
-    """``areas`` as an array (n, A) of fractions in (0, 1); ValueError naming ``areas``.
-
-    Accepts a number, a sequence or array (A,) shared by all n images, or an
-    array (n, A) of per-image areas.  Concrete areas are checked and returned as
-    a float64 NumPy array; traced ones are broadcast as they are.
-    """
-    if isinstance(areas, bool) or not (isinstance(areas, (int, float, tuple, list)) or hasattr(areas, "dtype")):
-        raise ValueError(f"areas: expected fractions in (0, 1), got {type(areas).__name__}")
-    traced = isinstance(areas, jax.core.Tracer)
-    a = areas if traced else np.asarray(areas)
-    if not jnp.issubdtype(a.dtype, jnp.floating) and not jnp.issubdtype(a.dtype, jnp.integer):
-        raise ValueError(f"areas: expected fractions in (0, 1), got dtype {a.dtype}")
-    if a.ndim > 2 or a.size == 0 or (a.ndim == 2 and a.shape[0] != n):
-        raise ValueError(f"areas: expected a number, (A,) or ({n}, A) with A >= 1, got shape {tuple(a.shape)}")
-    if traced:
-        return jnp.broadcast_to(a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1), (n, max(a.shape[-1:] or (1,))))
-    a = a.astype(np.float64)
-    if not (np.all(a > 0) and np.all(a < 1)):
-        raise ValueError(f"areas: expected fractions in (0, 1), got {a.tolist()}")
-    a = a.reshape(1, 1) if a.ndim == 0 else a.reshape(-1, a.shape[-1])
-    return np.broadcast_to(a, (n, a.shape[-1]))
+__all__ = ["area_zeros", "area_reference", "vecsort_penalty", "area_penalty", "TIES"]
 
 
 def area_zeros(n: int, area):

@@ -21,10 +21,10 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from jaxinterp.checks import check_images, check_layer
+from jaxinterp.checks import check_areas, check_images, check_layer
 from jaxinterp.targets import check_targets
 from jaxinterp.nets import Net
-from jaxinterp.perturbation.area import area_penalty, area_zeros, check_areas
+from jaxinterp.perturbation.area import area_penalty, area_zeros
 from jaxinterp.perturbation.extremal import (check_optimiser, kept_versions, lambda_schedule, optimise_masks,
                                              reward_function, signed_rewards, variant_signs)
 

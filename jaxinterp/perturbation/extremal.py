@@ -22,10 +22,10 @@ import jax
 import jax.numpy as jnp
 
 from jaxinterp import ops
-from jaxinterp.checks import check_images, check_int, check_layer, check_positive_float, check_real
+from jaxinterp.checks import check_areas, check_images, check_int, check_layer, check_positive_float, check_real
 from jaxinterp.targets import Unit, check_targets, unit_value
 from jaxinterp.nets import Net
-from jaxinterp.perturbation.area import area_penalty, area_zeros, check_areas
+from jaxinterp.perturbation.area import area_penalty, area_zeros
 from jaxinterp.perturbation.masks import clamp01, mask_geometry, smooth_mask
 from jaxinterp.perturbation.operators import PERTURBATIONS, apply_pyramid, perturbation_pyramid
 

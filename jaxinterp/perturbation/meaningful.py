@@ -30,7 +30,7 @@ import numpy as np
 import optax
 
 from jaxinterp import ops
-from jaxinterp.checks import check_images, check_int
+from jaxinterp.checks import check_images, check_int, check_scalar
 from jaxinterp.targets import Unit, check_targets, lift, target_score
 from jaxinterp.nets import Net
 
@@ -113,23 +113,6 @@ def _check_version(version):
 def _check_perturbation(perturbation):
     if perturbation not in PERTURBATIONS:
         raise ValueError(f"perturbation: expected one of {list(PERTURBATIONS)}, got {perturbation!r}")
-
-
-def _check_nonneg(value, arg: str, *, positive: bool = False, at_least=None):
-    """A real number >= 0 (> 0 if ``positive``, >= ``at_least``); tracers pass unchecked."""
-    if isinstance(value, jax.core.Tracer):
-        return value
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
-            and not (hasattr(value, "shape") and np.ndim(value) == 0):
-        raise ValueError(f"{arg}: expected a real number, got {value!r}")
-    v = float(np.asarray(value))
-    if at_least is not None:
-        if not v >= at_least:
-            raise ValueError(f"{arg}: expected a number >= {at_least}, got {v!r}")
-    elif not (v > 0 if positive else v >= 0) or not np.isfinite(v):
-        raise ValueError(f"{arg}: expected a {'positive' if positive else 'non-negative'} finite "
-                         f"number, got {v!r}")
-    return value
 
 
 def _check_mask_size(mask_size, hw) -> tuple[int, int]:
@@ -293,15 +276,14 @@ def meaningful_perturbation(net: Net, params, x: jax.Array, target, key: jax.Arr
     jitter = check_int(jitter, "jitter", minimum=0)
     if jitter >= min(h, w):
         raise ValueError(f"jitter: {jitter} pixels is not smaller than the image {(h, w)}")
-    _check_nonneg(lr, "lr", positive=True)
-    _check_nonneg(l1, "l1")
-    _check_nonneg(tv, "tv")
-    _check_nonneg(tv_beta, "tv_beta", at_least=1.0)
-    _check_nonneg(blur_sigma, "blur_sigma", positive=True)
-    _check_nonneg(noise_std, "noise_std")
-    init = _check_nonneg(init, "init")
-    if not isinstance(init, jax.core.Tracer) and float(np.asarray(init)) > 1:
-        raise ValueError(f"init: expected a mask value in [0, 1], got {init!r}")
+    finite = {"maximum": np.inf, "open_max": True}
+    check_scalar(lr, "lr", minimum=0, open_min=True, **finite)
+    check_scalar(l1, "l1", minimum=0, **finite)
+    check_scalar(tv, "tv", minimum=0, **finite)
+    check_scalar(tv_beta, "tv_beta", minimum=1, **finite)
+    check_scalar(blur_sigma, "blur_sigma", minimum=0, open_min=True, **finite)
+    check_scalar(noise_std, "noise_std", minimum=0, **finite)
+    check_scalar(init, "init", minimum=0, maximum=1)
     if key is None and (jitter > 1 or perturbation == "noise"):
         raise ValueError("key: a jax.random.key is needed for the jitter / noise "
                          "(or pass jitter=0 with a 'blur' or 'constant' perturbation)")

@@ -88,7 +88,7 @@ import numpy as np
 import optax
 
 from jaxinterp import objectives
-from jaxinterp.checks import check_int, check_positive_float
+from jaxinterp.checks import check_choice, check_int, check_positive_float, check_real
 from jaxinterp.nets import recompute_batch_norm
 from jaxinterp.train import loop, metrics, sharding
 from jaxinterp.train.augment import AugmentConfig, augment_one, sample_params
@@ -141,11 +141,8 @@ class Settings:
         check_positive_float(self.lr, "lr")
         check_int(self.eval_every, "eval_every")
         check_int(self.knn_k, "knn_k")
-        if self.optimiser_name not in OPTIMISERS:
-            raise ValueError(f"optimiser_name: expected one of {OPTIMISERS}, got {self.optimiser_name!r}")
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, (int, float)) \
-                or not self.weight_decay >= 0:
-            raise ValueError(f"weight_decay: expected a number >= 0, got {self.weight_decay!r}")
+        check_choice(self.optimiser_name, "optimiser_name", OPTIMISERS)
+        check_real(self.weight_decay, "weight_decay", minimum=0)
         if self.until_epoch is not None:
             check_int(self.until_epoch, "until_epoch", minimum=0)
 
