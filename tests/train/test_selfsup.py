@@ -599,17 +599,18 @@ def test_gdt_learns_and_uint8_equals_float(data, tmp_path):
     assert [h["loss"] for h in hu] == [h["loss"] for h in hf] and hu[-1]["knn_accuracy"] == hf[-1]["knn_accuracy"]
     np.testing.assert_array_equal(selfsup.features(_net(), u.params, _NoWholeArray(u8), mesh=one),
                                   selfsup.features(_net(), f.params, u8.astype(np.float32) / 255, mesh=one))
-    # Eight updates on one fixed batch (the method and optimiser that fit built above): the loss falls.
-    tx = classifier.optimiser(1e-2, 8)
+    # 24 updates on one fixed batch (the method and optimiser that fit built above): the loss falls.  Each
+    # update draws new views, so single losses are noisy (over seeds 0-5 the drop is 0.36-1.2).
+    tx = classifier.optimiser(1e-2, 24)
     method = GDT(aug=_AUG, temperature=0.07, rotation="distinctive")
     state = selfsup.init_state(_net(), tx, jax.random.key(0), _N, method)
     x, y = jnp.asarray(images[:16]), jnp.zeros(16, jnp.int32)
     losses = []
-    for _ in range(8):
+    for _ in range(24):
         state, stats = selfsup.train_step(_net(), tx, method, state, x, y)
         assert set(stats) == {"loss"}
         losses.append(float(stats["loss"]))
-    assert np.mean(losses[-4:]) < np.mean(losses[:2]) - 0.2, losses
+    assert np.mean(losses[-6:]) < np.mean(losses[:3]) - 0.2, losses
 
 
 # ---------------------------------------------------------------- linear probe vs scipy
