@@ -27,7 +27,8 @@ print("split points:", net.layers[:6], "...", net.layers[-4:])
 
 # %%
 x = jax.random.uniform(jax.random.key(1), (2, 128, 128, 3))
-logits = jax.jit(net.apply)(params, x)
+apply = jax.jit(net.apply, static_argnames=("start", "stop", "rules", "capture"))   # one compiled program per split
+logits = apply(params, x)
 print("logits", logits.shape)
 
 # %% [markdown]
@@ -36,10 +37,10 @@ print("logits", logits.shape)
 # The two halves compose back to the whole net exactly.
 
 # %%
-feats = net.apply(params, x, stop="layer3")
+feats = apply(params, x, stop="layer3")
 print("layer3", feats.shape)
-rest = net.apply(params, feats, start="layer3")
-print("max |split - whole| =", float(jnp.max(jnp.abs(rest - net.apply(params, x)))))
+rest = apply(params, feats, start="layer3")
+print("max |split - whole| =", float(jnp.max(jnp.abs(rest - logits))))
 
 # %% [markdown]
 # ## Backward rules
@@ -74,6 +75,6 @@ print("4 nets x 5 images:", jax.vmap(small.apply, (0, None))(stack, images).shap
 vit = nets.get("vit_s16")
 vparams = vit.init(jax.random.key(4))
 image = jax.random.uniform(jax.random.key(5), (1, 224, 224, 3))
-attn = vit.apply(vparams, image, stop="blocks.11.attn")
-keys = vit.apply(vparams, image, stop="blocks.11.keys")
+taps = jax.jit(lambda p, x: vit.apply(p, x, capture=("blocks.11.attn", "blocks.11.keys"))[1])(vparams, image)
+attn, keys = taps["blocks.11.attn"], taps["blocks.11.keys"]       # both from one forward pass
 print("attention", attn.shape, "keys", keys.shape)
