@@ -41,6 +41,7 @@ import numpy as np  # noqa: E402
 
 from bench.ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
 
+from jaxinterp.xla_cpu import use_cpu_flags  # noqa: E402
 from jaxinterp import nets  # noqa: E402
 
 GOAL = 0.9
@@ -719,6 +720,7 @@ def _torch_side(args):
 
 
 def main(argv=None) -> dict:
+    use_cpu_flags()                  # before JAX runs anything
     args = parse_args(argv)
     torch_side = _torch_side(args)
     for name in args.methods:

@@ -23,6 +23,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from jaxinterp.xla_cpu import use_cpu_flags
 from jaxinterp import nets
 
 PRECISIONS = ("highest", "default", "bf16")
@@ -97,6 +98,7 @@ def measure(net: nets.Net, params, *, batch: int, size: int, precision: str,
 
 
 def main(argv=None):
+    use_cpu_flags()                  # before JAX runs anything
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--net", default="resnet50")
     ap.add_argument("--batch", type=int, default=256)

@@ -42,6 +42,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from bench.ceiling import load_results, time_call, write_results  # noqa: E402
 
+from jaxinterp.xla_cpu import use_cpu_flags  # noqa: E402
 from jaxinterp.synthesis import dip  # noqa: E402
 
 PRECISIONS = ("fp32", "highest", "bf16")
@@ -219,6 +220,7 @@ def print_table(result: dict, quick: bool) -> None:
 
 
 def main(argv=None) -> dict[int, dict]:
+    use_cpu_flags()                  # before JAX runs anything
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--size", default=None, help="image sides, comma-separated [512; 32 with --quick]")
     ap.add_argument("--batches", default=None, help="images per call [1,16; 1,2 with --quick]")

@@ -36,6 +36,7 @@ import jax.numpy as jnp  # noqa: E402
 
 from bench.ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
 
+from jaxinterp.xla_cpu import use_cpu_flags  # noqa: E402
 from jaxinterp import nets  # noqa: E402
 from jaxinterp.perturbation import extremal  # noqa: E402
 
@@ -77,6 +78,7 @@ def torchray_images_per_s(arch: str, args) -> float:
 
 
 def main(argv=None):
+    use_cpu_flags()                  # before JAX runs anything
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--nets", default="resnet50,vgg16")
     ap.add_argument("--size", type=int, default=224)

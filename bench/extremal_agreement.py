@@ -41,6 +41,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxinterp.xla_cpu import use_cpu_flags
 from jaxinterp import nets
 from jaxinterp.data import images
 from jaxinterp.perturbation import extremal
@@ -155,6 +156,7 @@ def entry(name: str, photo: str, variant: str, args, cache: dict) -> dict:
 
 
 def main(argv=None):
+    use_cpu_flags()                  # before JAX runs anything
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--nets", default="vgg16,resnet50,tf_efficientnet_lite0")
     ap.add_argument("--photos", default="chelsea")

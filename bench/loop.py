@@ -26,6 +26,7 @@ import os
 import jax
 
 from bench.ceiling import load_results, time_call, write_results
+from jaxinterp.xla_cpu import use_cpu_flags
 from jaxinterp import nets
 
 
@@ -57,6 +58,7 @@ def measure(net: nets.Net, *, size: int, steps: int, iters: int) -> dict:
 
 
 def main(argv=None):
+    use_cpu_flags()                  # before JAX runs anything
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--nets", default="vgg16,resnet50")
     ap.add_argument("--size", type=int, default=96)

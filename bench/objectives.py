@@ -51,6 +51,7 @@ import numpy as np
 
 from bench.ceiling import load_results, write_results
 
+from jaxinterp.xla_cpu import use_cpu_flags
 from jaxinterp.objectives import infonce, sinkhorn_labels
 from jaxinterp.objectives.sinkhorn import METHODS
 from jaxinterp.train import selfsup, sharding
@@ -365,6 +366,7 @@ def memory_main(args) -> dict:
 
 
 def main(argv=None) -> dict:
+    use_cpu_flags()                  # before JAX runs anything
     args = parse_args(argv)
     if args.labelling_memory:
         return memory_main(args)

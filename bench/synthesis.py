@@ -66,6 +66,7 @@ import numpy as np  # noqa: E402
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
 from bench.ceiling import PRECISIONS, _cast, load_results, measure, time_call, write_results  # noqa: E402
 
+from jaxinterp.xla_cpu import use_cpu_flags  # noqa: E402
 from jaxinterp import nets  # noqa: E402
 from jaxinterp.targets import Unit  # noqa: E402
 from jaxinterp.synthesis import STANDARD, activation_maximisation  # noqa: E402
@@ -302,6 +303,7 @@ def table(entries: dict) -> list[str]:
 
 
 def main(argv=None) -> dict:
+    use_cpu_flags()                  # before JAX runs anything
     args = parse(argv)
     device = jax.devices()[0].device_kind
     os.makedirs(args.out, exist_ok=True)

@@ -26,7 +26,7 @@ from typing import Callable
 import jax
 import numpy as np
 
-from jaxinterp import nets
+from jaxinterp import nets, xla_cpu
 from jaxinterp.demo import methods
 from jaxinterp.data import images as photographs, synthetic, tfds as jtfds
 from jaxinterp.evaluation import explain_fn as _explain_fn, method_slug
@@ -514,6 +514,7 @@ def main(argv, get_config: Callable, doc: str, run: Callable) -> int:
 
     Returns the exit status, 0 (errors raise).  :func:`results` returns ``run``'s metrics instead.
     """
+    xla_cpu.use_cpu_flags()
     _execute(argv, get_config, doc, run)
     return 0
 

@@ -19,7 +19,7 @@ import argparse
 import os
 import sys
 
-from jaxinterp import __version__
+from jaxinterp import __version__, xla_cpu
 from jaxinterp.demo.run import run_demo, section_names
 
 __all__ = ["main", "experiments"]
@@ -94,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``jaxinterp`` console script; returns the exit status."""
+    xla_cpu.use_cpu_flags()
     parser = _parser()
     args = parser.parse_args(argv)
     try:

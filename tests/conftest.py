@@ -17,6 +17,9 @@ figures):
 - ``--xla_backend_optimization_level=1`` instead of 2: LLVM at level 1 compiles faster
   and runs the tests' programs as fast; level 0 runs them ten times slower.
 
+It also sets jaxinterp's own XLA:CPU flags (:mod:`jaxinterp.xla_cpu`: YNNPACK reduction
+fusions off, which made the extremal perturbations' mask generator 4-15x slower).
+
 The flags reach the subprocesses the tests start (notebooks, README examples,
 experiments) through the environment; a flag already in ``XLA_FLAGS`` wins, and a flag
 this jaxlib does not know (XLA aborts on one) is left out.
@@ -25,6 +28,8 @@ this jaxlib does not know (XLA aborts on one) is left out.
 import os
 import subprocess
 import sys
+
+from jaxinterp.xla_cpu import CPU_FLAGS      # imports only os: JAX is not imported yet
 
 _FAST_COMPILE = ("--xla_cpu_use_fusion_emitters=false", "--xla_backend_optimization_level=1")
 _FLAGS_CHOSEN = "JAXINTERP_TEST_XLA_FLAGS_CHOSEN"     # set once by the controller; workers inherit it
@@ -38,7 +43,7 @@ def _xla_knows(flag: str) -> bool:
 
 
 if not os.environ.get(_FLAGS_CHOSEN):
-    for _flag in _FAST_COMPILE:
+    for _flag in _FAST_COMPILE + CPU_FLAGS:
         if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", "") and _xla_knows(_flag):
             os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
     os.environ[_FLAGS_CHOSEN] = "1"

@@ -198,6 +198,10 @@ def extremal(net: Net, params, x: jax.Array, target, *, areas=(0.1,), variant: s
 
     The batch of a step is N x T x A (x 2 for dual) perturbed images; under
     ``jax.jit`` with x sharded over devices along N the work splits over devices.
+    On a CPU, run it with :mod:`jaxinterp.xla_cpu`'s flags (the CLI and the
+    experiments set them): with XLA's YNNPACK reduction fusions, the smooth-mask
+    generator's reductions ran 15x slower and a step on a small net 4x slower.
+
     Pure and jit-compatible with every argument but ``params``, ``x`` and
     ``target`` static::
 
