@@ -431,8 +431,11 @@ def activation_diffing(net: Net, params, x: jax.Array, channel_mask: jax.Array, 
         raise ValueError(f"channel_mask: expected shape ({phi.shape[-1]},) or ({x.shape[0]}, {phi.shape[-1]}) "
                          f"for the channels of {layer!r}, got {tuple(m.shape)}")
     m = jnp.broadcast_to(m, (x.shape[0], phi.shape[-1])).reshape(x.shape[0], *[1] * (phi.ndim - 2), -1)
-    full = pre_image(net, params, x, layer, key=key, **pre_image_kwargs).images
-    kept = pre_image(net, params, x, layer, key=key, code=phi * m, **pre_image_kwargs).images
+    # One pre-image vmapped over the two codes: both runs are the same program on their own code,
+    # so an all-ones mask gives no difference at all (two separate calls compiled differently and
+    # parted by rounding).
+    full, kept = jax.vmap(lambda code: pre_image(net, params, x, layer, key=key, code=code,
+                                                 **pre_image_kwargs).images)(jnp.stack([phi, phi * m]))
     return DiffingResult(full, kept, full - kept)
 
 
