@@ -48,11 +48,10 @@ env: $(VENV)/.base
 demo: $(VENV)/.base
 	$(VENV)/bin/jaxinterp demo
 
-# TensorFlow (TFDS tests) and PyTorch (parity oracles) crash when imported into one
-# process, so the suite runs as two pytest processes: everything else, then tests/parity.
+# One pytest run, parity tests included (tests/conftest.py imports PyTorch before anything can
+# import TensorFlow: in the other order the two crash in one process).
 test: $(VENV)/.test
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) --ignore=tests/parity
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS) tests/parity
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 bench: $(VENV)/.base
 	$(VENV)/bin/python -m bench.ceiling

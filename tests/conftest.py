@@ -17,6 +17,9 @@ figures):
 - ``--xla_backend_optimization_level=1`` instead of 2: LLVM at level 1 compiles faster
   and runs the tests' programs as fast; level 0 runs them ten times slower.
 
+The parity tests (tests/parity) run in the same processes as the rest, so PyTorch is
+imported here, before any test module can import TensorFlow.
+
 It also sets jaxinterp's own XLA:CPU flags (:mod:`jaxinterp.xla_cpu`: YNNPACK reduction
 fusions off, which made the extremal perturbations' mask generator 4-15x slower).
 
@@ -28,6 +31,12 @@ this jaxlib does not know (XLA aborts on one) is left out.
 import os
 import subprocess
 import sys
+
+try:     # the parity oracles' PyTorch (torchvision loads torch._dynamo, which loads triton) before any test
+    import torch  # noqa: F401        module imports TensorFlow (the TFDS tests): triton loaded after
+    import torchvision  # noqa: F401  TensorFlow crashes the process
+except ImportError:
+    pass
 
 from jaxinterp.xla_cpu import CPU_FLAGS      # imports only os: JAX is not imported yet
 
@@ -142,12 +151,17 @@ def _release_compiled_programs():
 # first keeps both workers busy to the end (longest processing time first) instead of leaving one idle
 # behind the last.
 _LONG_MODULES = (
-    "tests/test_notebooks.py", "tests/train/test_selfsup.py", "tests/test_demo.py", "tests/test_cli.py",
-    "tests/attribution/test_gradient.py", "tests/synthesis/test_synthesis_methods.py",
-    "tests/perturbation/test_extremal.py", "tests/test_readme.py", "tests/nets/test_facade.py",
-    "tests/synthesis/test_dip.py", "tests/test_experiments_sela.py", "tests/test_doctests.py",
-    "tests/test_experiments_dino_gdt.py", "tests/test_experiments_dip.py", "tests/train/test_multiprocess.py",
-    "tests/test_bench.py", "tests/test_experiments.py", "tests/test_experiments_extremal.py",
+    "tests/parity/test_attribution_parity.py", "tests/test_notebooks.py", "tests/train/test_selfsup.py",
+    "tests/test_demo.py", "tests/test_cli.py", "tests/test_readme.py", "tests/nets/test_facade.py",
+    "tests/synthesis/test_dip.py", "tests/synthesis/test_synthesis_methods.py",
+    "tests/parity/test_extremal_parity.py", "tests/parity/test_cam_family_parity.py",
+    "tests/attribution/test_gradient.py", "tests/parity/test_efficientnet_attribution_parity.py",
+    "tests/test_experiments_sela.py", "tests/perturbation/test_extremal.py",
+    "tests/parity/test_captum_deeplift_parity.py", "tests/test_doctests.py", "tests/test_experiments_dip.py",
+    "tests/train/test_multiprocess.py", "tests/attribution/test_cam_family.py", "tests/parity/test_pair_parity.py",
+    "tests/parity/test_efficientnet_parity.py", "tests/parity/test_zoo_parity.py", "tests/evaluation/test_sanity.py",
+    "tests/attribution/test_excitation.py", "tests/synthesis/test_inverter.py", "tests/test_bench.py",
+    "tests/test_experiments_dino_gdt.py", "tests/test_experiments.py",
 )
 
 

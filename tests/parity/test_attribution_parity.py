@@ -153,6 +153,14 @@ def check(name: str, arch: str, ours, theirs, tol: float | None = None) -> float
 
 
 # --------------------------------------------------------------------------- Captum: gradient family
+#
+# What a method adds to the net's gradient (the product with the input, the quadrature
+# of IG, the noise of SmoothGrad) and occlusion / RISE, which only run the net forward,
+# do not depend on the architecture: they are checked on vgg16 only.  The gradient
+# itself, and the methods that change the backward pass (guided backprop, deconvnet,
+# Grad-CAM, the TorchRay methods), are checked on both nets.
+
+ON_VGG16_ONLY = pytest.mark.parametrize("zoo", ["vgg16"], indirect=True)
 
 
 def test_saliency_captum(zoo):
@@ -167,6 +175,7 @@ def test_saliency_captum(zoo):
     check("saliency max_abs map", zoo.arch, zoo.ours(attribution.gradient), absolute.max(axis=-1))
 
 
+@ON_VGG16_ONLY
 def test_input_x_gradient_captum(zoo):
     ixg = captum_attr.InputXGradient(zoo.torch_model())
     theirs = zoo.per_target(lambda t: ixg.attribute(zoo.xt(), target=t), oracles.nhwc)
@@ -176,6 +185,7 @@ def test_input_x_gradient_captum(zoo):
 STEPS = 8
 
 
+@ON_VGG16_ONLY
 @pytest.mark.parametrize("method", ["riemann_trapezoid", "gausslegendre"])
 def test_integrated_gradients_captum(zoo, method):
     """8 quadrature nodes, per-channel maps; a zero (black) baseline for Gauss-Legendre, a random one
@@ -232,6 +242,7 @@ def test_deconvnet_captum(zoo):
 SAMPLES, SIGMA = 2, 0.15  # two samples suffice to tell the three variants apart
 
 
+@ON_VGG16_ONLY
 @pytest.mark.parametrize("variant", ["smoothgrad", "smoothgrad_sq", "vargrad"])
 def test_smoothgrad_captum(zoo, variant, monkeypatch):
     """``NoiseTunnel(Saliency(abs=False))`` with the same perturbations on both sides.
@@ -297,6 +308,7 @@ def test_guided_grad_cam_captum(zoo):
           tol=1e-6)
 
 
+@ON_VGG16_ONLY
 def test_occlusion_captum(zoo):
     """Captum ``Occlusion``, windows (3, 24, 24), strides (3, 16, 16), grey baseline 0.5.
 
@@ -481,6 +493,7 @@ def test_contrastive_excitation_backprop_torchray(zoo):
 RISE_MASKS = 32
 
 
+@ON_VGG16_ONLY
 def test_rise_torchray(zoo):
     """TorchRay ``rise`` with our masks (``filter_masks``), float32 on both sides.
 
