@@ -24,7 +24,9 @@ GRADCAM ?= grad-cam==1.5.7
 # scikit-image (its tf1 extras are not installed).
 SALIENCY ?= saliency==0.2.1
 # --dist loadscope: a module runs in one worker, so module fixtures (the quick demo of tests/test_cli.py) run once.
-PYTEST_ARGS ?= -n 2 --dist loadscope --durations=15
+# --no-loadscope-reorder: the modules start in tests/conftest.py's order, longest first (xdist would sort them
+# by their number of tests, which started the three notebooks last).
+PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder --durations=15
 
 .PHONY: demo test bench env clean
 

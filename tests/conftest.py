@@ -147,9 +147,10 @@ def _release_compiled_programs():
 
 
 # Modules that take minutes, longest first (their summed test time in a clean run on 2 cores, 2026-12-07).
-# ``--dist loadscope`` hands whole modules to the workers in collection order, so starting the long ones
-# first keeps both workers busy to the end (longest processing time first) instead of leaving one idle
-# behind the last.
+# ``--dist loadscope --no-loadscope-reorder`` (the Makefile's) hands whole modules to the workers in
+# collection order, so starting the long ones first keeps both workers busy to the end (longest processing
+# time first) instead of leaving one behind the last.  Without ``--no-loadscope-reorder`` xdist sorts the
+# modules by their number of tests, and the notebooks (3 tests, 3 minutes) start last.
 _LONG_MODULES = (
     "tests/parity/test_attribution_parity.py", "tests/test_notebooks.py", "tests/train/test_selfsup.py",
     "tests/test_demo.py", "tests/test_cli.py", "tests/test_readme.py", "tests/nets/test_facade.py",

@@ -26,8 +26,10 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_processes_equal_one(tmp_path):
     port = _free_port()
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(HERE.parents[1])}
-    env.pop("XLA_FLAGS", None)
+    # The suite's XLA flags (tests/conftest.py: cheaper compiling) without any device count: each
+    # process sets its own 4 devices.
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if "device_count" not in f]
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(HERE.parents[1]), "XLA_FLAGS": " ".join(flags)}
     procs = [subprocess.Popen([sys.executable, str(HERE / "_multiprocess_fit.py"), str(i), "2", str(port), str(tmp_path)],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env) for i in range(2)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
