@@ -1,4 +1,4 @@
-"""PyTorch .pth files: round trip and weights_only loading (torch runs in its own pytest process)."""
+"""PyTorch .pth files: round trip and weights_only loading."""
 
 import jax
 import numpy as np
