@@ -28,15 +28,15 @@ experiments) through the environment; a flag already in ``XLA_FLAGS`` wins, and 
 this jaxlib does not know (XLA aborts on one) is left out.
 """
 
+import importlib.util
 import os
 import subprocess
 import sys
 
-try:     # the parity oracles' PyTorch (torchvision loads torch._dynamo, which loads triton) before any test
-    import torch  # noqa: F401        module imports TensorFlow (the TFDS tests): triton loaded after
-    import torchvision  # noqa: F401  TensorFlow crashes the process
-except ImportError:
-    pass
+# The parity oracles' PyTorch before any test module imports TensorFlow (the TFDS tests): torchvision loads
+# torch._dynamo, which loads triton, and triton loaded after TensorFlow crashes the process.
+if importlib.util.find_spec("torchvision") is not None:
+    import torchvision  # noqa: F401    (imports torch)
 
 from jaxinterp.xla_cpu import CPU_FLAGS      # imports only os: JAX is not imported yet
 
