@@ -45,15 +45,17 @@ print("max |split - whole| =", float(jnp.max(jnp.abs(rest - logits))))
 # %% [markdown]
 # ## Backward rules
 # Guided backpropagation is a rule set, not a hook: the forward pass is unchanged
-# and `jax.grad` follows the guided ReLU.  It composes with `jit` and `vmap`.
+# and `jax.grad` follows the guided ReLU.  It composes with `jit` and `vmap`.  The params are
+# an argument of the jitted function: closed over, they would be compiled into the
+# program as constants (slower to compile, and compiled again for other weights).
 
 # %%
-def class_score(x1, cls, rule_set):
-    return net.apply(params, x1[None], rules=rule_set)[0, cls]
+def class_score(p, x1, cls, rule_set):
+    return net.apply(p, x1[None], rules=rule_set)[0, cls]
 
-saliency = jax.jit(jax.vmap(jax.grad(class_score), (0, 0, None)), static_argnums=2)
-g_plain = saliency(x, jnp.array([1, 2]), rules.STANDARD)
-g_guided = saliency(x, jnp.array([1, 2]), rules.GUIDED)
+saliency = jax.jit(jax.vmap(jax.grad(class_score, argnums=1), (None, 0, 0, None)), static_argnums=3)
+g_plain = saliency(params, x, jnp.array([1, 2]), rules.STANDARD)
+g_guided = saliency(params, x, jnp.array([1, 2]), rules.GUIDED)
 print("plain", g_plain.shape, "guided", g_guided.shape,
       "differ:", not np.allclose(g_plain, g_guided))
 

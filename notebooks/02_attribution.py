@@ -27,6 +27,16 @@ OUT = os.path.join("runs", "notebooks")
 os.makedirs(OUT, exist_ok=True)
 
 net, params, info = zoo.pretrained("smallcnn")       # the trained checkpoint ships with the package
+
+
+def explain(net, method, **options):
+    """``method`` as one compiled program of (params, x, target); the net and the options are static.
+
+    The methods run without ``jax.jit`` too, but then op by op: on a CPU compiled calls are
+    several times faster (and the same program serves every call with these shapes)."""
+    return jax.jit(lambda p, x, t: method(net, p, x, t, **options))
+
+
 data = synthetic.generate(jax.random.key(zoo.TEST_SEED), 4, variant="easy", size=64)
 x, labels = jnp.asarray(data["image"]), jnp.asarray(data["label"])
 print(net, "held-out accuracy", info["accuracy"])
@@ -42,11 +52,11 @@ print("classes:", [synthetic.CLASSES[int(t)] for t in labels])
 # %%
 targets = jnp.stack([labels, jnp.zeros_like(labels)], axis=1)        # (N, T=2)
 maps = {
-    "gradient": attribution.gradient(net, params, x, targets),
-    "guided": attribution.guided_backprop(net, params, x, targets),
-    "deconvnet": attribution.deconvnet(net, params, x, targets),
-    "IG": attribution.integrated_gradients(net, params, x, targets, steps=SAMPLES),
-    "SmoothGrad": attribution.smoothgrad(net, params, x, targets, jax.random.key(0), samples=SAMPLES),
+    "gradient": explain(net, attribution.gradient)(params, x, targets),
+    "guided": explain(net, attribution.guided_backprop)(params, x, targets),
+    "deconvnet": explain(net, attribution.deconvnet)(params, x, targets),
+    "IG": explain(net, attribution.integrated_gradients, steps=SAMPLES)(params, x, targets),
+    "SmoothGrad": explain(net, attribution.smoothgrad, key=jax.random.key(0), samples=SAMPLES)(params, x, targets),
 }
 for name, m in maps.items():
     print(f"{name:10s} {m.shape}")
@@ -67,9 +77,9 @@ print("f(x) - f(0) ", np.round(np.asarray(gap), 3).tolist())
 # upsampled bilinearly to the image unless `resize=False`.
 
 # %%
-gc = attribution.grad_cam(net, params, x, targets, layer="features.10")
-gc_small = attribution.grad_cam(net, params, x, targets, layer="features.10", resize=False)
-cam = attribution.cam(net, params, x, targets, layer="features.10")
+gc = explain(net, attribution.grad_cam, layer="features.10")(params, x, targets)
+gc_small = explain(net, attribution.grad_cam, layer="features.10", resize=False)(params, x, targets)
+cam = explain(net, attribution.cam, layer="features.10")(params, x, targets)
 print("Grad-CAM", gc.shape, "at the layer", gc_small.shape)
 
 # %% [markdown]
@@ -78,9 +88,10 @@ print("Grad-CAM", gc.shape, "at the layer", gc_small.shape)
 # pass shared by all targets of an image, `chunk_size` of them at a time.
 
 # %%
-occ = attribution.occlusion(net, params, x, targets, window=8, stride=4)
+occ = explain(net, attribution.occlusion, window=8, stride=4)(params, x, targets)
 masks = 100 if QUICK else 1000
-rise = attribution.rise(net, params, x, targets, jax.random.key(1), num_masks=masks, chunk_size=min(masks, 250))
+rise = explain(net, attribution.rise, key=jax.random.key(1), num_masks=masks,
+               chunk_size=min(masks, 250))(params, x, targets)
 
 # %% [markdown]
 # ## Units as targets
@@ -91,8 +102,8 @@ rise = attribution.rise(net, params, x, targets, jax.random.key(1), num_masks=ma
 channels = Unit("features.7", channel=jnp.tile(jnp.array([5, 9]), (x.shape[0], 1)))
 neuron = Unit("features.7", channel=jnp.full((x.shape[0],), 5), y=jnp.full((x.shape[0],), 8),
               x=jnp.full((x.shape[0],), 8))
-unit_maps = attribution.gradient(net, params, x, channels)
-neuron_maps = attribution.guided_backprop(net, params, x, neuron)
+unit_maps = explain(net, attribution.gradient)(params, x, channels)
+neuron_maps = explain(net, attribution.guided_backprop)(params, x, neuron)
 print("channel maps", unit_maps.shape, "neuron maps", neuron_maps.shape)
 
 # %%
@@ -119,11 +130,11 @@ vgg_params = vgg.init(jax.random.key(0))
 photo = images.batch(["chelsea"], size=64)
 top = jnp.argsort(vgg.apply(vgg_params, photo), axis=-1)[:, -2:]       # two top classes
 vgg_maps = {
-    "gradient": attribution.gradient(vgg, vgg_params, photo, top),
-    "guided": attribution.guided_backprop(vgg, vgg_params, photo, top),
-    "Grad-CAM": attribution.grad_cam(vgg, vgg_params, photo, top, layer="features.29"),
-    "LRP eps": attribution.lrp(vgg, vgg_params, photo, top, rule="epsilon"),
-    "excitation": attribution.excitation_backprop(vgg, vgg_params, photo, top),
+    "gradient": explain(vgg, attribution.gradient)(vgg_params, photo, top),
+    "guided": explain(vgg, attribution.guided_backprop)(vgg_params, photo, top),
+    "Grad-CAM": explain(vgg, attribution.grad_cam, layer="features.29")(vgg_params, photo, top),
+    "LRP eps": explain(vgg, attribution.lrp, rule="epsilon")(vgg_params, photo, top),
+    "excitation": explain(vgg, attribution.excitation_backprop)(vgg_params, photo, top),
 }
 cells = [np.asarray(photo[0])] + [plot.heatmap(m[0, 0], signed=bool((m[0, 0] < 0).any()))
                                   for m in vgg_maps.values()]

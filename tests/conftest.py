@@ -36,7 +36,15 @@ import sys
 # The parity oracles' PyTorch before any test module imports TensorFlow (the TFDS tests): torchvision loads
 # torch._dynamo, which loads triton, and triton loaded after TensorFlow crashes the process.
 if importlib.util.find_spec("torchvision") is not None:
-    import torchvision  # noqa: F401    (imports torch)
+    import torch
+    import torchvision  # noqa: F401
+
+    # In a pytest-xdist worker PyTorch gets one thread: the other worker keeps the second core busy, and two
+    # torch threads per worker on 2 cores spent their time waiting for each other (AblationCAM's per-row
+    # ``torch.min`` took 8 ms instead of 0.1 ms; float64 depthwise convolutions ran 10x slower; the parity
+    # modules used 13 % more CPU time).
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
 
 from jaxinterp.xla_cpu import CPU_FLAGS      # imports only os: JAX is not imported yet
 

@@ -134,6 +134,7 @@ class Bundle:
         self.model = self.models[torch.float64]
         self.net = nets.get(arch)
         self.params = oracles.jax_params(arch, model)
+        self.params_in = oracles.CastParams(self.params)   # params_in(dtype): converted once
         self.x = photos()
 
     def xt(self, dtype=torch.float64, targets=TARGETS) -> torch.Tensor:
@@ -148,8 +149,7 @@ class Bundle:
             return {name: method(self.net, p, x, t, **options) for name, (method, options) in methods.items()}
 
         with jax.enable_x64(dtype == np.float64), jax.default_matmul_precision("highest"):
-            params = jax.tree.map(lambda a: jnp.asarray(a, dtype), self.params)
-            out = jax.jit(run)(params, jnp.asarray(self.x[:len(targets)], dtype), jnp.asarray(targets))
+            out = jax.jit(run)(self.params_in(dtype), jnp.asarray(self.x[:len(targets)], dtype), jnp.asarray(targets))
             return {k: np.asarray(v) for k, v in out.items()}
 
     def activation(self, layer: str) -> torch.Tensor:
@@ -207,18 +207,6 @@ class Bundle:
 @pytest.fixture(scope="module", params=ARCHS)
 def zoo(request):
     return Bundle(request.param)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Torch on one thread here (as test_efficientnet_attribution_parity.py): AblationCAM's
-    ``AblationLayer`` calls ``torch.min`` over its whole batch once per row, and with two threads on
-    a 2-core machine shared with another pytest worker each call took 8 ms instead of 0.1 ms (19 s
-    against 0.9 s for one image's 2048 channels, measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", autouse=True)

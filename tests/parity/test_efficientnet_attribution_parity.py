@@ -266,17 +266,6 @@ def photos(seed: int = 0) -> np.ndarray:
     return np.clip(x + dither, 0.0, 1.0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_torch_thread():
-    """Torch on one thread here: its float64 depthwise convolutions run one small GEMM per
-    channel (``_slow_conv2d``, ~9000 calls per pass), and with two threads on a 2-core machine
-    shared with another pytest worker they ran 10x slower than on one (measured)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def lite():
     return Bundle()
