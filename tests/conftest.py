@@ -66,9 +66,10 @@ def _xla_knows(flag: str) -> bool:
 
 
 if not os.environ.get(_FLAGS_CHOSEN):
-    for _flag in _FAST_COMPILE + CPU_FLAGS:
-        if _flag.split("=")[0] not in os.environ.get("XLA_FLAGS", "") and _xla_knows(_flag):
-            os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_flag}".strip()
+    _wanted = [f for f in _FAST_COMPILE + CPU_FLAGS if f.split("=")[0] not in os.environ.get("XLA_FLAGS", "")]
+    if not _xla_knows(" ".join(_wanted)):          # one probe when this jaxlib knows them all, else one each
+        _wanted = [f for f in _wanted if _xla_knows(f)]
+    os.environ["XLA_FLAGS"] = " ".join([os.environ.get("XLA_FLAGS", ""), *_wanted]).strip()
     os.environ[_FLAGS_CHOSEN] = "1"
 
 import jax  # noqa: E402
