@@ -370,7 +370,8 @@ def test_dino_distils_into_the_student_only(data):
 
 # The MLP head, LARS and the backbone's batch statistics in one case: each case compiles its own one- and
 # eight-device training steps (a case of the MLP head and LARS alone added 30 s and no code path).
-@pytest.mark.parametrize("head_kw", [{}, {"head": (16, 8), "optimiser_name": "lars", "lr": 0.1, "batch_statistics": True}],
+@pytest.mark.parametrize("head_kw", [{}, {"head": (16, 8), "optimiser_name": "lars", "lr": 0.1,
+                                          "batch_statistics": True}],
                          ids=["linear_head", "mlp_head_lars_bn_backbone"])
 def test_dino_resumes_and_matches_sharded(data, tmp_path, head_kw):
     """Resume == uninterrupted, 8 devices == 1; with the MLP head and a backbone on batch statistics the
