@@ -32,9 +32,13 @@ PYTEST_ARGS ?= -n 2 --dist loadscope --no-loadscope-reorder --durations=15
 
 # The demo needs no TensorFlow and no torch: jax, flax and the packages that ship the weights.
 # uv installs them in about 30 s where pip takes two minutes; pip does it where uv cannot be had.
+# --compile-bytecode: uv writes no .pyc files by default (pip does), and where PYTHONDONTWRITEBYTECODE is set
+# Python then compiles jax, scipy, numpy, ... from source in every process: 3.5 s per start of `import jax`,
+# in each pytest worker and each subprocess the tests start.
 $(VENV)/.base: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	($(PIP) install -q uv && $(VENV)/bin/python -m uv pip install -q --python $(VENV)/bin/python -e '.[pretrained]') \
+	($(PIP) install -q uv && $(VENV)/bin/python -m uv pip install -q --compile-bytecode --python $(VENV)/bin/python \
+	  -e '.[pretrained]') \
 	  || $(PIP) install -q -e '.[pretrained]'
 	touch $@
 
