@@ -175,17 +175,19 @@ def test_integrated_gradients_completeness(setup):
     """
     net, params, x = setup
     t = jnp.array([[0, 3], [1, 2], [4, 4]])
+    apply = jax.jit(net.apply)            # compiled, not op by op: float64 ops each compile on their own
+    ig_jit = jax.jit(integrated_gradients, static_argnums=0, static_argnames=("steps", "baseline", "chunk_size"))
     with jax.enable_x64(True):
         p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), params)
         x64 = jnp.asarray(x, jnp.float64)
-        scale = np.abs(np.asarray(net.apply(p64, x64))).max()
+        scale = np.abs(np.asarray(apply(p64, x64))).max()
         for baseline in ("zero", "blur", 0.5):
             b = {"zero": jnp.zeros_like(x64), "blur": ops.gaussian_blur(x64, 20.0)}.get(
                 baseline, jnp.full_like(x64, 0.5))
-            gap = np.take_along_axis(np.asarray(net.apply(p64, x64) - net.apply(p64, b)), np.asarray(t), 1)
+            gap = np.take_along_axis(np.asarray(apply(p64, x64) - apply(p64, b)), np.asarray(t), 1)
             errors = []
             for steps in (8, 256):
-                ig = integrated_gradients(net, p64, x64, t, steps=steps, baseline=baseline, chunk_size=64)
+                ig = ig_jit(net, p64, x64, t, steps=steps, baseline=baseline, chunk_size=64)
                 errors.append(np.abs(np.asarray(ig).sum((2, 3)) - gap).max())
             assert errors[1] < 1e-2 * max(np.abs(gap).max(), scale), (baseline, errors, gap)
             assert errors[1] < errors[0] / 20, (baseline, errors)
