@@ -19,6 +19,7 @@ from jaxinterp.analysis.dissection import (COLOURS, SYNTHETIC_CATEGORIES, SYNTHE
                                            activation_histogram_update, activation_quantiles, activation_range_update,
                                            dissect, dissection_summary, dissection_update, empty_dissection_counts,
                                            synthetic_concepts)
+from tests.analysis._numpy_resize import resize_bilinear
 
 NET = nets.get("smallcnn", widths=(4, 8, 8, 8))
 LAYER = "features.2"          # conv, ReLU, max-pool 2: (16, 16, 4) at 32 px
@@ -105,22 +106,9 @@ def planted():
     images = np.stack([red, green, rng.random((N, S, S))], -1).astype(np.float32)
     masks = np.stack([red, green, _rectangles(rng, N, 1), rng.random((N, S, S)) < 0.3], 1)   # (N, 4, S, S)
     acts = np.asarray(NET.apply(params, images, stop=LAYER), np.float64)
-    up = np.stack([_np_resize(a, (S, S)) for a in acts])                                    # (N, S, S, 4)
+    up = np.stack([resize_bilinear(a, (S, S)) for a in acts])                                    # (N, S, S, 4)
     thresholds = np.array([0.5, 0.5, _gap(up[..., 2], 0.8), _gap(up[..., 3], 0.95)], np.float32)
     return params, images, masks, up, thresholds
-
-
-def _np_resize(a, hw):
-    """Bilinear resize of a (h, w, c), half-pixel centres, sources clamped to the border."""
-    def matrix(n_in, n_out):
-        m = np.zeros((n_out, n_in))
-        for i in range(n_out):
-            s = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
-            lo = int(np.floor(s))
-            m[i, lo] += 1 - (s - lo)
-            m[i, min(lo + 1, n_in - 1)] += s - lo
-        return m
-    return np.einsum("yY,YXc,xX->yxc", matrix(a.shape[0], hw[0]), a, matrix(a.shape[1], hw[1]))
 
 
 def _gap(values, q):

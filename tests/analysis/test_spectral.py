@@ -16,6 +16,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxinterp import nets
 from jaxinterp.analysis.spectral import (cls_attention, corloc, feature_affinity, fiedler_segments,
                                          laplacian_eigenvectors, segment_boxes, spectral_segmentation)
+from tests.analysis._numpy_resize import resize_bilinear
 
 _SHARD = functools.cache(lambda: NamedSharding(Mesh(np.array(jax.devices()), ("data",)), P("data")))
 
@@ -73,16 +74,7 @@ def _np_foreground(fiedler, h, w, rule):
 
 def _np_upsample(mask, size):
     """0 / 1 patch mask (h, w) -> bool (H, W): bilinear with half-pixel centres, clamped at the border, > 1/2."""
-    def weights(n_in, n_out):
-        m = np.zeros((n_out, n_in))
-        for i in range(n_out):
-            src = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1)
-            lo = int(np.floor(src))
-            m[i, lo] += 1 - (src - lo)
-            m[i, min(lo + 1, n_in - 1)] += src - lo
-        return m
-    mask = np.asarray(mask, np.float64)
-    return weights(mask.shape[0], size) @ mask @ weights(mask.shape[1], size).T > 0.5
+    return resize_bilinear(np.asarray(mask, np.float64)[..., None], (size, size))[..., 0] > 0.5
 
 
 def _scipy_largest_box(mask):

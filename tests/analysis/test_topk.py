@@ -17,6 +17,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from jaxinterp import nets
 from jaxinterp.analysis.topk import (crop_patches, empty_top_activations, filters_as_images, receptive_field,
                                      top_activations, top_activations_update)
+from tests.analysis._numpy_resize import resize_bilinear
 
 NET = nets.get("smallcnn", widths=(8, 16, 16, 16))
 LAYER = "features.3"            # the second convolution, before its ReLU: continuous values, (16, 16, 16) at 32 px
@@ -159,19 +160,6 @@ def test_receptive_field_too_small_image_and_inside_jit():
     assert float(first_box_area(1.0)) == 100.0        # r = 10 at unit (3, 3), unclipped
 
 
-def _np_resize(a, hw):
-    """Bilinear resize of a (h, w, c) with half-pixel centres and clamped sources (torch's align_corners=False)."""
-    def matrix(n_in, n_out):
-        m = np.zeros((n_out, n_in))
-        for i in range(n_out):
-            s = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1.0)
-            lo = int(np.floor(s))
-            m[i, lo] += 1 - (s - lo)
-            m[i, min(lo + 1, n_in - 1)] += s - lo
-        return m
-    return np.einsum("yY,YXc,xX->yxc", matrix(a.shape[0], hw[0]), a, matrix(a.shape[1], hw[1]))
-
-
 def test_crop_patches_equal_resized_crops():
     rng = np.random.default_rng(1)
     images = rng.random((8, 20, 24, 3)).astype(np.float32)
@@ -183,7 +171,7 @@ def test_crop_patches_equal_resized_crops():
     crop = jax.jit(crop_patches, static_argnames="size")
     got = np.asarray(crop(images, boxes, (6, 9)))
     for n, (a, b, c, d) in enumerate(boxes):
-        np.testing.assert_allclose(got[n], _np_resize(images[n, a:c + 1, b:d + 1].astype(np.float64), (6, 9)),
+        np.testing.assert_allclose(got[n], resize_bilinear(images[n, a:c + 1, b:d + 1].astype(np.float64), (6, 9)),
                                    atol=1e-5, err_msg=str(n))
     mapped = jax.vmap(lambda i, b: crop_patches(i, b, (6, 9)))(images.reshape(2, 4, 20, 24, 3), boxes.reshape(2, 4, 4))
     np.testing.assert_allclose(np.asarray(mapped).reshape(got.shape), got, atol=1e-6)
