@@ -228,8 +228,9 @@ def attribution_methods(quick: bool) -> list[tuple[str, Callable, dict]]:
     pixels, through 16 blocks of batch norms that pass the probability unchanged, it
     collapses onto a few border pixels).  ``quick`` uses fewer IG steps,
     SmoothGrad samples and RISE masks, occlusion windows that do not overlap (16 instead
-    of 49), and leaves out :data:`QUICK_LEFT_OUT` (variants of the methods it keeps, each
-    checked on this net in tests/parity) and the methods after the peers
+    of 49), and leaves out :data:`QUICK_LEFT_OUT` (variants of the methods it keeps, checked
+    against their peers in tests/parity: input x gradient on this net, the linear
+    approximation and LRP eps+ on VGG16 / ResNet-50) and the methods after the peers
     (:func:`jaxinterp.demo.methods.peer_methods`: 16 steps and samples, at most 64
     Felzenszwalb segments of at least 200 pixels).
     """
