@@ -53,8 +53,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxinterp import ops
-from jaxinterp.analysis._stream import (_as_float_images, _check_image_batch, _check_stop_layer, _image_batches, _place,
-                                     _row_batches, _spatial, _valid_rows)
+from jaxinterp.analysis.streaming import (as_float_images, as_spatial, check_image_batch, check_stop_layer,
+                                          image_batches, place_on, row_batches, valid_rows)
 from jaxinterp.checks import check_int, check_real, is_concrete
 from jaxinterp.data.synthetic import CLASSES
 from jaxinterp.nets import Net
@@ -84,7 +84,7 @@ SYNTHETIC_CATEGORIES = ("shape",) * 6 + ("texture",) * (len(CLASSES) - 6) + ("co
 
 
 def _spatial_activation(net: Net, params, x, layer: str) -> jax.Array:
-    return _spatial(net.apply(params, x, stop=layer)).astype(jnp.float32)
+    return as_spatial(net.apply(params, x, stop=layer)).astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -107,7 +107,7 @@ def activation_range_update(state: tuple[jax.Array, jax.Array], params, x: jax.A
       (lo, hi) float32 (C,).
     """
     a = _spatial_activation(net, params, x, layer)
-    valid = _valid_rows(a.shape[0], num_valid)[:, None, None, None]
+    valid = valid_rows(a.shape[0], num_valid)[:, None, None, None]
     lo = jnp.min(jnp.where(valid, a, jnp.inf), axis=(0, 1, 2))
     hi = jnp.max(jnp.where(valid, a, -jnp.inf), axis=(0, 1, 2))
     return jnp.minimum(state[0], lo), jnp.maximum(state[1], hi)
@@ -137,7 +137,7 @@ def activation_histogram_update(counts: jax.Array, params, x: jax.Array, lo: jax
     """
     a = _spatial_activation(net, params, x, layer)
     c, bins = counts.shape
-    valid = jnp.broadcast_to(_valid_rows(a.shape[0], num_valid)[:, None, None, None], a.shape)
+    valid = jnp.broadcast_to(valid_rows(a.shape[0], num_valid)[:, None, None, None], a.shape)
     flat = _bin_index(a, lo, hi, bins) + bins * jnp.arange(c, dtype=jnp.int32)
     added = jnp.zeros((c * bins,), jnp.int32).at[flat.reshape(-1)].add(valid.reshape(-1).astype(jnp.int32))
     return counts + added.reshape(c, bins)
@@ -179,7 +179,7 @@ def activation_quantiles(net: Net, params, batches, layer: str, *, top: float = 
     Returns:
       float32 (C,): the thresholds T_c.
     """
-    _check_stop_layer(net, layer)
+    check_stop_layer(net, layer)
     top = check_real(top, "top", minimum=0.0, maximum=1.0, open_max=True)
     bins = check_int(bins, "bins")
     if not hasattr(batches, "shape") and hasattr(batches, "__iter__") and iter(batches) is batches:
@@ -187,16 +187,16 @@ def activation_quantiles(net: Net, params, batches, layer: str, *, top: float = 
                          "twice), got a one-shot iterator; pass a list")
     lo = hi = None
     count = 0
-    for x, valid, _ in _image_batches(batches, batch_size):
+    for x, valid, _ in image_batches(batches, batch_size):
         if lo is None:
             shape = net.activation_shape(layer, x.shape[1:3])
             per_image, c = int(np.prod(shape[:-1])), shape[-1]
             lo, hi = jnp.full((c,), jnp.inf, jnp.float32), jnp.full((c,), -jnp.inf, jnp.float32)
-        lo, hi = activation_range_update((lo, hi), params, _place(x, sharding), valid, net=net, layer=layer)
+        lo, hi = activation_range_update((lo, hi), params, place_on(x, sharding), valid, net=net, layer=layer)
         count += valid * per_image
     counts = jnp.zeros((c, bins), jnp.int32)
-    for x, valid, _ in _image_batches(batches, batch_size):
-        counts = activation_histogram_update(counts, params, _place(x, sharding), lo, hi, valid, net=net, layer=layer)
+    for x, valid, _ in image_batches(batches, batch_size):
+        counts = activation_histogram_update(counts, params, place_on(x, sharding), lo, hi, valid, net=net, layer=layer)
     if count > np.iinfo(np.int32).max:
         raise ValueError(f"batches: {count} activations per channel overflow the int32 counts; expected < 2^31")
     position = (1.0 - top) * (count - 1)                   # np.quantile's 'linear' position, in float64
@@ -285,7 +285,7 @@ def dissection_update(counts: DissectionCounts, params, x: jax.Array, concept_ma
     if counts.intersection.shape != (c, k):
         raise ValueError(f"counts: expected ({c}, {k}) counts for {c} units and {k} concepts, "
                          f"got {counts.intersection.shape}")
-    valid = _valid_rows(b, num_valid).astype(jnp.float32)
+    valid = valid_rows(b, num_valid).astype(jnp.float32)
     labelled = valid[:, None] if annotated is None else jnp.asarray(annotated).astype(jnp.float32) * valid[:, None]
     up = ops.resize_bilinear(a, (hm, wm), axes=(1, 2))
     on = (up > jnp.asarray(thresholds, jnp.float32)).astype(jnp.float32).reshape(b, hm * wm, c)
@@ -352,8 +352,8 @@ def dissect(net: Net, params, images, concept_masks, layer: str, thresholds, *, 
     Returns:
       :class:`Dissection`: iou (C, K), best_concept (C,), best_iou (C,), intersection and union (C, K).
     """
-    _check_stop_layer(net, layer)
-    _check_image_batch(images, "images")
+    check_stop_layer(net, layer)
+    check_image_batch(images, "images")
     n = images.shape[0]
     _check_masks(concept_masks, n)
     shape = net.activation_shape(layer, images.shape[1:3])
@@ -371,9 +371,9 @@ def dissect(net: Net, params, images, concept_masks, layer: str, thresholds, *, 
     batch_size = check_int(batch_size, "batch_size")
     arrays = (images, concept_masks) + (() if annotated is None else (annotated,))
     counts = empty_dissection_counts(c, k)
-    for rows, valid, _ in _row_batches(arrays, batch_size):
-        x, masks = _place(_as_float_images(rows[0]), sharding), _place(jnp.asarray(rows[1]), sharding)
-        labelled = None if annotated is None else _place(jnp.asarray(rows[2]).astype(bool), sharding)
+    for rows, valid, _ in row_batches(arrays, batch_size):
+        x, masks = place_on(as_float_images(rows[0]), sharding), place_on(jnp.asarray(rows[1]), sharding)
+        labelled = None if annotated is None else place_on(jnp.asarray(rows[2]).astype(bool), sharding)
         counts = dissection_update(counts, params, x, masks, thresholds, valid, labelled, net=net, layer=layer)
     return dissection_iou(counts)
 
@@ -446,7 +446,7 @@ def synthetic_concepts(batch: dict) -> jax.Array:
         got = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
         raise ValueError(f"batch: expected a dict with 'image', 'label' and 'mask' (synthetic.generate), got {got}")
     image, label, mask = batch["image"], batch["label"], batch["mask"]
-    _check_image_batch(image, "batch")
+    check_image_batch(image, "batch")
     n, h, w, _ = image.shape
     if tuple(np.shape(label)) != (n,) or tuple(np.shape(mask)) != (n, h, w):
         raise ValueError(f"batch: expected 'label' ({n},) and 'mask' ({n}, {h}, {w}), got "
@@ -458,7 +458,7 @@ def synthetic_concepts(batch: dict) -> jax.Array:
     classes = jnp.asarray(label)[:, None] == jnp.arange(len(CLASSES))               # (N, 8)
     objects = classes[:, :, None, None] & jnp.asarray(mask, bool)[:, None]
     palette = jnp.asarray(list(COLOURS.values()), jnp.float32)
-    distance = jnp.sum((_as_float_images(image)[:, :, :, None, :] - palette) ** 2, axis=-1)   # (N, H, W, 11)
+    distance = jnp.sum((as_float_images(image)[:, :, :, None, :] - palette) ** 2, axis=-1)   # (N, H, W, 11)
     nearest = jnp.argmin(distance, axis=-1)
     colours = nearest[:, None] == jnp.arange(len(COLOURS))[None, :, None, None]
     return jnp.concatenate([objects, colours], axis=1)

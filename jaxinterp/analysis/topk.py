@@ -47,7 +47,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxinterp.analysis._stream import _check_stop_layer, _image_batches, _is_array, _place, _spatial, _valid_rows
+from jaxinterp.analysis.streaming import as_spatial, check_stop_layer, image_batches, is_array, place_on, valid_rows
 from jaxinterp.checks import check_int, check_size, is_concrete
 from jaxinterp.nets import Net
 from jaxinterp.nets.rules import STANDARD, affine_parts, standard_max_pool
@@ -128,11 +128,11 @@ def top_activations_update(state: TopActivations, params, x: jax.Array, offset, 
     Returns:
       The updated :class:`TopActivations`.
     """
-    a = _spatial(net.apply(params, x, stop=layer))
+    a = as_spatial(net.apply(params, x, stop=layer))
     k = state.values.shape[1]
     if state.values.shape[0] != a.shape[-1]:
         raise ValueError(f"state: expected {a.shape[-1]} channels of {layer!r}, got {state.values.shape[0]}")
-    values, image, y, x_pos = _candidates(a, _valid_rows(a.shape[0], num_valid), offset, per_position)
+    values, image, y, x_pos = _candidates(a, valid_rows(a.shape[0], num_valid), offset, per_position)
     all_values = jnp.concatenate([state.values, values], axis=1)
     top, which = lax.top_k(all_values, k)
 
@@ -169,15 +169,15 @@ def top_activations(net: Net, params, batches, layer: str, k: int, *, batch_size
     Returns:
       :class:`TopActivations`: values (C, k), indices (C, k) into the dataset, positions (C, k, 2).
     """
-    _check_stop_layer(net, layer)
+    check_stop_layer(net, layer)
     k = check_int(k, "k")
     if not isinstance(per_position, bool):
         raise ValueError(f"per_position: expected a bool, got {per_position!r}")
     state = None
-    for x, valid, offset in _image_batches(batches, batch_size):
+    for x, valid, offset in image_batches(batches, batch_size):
         if state is None:
             state = empty_top_activations(net.activation_shape(layer, x.shape[1:3])[-1], k)
-        state = top_activations_update(state, params, _place(x, sharding), offset, valid, net=net, layer=layer,
+        state = top_activations_update(state, params, place_on(x, sharding), offset, valid, net=net, layer=layer,
                                        per_position=per_position)
     return state
 
@@ -379,7 +379,7 @@ def receptive_field(net: Net, layer: str, image_size) -> ReceptiveField:
       size, stride, offset as (y, x) pairs, or None when the image is too small for a unit's
       box to be unclipped at each end (use a larger ``image_size``).
     """
-    _check_stop_layer(net, layer)
+    check_stop_layer(net, layer)
     hw = check_size(image_size, "image_size")
     shape = net.activation_shape(layer, hw)
     if len(shape) != 3:
@@ -423,13 +423,13 @@ def crop_patches(images: jax.Array, boxes: jax.Array, size) -> jax.Array:
     Returns:
       float32 (N, h, w, C).
     """
-    if not _is_array(images) or len(images.shape) != 4 or min(images.shape) < 1:
+    if not is_array(images) or len(images.shape) != 4 or min(images.shape) < 1:
         raise ValueError(f"images: expected an array (N, H, W, C), got shape {tuple(getattr(images, 'shape', ()))}")
     if not jnp.issubdtype(images.dtype, jnp.floating):
         raise ValueError(f"images: expected a floating dtype, got {images.dtype}")
     n, height, width, _ = images.shape
     h, w = check_size(size, "size")
-    if not _is_array(boxes):
+    if not is_array(boxes):
         boxes = np.asarray(boxes)
     if tuple(boxes.shape) != (n, 4) or not jnp.issubdtype(boxes.dtype, jnp.integer):
         raise ValueError(f"boxes: expected int boxes ({n}, 4) as (y0, x0, y1, x1), got {tuple(boxes.shape)} "
@@ -471,7 +471,7 @@ def filters_as_images(kernel: jax.Array) -> jax.Array:
     Returns:
       float32 (C, kh, kw, 3).
     """
-    if not _is_array(kernel):
+    if not is_array(kernel):
         kernel = np.asarray(kernel)
     if len(kernel.shape) != 4 or kernel.shape[2] != 3 or min(kernel.shape) < 1:
         raise ValueError(f"kernel: expected a first-layer kernel (kh, kw, 3, C), got shape {tuple(kernel.shape)}")

@@ -1,6 +1,9 @@
 """Streaming a dataset through jitted updates: batches from an array or an iterable, padding, placement.
 
-Shared by :mod:`jaxinterp.analysis.topk` and :mod:`jaxinterp.analysis.dissection`.
+The plumbing shared by :mod:`jaxinterp.analysis.topk` and :mod:`jaxinterp.analysis.dissection`:
+a dataset is read ``batch_size`` rows at a time, the last batch padded so that one compiled
+update serves every batch (``num_valid`` masks the padding), each batch optionally placed on
+a sharding.  Not exported from :mod:`jaxinterp.analysis`.
 """
 
 from __future__ import annotations
@@ -14,19 +17,19 @@ from jaxinterp.checks import check_int, check_layer, is_concrete
 from jaxinterp.nets import Net
 
 
-def _is_array(a) -> bool:
+def is_array(a) -> bool:
     return hasattr(a, "shape") and hasattr(a, "dtype")
 
 
-def _as_float_images(x):
+def as_float_images(x):
     """float32 images from float or uint8 (divided by 255) ones."""
     if x.dtype == jnp.uint8:
         return jnp.asarray(x).astype(jnp.float32) / jnp.float32(255)
     return jnp.asarray(x, jnp.float32)
 
 
-def _check_image_batch(x, arg: str):
-    if not _is_array(x):
+def check_image_batch(x, arg: str):
+    if not is_array(x):
         raise ValueError(f"{arg}: expected arrays of images (N, H, W, 3), got {type(x).__name__}")
     if len(x.shape) != 4 or x.shape[-1] != 3 or x.shape[0] < 1 or min(x.shape[1:3]) < 1:
         raise ValueError(f"{arg}: expected images (N >= 1, H, W, 3), got shape {tuple(x.shape)}")
@@ -34,7 +37,7 @@ def _check_image_batch(x, arg: str):
         raise ValueError(f"{arg}: expected float images in [0, 1] or uint8 ones, got dtype {x.dtype}")
 
 
-def _pad_rows(a, n: int):
+def pad_rows(a, n: int):
     """``a`` with zero rows appended up to n rows (NumPy stays NumPy, a jax array or tracer stays jax)."""
     if a.shape[0] == n:
         return a
@@ -42,7 +45,7 @@ def _pad_rows(a, n: int):
     return np.pad(a, widths) if isinstance(a, np.ndarray) else jnp.pad(a, widths)
 
 
-def _row_batches(arrays: tuple, batch_size: int):
+def row_batches(arrays: tuple, batch_size: int):
     """Yield (slices, num_valid, offset) of equal-length arrays, every slice padded to one batch size.
 
     NumPy arrays (and memmaps) are sliced on the host, so only one batch is read at a time; the
@@ -54,19 +57,19 @@ def _row_batches(arrays: tuple, batch_size: int):
     for start in range(0, n, size):
         rows = [a[start:start + size] for a in arrays]
         valid = rows[0].shape[0]
-        rows = [_pad_rows(np.asarray(r) if isinstance(r, np.ndarray) else r, size) for r in rows]
+        rows = [pad_rows(np.asarray(r) if isinstance(r, np.ndarray) else r, size) for r in rows]
         yield rows, valid, start
 
 
-def _image_batches(batches, batch_size, arg: str = "batches"):
+def image_batches(batches, batch_size, arg: str = "batches"):
     """Yield (float32 images (B, H, W, 3), num_valid, offset) from an array and a batch size, or an iterable."""
-    if _is_array(batches):
-        _check_image_batch(batches, arg)
+    if is_array(batches):
+        check_image_batch(batches, arg)
         if batch_size is None:
             raise ValueError("batch_size: expected a positive integer when batches is one array of images, got None")
         batch_size = check_int(batch_size, "batch_size")
-        for (x,), valid, start in _row_batches((batches,), batch_size):
-            yield _as_float_images(x), valid, start
+        for (x,), valid, start in row_batches((batches,), batch_size):
+            yield as_float_images(x), valid, start
         return
     if batch_size is not None:
         raise ValueError(f"batch_size: expected None when batches is an iterable of batches, got {batch_size!r}")
@@ -77,18 +80,18 @@ def _image_batches(batches, batch_size, arg: str = "batches"):
                          f"got {type(batches).__name__}") from None
     offset, hw = 0, None
     for x in it:
-        _check_image_batch(x, arg)
+        check_image_batch(x, arg)
         if hw is None:
             hw = tuple(x.shape[1:3])
         elif tuple(x.shape[1:3]) != hw:
             raise ValueError(f"{arg}: expected every batch of size {hw}, got a batch of shape {tuple(x.shape)}")
-        yield _as_float_images(x), x.shape[0], offset
+        yield as_float_images(x), x.shape[0], offset
         offset += x.shape[0]
     if hw is None:
         raise ValueError(f"{arg}: expected at least one batch of images, got none")
 
 
-def _place(x, sharding):
+def place_on(x, sharding):
     """``x`` on ``sharding`` (a device_put, or a sharding constraint while traced); unchanged for None."""
     if sharding is None:
         return x
@@ -97,7 +100,7 @@ def _place(x, sharding):
     return jax.device_put(x, sharding)
 
 
-def _check_stop_layer(net, layer: str) -> str:
+def check_stop_layer(net, layer: str) -> str:
     if not isinstance(net, Net):
         raise ValueError(f"net: expected a jaxinterp.nets.Net, got {type(net).__name__}")
     if layer is None:
@@ -105,7 +108,7 @@ def _check_stop_layer(net, layer: str) -> str:
     return check_layer(net, layer)
 
 
-def _spatial(a: jax.Array) -> jax.Array:
+def as_spatial(a: jax.Array) -> jax.Array:
     """An activation as (B, h, w, C): conv maps as they are, tokens (B, T, D) as (B, T, 1, D), vectors (B, 1, 1, C)."""
     if a.ndim == 4:
         return a
@@ -116,7 +119,7 @@ def _spatial(a: jax.Array) -> jax.Array:
     raise ValueError(f"layer: expected an activation of rank 2, 3 or 4, got shape {a.shape}")
 
 
-def _valid_rows(n: int, num_valid) -> jax.Array:
+def valid_rows(n: int, num_valid) -> jax.Array:
     """bool (n,): the first ``num_valid`` rows (all of them for None)."""
     if num_valid is None:
         return jnp.ones((n,), bool)
